@@ -1,0 +1,132 @@
+"""The Python face of erasekit; the CLI is a thin shell over these functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from erasekit.core import patch as patching
+from erasekit.core.model import DiffusionModel
+from erasekit.core.sampler import generate_images
+from erasekit.errors import ErasekitError
+from erasekit.registry import get_method
+from erasekit.request import EraseRequest, build_config
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    source: str | os.PathLike,
+    patches: Sequence[str | os.PathLike | patching.Patch] = (),
+    device: str | None = None,
+    config: str | os.PathLike | None = None,
+) -> DiffusionModel:
+    """Load a model (directory, hub id, single file or 'toyworld') and apply patches to it."""
+    model = DiffusionModel.load(source, device=device or default_device(), config=config)
+    for p in patches:
+        patching.apply(model, p if isinstance(p, patching.Patch) else patching.Patch.load(p))
+    return model
+
+
+def parse_seeds(spec: str | Sequence[int]) -> list[int]:
+    """Seeds from '0-7', '1,5,9', a mix ('0-3,10') or a list of ints (all >= 0)."""
+    if not isinstance(spec, str):
+        return [int(s) for s in spec]
+    seeds: list[int] = []
+    for part in spec.replace(" ", "").split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise ErasekitError(f"bad seed spec {spec!r}: use e.g. '0-7', '1,5,9' or '0-3,10'")
+        seeds.extend(range(int(match[1]), int(match[2] or match[1]) + 1))
+    return seeds
+
+
+def generate(
+    model: DiffusionModel,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int = 50,
+    guidance: float = 7.5,
+    negative_prompt: str = "",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+    """Every prompt with every seed. Returns images (N, 3, H, W) in [0, 1] and their (prompt, seed)."""
+    if not prompts:
+        raise ErasekitError("give at least one prompt")
+    if steps < 1:
+        raise ErasekitError(f"steps must be >= 1, got {steps}")
+    if not np.isfinite(guidance):
+        raise ErasekitError(f"guidance must be a finite number, got {guidance}")
+    pairs = [(p, s) for p in prompts for s in seeds]
+    images = generate_images(
+        model,
+        [p for p, _ in pairs],
+        [s for _, s in pairs],
+        steps=steps,
+        guidance=guidance,
+        negative_prompt=negative_prompt,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return images, pairs
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> Image.Image:
+    """Tile images (N, 3, H, W) into one picture, `columns` per row, white gaps between."""
+    n, _, h, w = images.shape
+    rows = (n + columns - 1) // columns
+    canvas = torch.ones(3, rows * (h + pad) + pad, columns * (w + pad) + pad)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        canvas[:, y : y + h, x : x + w] = images[i]
+    return to_pil(canvas)
+
+
+def save_images(
+    images: torch.Tensor, pairs: Sequence[tuple[str, int]], out_dir: str | os.PathLike, columns: int,
+    info: dict | None = None,
+) -> Path:
+    """Per-image PNGs, grid.png (one row per prompt) and images.json describing them."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, (image, (prompt, seed)) in enumerate(zip(images, pairs, strict=True)):
+        name = f"images/{i:04d}_seed{seed}.png"
+        to_pil(image).save(out / name)
+        records.append({"file": name, "prompt": prompt, "seed": seed})
+    image_grid(images, columns=columns).save(out / "grid.png")
+    (out / "images.json").write_text(json.dumps({"images": records, **(info or {})}, indent=2))
+    return out
+
+
+def erase(
+    model: DiffusionModel,
+    method: str,
+    request: EraseRequest,
+    config: Mapping[str, Any] | Any | None = None,
+) -> patching.Patch:
+    """Run an erasure method on a loaded model; the model itself is left as it was."""
+    spec = get_method(method)
+    cfg = config if isinstance(config, spec.config_class) else build_config(spec.config_class, config or {})
+    request.check_vocabulary(model.tokenizer)
+    return spec.erase(model, request, cfg)

@@ -1,0 +1,278 @@
+"""`erasekit` command line: a thin shell over erasekit.api.
+
+Bad input exits with status 2 and one readable line; bugs still show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+import erasekit
+from erasekit.errors import ErasekitError
+
+# transformers warns at import about optional image backends the CLI never uses.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SEEDS_HELP = "seeds: '0-7', '1,5,9' or a mix"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"erasekit: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(erasekit.__version__, prog_name="erasekit")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Erase concepts from text-to-image diffusion models, and measure what is erased and what is kept.
+
+    Models are given as a diffusers directory, a hub id from the local hub cache, a single
+    .safetensors checkpoint, or `toyworld` (the built-in toy model).
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------- ls
+@cli.group("ls")
+def ls() -> None:
+    """List what erasekit knows: methods, parameter scopes."""
+
+
+@ls.command("methods")
+def ls_methods() -> None:
+    """Registered erasure methods."""
+    from erasekit.registry import list_methods
+
+    for spec in list_methods():
+        click.echo(f"{spec.name:8s} {spec.summary}")
+
+
+@ls.command("scopes")
+def ls_scopes() -> None:
+    """Named parameter scopes a method may train."""
+    from erasekit.core.scopes import SCOPE_DESCRIPTIONS
+
+    for name, text in SCOPE_DESCRIPTIONS.items():
+        click.echo(f"{name:10s} {text}")
+
+
+# --------------------------------------------------------------- generate
+def model_options(fn):
+    fn = click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")(fn)
+    fn = click.option("--config", "config", default=None,
+                      help="diffusers directory or hub id with the component configs of a single-file model.")(fn)
+    fn = click.option("--patch", "patches", multiple=True, type=click.Path(dir_okay=False),
+                      help="erasekit patch to apply (repeatable; applied in order).")(fn)
+    fn = click.option("--model", "model", default="toyworld", show_default=True,
+                      help="diffusers directory, hub id, .safetensors file, or 'toyworld'.")(fn)
+    return fn
+
+
+@cli.command()
+@model_options
+@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt (repeatable).")
+@click.option("--seed", "seeds", default="0-3", show_default=True, help=SEEDS_HELP)
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1), help="DDIM steps (η = 0).")
+@click.option("--guidance", default=7.5, show_default=True, type=float, help="classifier-free guidance scale.")
+@click.option("--negative-prompt", default="", help="prompt for the unconditional branch.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
+def generate(model, patches, config, device, prompts, seeds, steps, guidance, negative_prompt, batch_size, out):
+    """Generate images: every prompt with every seed, as PNG files plus a grid (a row per prompt)."""
+    from erasekit import api
+
+    seed_list = api.parse_seeds(seeds)
+    m = api.load_model(model, patches, device=device, config=config)
+    images, pairs = api.generate(m, prompts, seed_list, steps=steps, guidance=guidance,
+                                 negative_prompt=negative_prompt, batch_size=batch_size)
+    info = {"model": model, "patches": list(patches), "steps": steps, "guidance": guidance}
+    path = api.save_images(images, pairs, out, columns=len(seed_list), info=info)
+    click.echo(f"{len(pairs)} images in {path} (grid: {path / 'grid.png'})")
+
+
+# ------------------------------------------------------------------ patch
+@cli.group()
+def patch() -> None:
+    """Inspect, apply, remove, stack and export patches."""
+
+
+@patch.command("info")
+@click.argument("patch_file", type=click.Path(dir_okay=False))
+def patch_info(patch_file):
+    """Print a patch's method, config, concepts and base fingerprint as JSON."""
+    from erasekit.core.patch import Patch
+
+    click.echo(json.dumps(Patch.load(patch_file).summary(), indent=2))
+
+
+@patch.command("apply")
+@model_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="new pipeline directory.")
+def patch_apply(model, patches, config, device, out):
+    """Write MODEL with the given patches applied, as a pipeline directory that remembers them
+    (so `erasekit patch remove` can take one off again exactly)."""
+    from erasekit import api
+    from erasekit.core.patch import export_pipeline
+
+    if not patches:
+        _fail("give at least one --patch")
+    m = api.load_model(model, patches, device=device, config=config)
+    click.echo(f"patched pipeline written to {export_pipeline(m, out, keep_base=True)}")
+
+
+@patch.command("remove")
+@click.option("--model", required=True, help="pipeline directory written by `erasekit patch apply`.")
+@click.option("--patch", "patches", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="patch to take off (repeatable).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="new pipeline directory.")
+def patch_remove(model, patches, out):
+    """Take patches off a patched pipeline directory; with none left the weights are the base, bit for bit."""
+    from erasekit import api
+    from erasekit.core.patch import Patch, export_pipeline, remove
+
+    m = api.load_model(model, device="cpu")
+    for p in patches:
+        remove(m, Patch.load(p))
+    click.echo(f"pipeline written to {export_pipeline(m, out, keep_base=True)}")
+
+
+@patch.command("stack")
+@click.argument("patch_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the stacked .safetensors patch.")
+def patch_stack(patch_files, out):
+    """Combine several patches into one that equals applying all of them."""
+    from erasekit.core.patch import Patch, stack
+
+    click.echo(f"stacked patch written to {stack([Patch.load(p) for p in patch_files]).save(out)}")
+
+
+@patch.command("export")
+@model_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="new pipeline directory.")
+def patch_export(model, patches, config, device, out):
+    """Export MODEL with patches applied as a plain diffusers pipeline (no erasekit needed to load it)."""
+    from erasekit import api
+    from erasekit.core.patch import export_pipeline
+
+    m = api.load_model(model, patches, device=device, config=config)
+    click.echo(f"pipeline written to {export_pipeline(m, out, keep_base=False)}")
+
+
+# ------------------------------------------------------------------ erase
+@cli.command()
+@model_options
+@click.option("--method", default=None, help="erasure method id (see `erasekit ls methods`).")
+@click.option("--concept", "concepts", multiple=True, help="concept to erase (repeatable).")
+@click.option("--anchor", "anchors", multiple=True, help="anchor / replacement concept: one, or one per concept.")
+@click.option("--preserve", "preserve", multiple=True, help="concept to keep intact (repeatable).")
+@click.option("--request", "request_file", default=None, type=click.Path(dir_okay=False),
+              help="YAML request (concepts, anchors, preserve, method, config); flags override it.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="method config override (repeatable).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="patch file (.safetensors) to write.")
+def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, out):
+    """Erase concepts from MODEL with METHOD and write the result as a patch.
+
+    Everything is validated before the model loads; the patch is written only when the run finishes.
+    """
+    from erasekit import api
+    from erasekit.registry import get_method
+    from erasekit.request import EraseRequest, build_config, parse_overrides
+
+    values: dict = {}
+    if request_file:
+        request, extra = EraseRequest.from_yaml(request_file)
+        method = method or extra["method"]
+        values.update(extra["config"])
+        request = EraseRequest(concepts=list(concepts) or request.concepts,
+                               anchors=list(anchors) or request.anchors,
+                               preserve=list(preserve) or request.preserve)
+    else:
+        request = EraseRequest(concepts=list(concepts), anchors=list(anchors), preserve=list(preserve))
+    if not method:
+        _fail("give --method (or 'method:' in the request file)")
+    if not out.endswith(".safetensors"):
+        _fail(f"--out must end with .safetensors, got {out!r}")
+    values.update(parse_overrides(overrides))
+    spec = get_method(method)
+    cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
+    m = api.load_model(model, patches, device=device, config=config)
+    result = api.erase(m, method, request, cfg)
+    click.echo(f"patch written to {result.save(out)}")
+
+
+# --------------------------------------------------------------- toyworld
+@cli.group()
+def toyworld() -> None:
+    """The built-in toy world: its model and classifier."""
+
+
+@toyworld.command("train")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="pipeline directory to write (default: the shipped models/toyworld).")
+@click.option("--work", default=".cache/toyworld-train", show_default=True, type=click.Path(file_okay=False),
+              help="checkpoints and cached latents; a rerun resumes from here.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")
+@click.option("--unet-steps", default=None, type=click.IntRange(min=1), help="UNet training steps.")
+@click.option("--init-from", default=None, type=click.Path(file_okay=False),
+              help="start the UNet and text encoder from this pipeline's weights.")
+def toyworld_train(out, work, threads, unet_steps, init_from):
+    """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
+    import torch
+
+    from erasekit.core.model import toyworld_dir
+    from erasekit.toyworld.train import ToyTrainConfig, train_all
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = ToyTrainConfig() if unet_steps is None else ToyTrainConfig(unet_steps=unet_steps)
+    target = Path(out) if out else toyworld_dir()
+    train_all(target, Path(work), cfg, Path(init_from) if init_from else None)
+    click.echo(f"toy world written to {target}")
+
+
+# ------------------------------------------------------------------- demo
+@cli.command()
+@click.option("--out", default="outputs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seeds", default="0-7", show_default=True, help=SEEDS_HELP)
+@click.option("--steps", default=35, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+def demo(out, seeds, steps, device):
+    """The main job on the built-in toy model (today: a generation grid over the toy world's concepts)."""
+    from erasekit import api
+
+    prompts = ["a red circle on snow", "a blue striped square on sand", "a yellow triangle on slate",
+               "a green cross at a party", "a purple disc on snow"]
+    seed_list = api.parse_seeds(seeds)
+    m = api.load_model("toyworld", device=device)
+    images, pairs = api.generate(m, prompts, seed_list, steps=steps)
+    path = api.save_images(images, pairs, out, columns=len(seed_list), info={"model": "toyworld", "steps": steps})
+    click.echo(f"demo: {len(pairs)} images, grid at {path / 'grid.png'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage and input errors become one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="erasekit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+    except ErasekitError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("erasekit: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

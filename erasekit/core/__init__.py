@@ -1,0 +1,1 @@
+"""Shared machinery: model wrapper, sampler, scopes, trainer, patches, attention control."""

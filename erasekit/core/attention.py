@@ -1,0 +1,135 @@
+"""Cross-attention control: record per-token attention maps and rescale chosen tokens.
+
+A diffusers attention processor for every cross-attention (attn2) layer
+computes the attention probabilities explicitly, so they can be stored (with
+or without gradient, for Forget-Me-Not's loss) and re-weighted per token after
+the softmax, as Prompt-to-Prompt does to suppress a word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from diffusers.models.attention_processor import Attention
+
+
+class AttentionStore:
+    """Shared state of the installed processors: what to record, how to rescale."""
+
+    def __init__(self, record: bool = True, keep_grad: bool = False) -> None:
+        self.record = record
+        self.keep_grad = keep_grad
+        # (L,) or (B, L) multipliers on the post-softmax probabilities, or None.
+        self.token_scale: torch.Tensor | None = None
+        self.maps: dict[str, list[torch.Tensor]] = {}
+
+    def reset(self) -> None:
+        self.maps = {}
+
+    def add(self, layer: str, probs: torch.Tensor) -> None:
+        self.maps.setdefault(layer, []).append(probs if self.keep_grad else probs.detach())
+
+    def token_mass(self) -> torch.Tensor:
+        """Mean attention each token receives, (B, L), averaged over layers, heads, pixels and calls."""
+        per_layer = [torch.stack(calls).mean(0).mean(dim=(1, 2)) for calls in self.maps.values()]
+        if not per_layer:
+            raise RuntimeError("no attention recorded: run the UNet inside `control_attention`")
+        return torch.stack(per_layer).mean(0)
+
+    def token_maps(self, size: int) -> torch.Tensor:
+        """Spatial per-token maps (B, L, size, size), resized from every layer and averaged."""
+        out = []
+        for calls in self.maps.values():
+            probs = torch.stack(calls).mean(0).mean(1)  # (B, Q, L)
+            side = int(probs.shape[1] ** 0.5)
+            spatial = probs.transpose(1, 2).reshape(probs.shape[0], probs.shape[2], side, side)
+            out.append(torch.nn.functional.interpolate(spatial, size=(size, size), mode="bilinear"))
+        if not out:
+            raise RuntimeError("no attention recorded: run the UNet inside `control_attention`")
+        return torch.stack(out).mean(0)
+
+
+class ControlledCrossAttnProcessor:
+    """The math of diffusers' AttnProcessor, with the probabilities exposed to an AttentionStore."""
+
+    def __init__(self, store: AttentionStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        batch, seq_len, _ = context.shape
+        attention_mask = attn.prepare_attention_mask(attention_mask, seq_len, batch)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*heads, Q, L)
+        heads = attn.heads
+        probs = probs.view(batch, heads, *probs.shape[1:])
+        scale = self.store.token_scale
+        if scale is not None:
+            scale = scale.to(probs.dtype).to(probs.device)
+            scale = scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :]
+            probs = probs * scale
+        if self.store.record:
+            self.store.add(self.name, probs)
+        hidden_states = torch.bmm(probs.reshape(batch * heads, *probs.shape[2:]), value)
+        hidden_states = attn.batch_to_head_dim(hidden_states)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+@contextmanager
+def control_attention(
+    unet: torch.nn.Module, record: bool = True, keep_grad: bool = False
+) -> Iterator[AttentionStore]:
+    """Install controlled processors on every attn2 layer; restore the originals on exit."""
+    store = AttentionStore(record=record, keep_grad=keep_grad)
+    original = unet.attn_processors
+    replaced = {
+        name: (ControlledCrossAttnProcessor(store, name) if ".attn2." in name else proc)
+        for name, proc in original.items()
+    }
+    unet.set_attn_processor(replaced)
+    try:
+        yield store
+    finally:
+        unet.set_attn_processor(original)
+
+
+def token_indices(tokenizer, prompt: str, word: str) -> list[int]:
+    """Positions (including BOS at 0) of the tokens that spell `word` inside `prompt`."""
+    ids = tokenizer(prompt).input_ids
+    word_ids = tokenizer(word, add_special_tokens=False).input_ids
+    if not word_ids:
+        raise ValueError(f"{word!r} has no tokens")
+    for start in range(len(ids) - len(word_ids) + 1):
+        if ids[start : start + len(word_ids)] == word_ids:
+            return list(range(start, start + len(word_ids)))
+    raise ValueError(f"{word!r} does not occur in {prompt!r} at token level")

@@ -1,0 +1,208 @@
+"""Loading a Stable Diffusion pipeline and the one wrapper every method works through.
+
+`load_model` accepts a diffusers directory, a hub id (resolved from the local
+hub cache; nothing is downloaded unless the user allows it), a single
+`.safetensors` checkpoint, or the built-in name `toyworld`. Pickle checkpoints
+are refused: loading them executes arbitrary code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from erasekit.errors import ErasekitError
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
+TOYWORLD = "toyworld"
+
+
+def toyworld_dir() -> Path:
+    """The shipped toy-world pipeline directory (overridable with ERASEKIT_TOYWORLD)."""
+    env = os.environ.get("ERASEKIT_TOYWORLD")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models" / TOYWORLD
+
+
+def resolve_source(source: str | os.PathLike) -> str | Path:
+    """Map a user's model argument to a local path or a hub id, refusing pickles up front."""
+    text = str(source)
+    if not text.strip():
+        raise ErasekitError("model must not be empty: give a diffusers directory, a hub id, a .safetensors file "
+                            "or 'toyworld'")
+    if text == TOYWORLD:
+        path = toyworld_dir()
+        if not (path / "model_index.json").exists():
+            raise ErasekitError(f"the toy-world model is missing at {path}; run `erasekit toyworld train`")
+        return path
+    path = Path(text).expanduser()
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ErasekitError(
+            f"refusing to load pickle checkpoint {path.name}: pickles can run arbitrary code; "
+            "convert it to .safetensors (e.g. with diffusers' conversion scripts) and pass that file"
+        )
+    if path.exists():
+        if path.is_dir() and not (path / "model_index.json").exists():
+            raise ErasekitError(f"{path} is a directory but not a diffusers pipeline (no model_index.json)")
+        if path.is_file() and path.suffix.lower() != ".safetensors":
+            raise ErasekitError(f"unsupported model file {path.name}: expected a .safetensors checkpoint")
+        return path
+    if path.suffix or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise ErasekitError(f"model {text!r} not found: not a local path, and not a hub id of the form owner/name")
+    return text
+
+
+def load_pipeline(
+    source: str | os.PathLike,
+    *,
+    config: str | os.PathLike | None = None,
+    local_files_only: bool = True,
+    torch_dtype: torch.dtype | None = None,
+) -> StableDiffusionPipeline:
+    """Load a StableDiffusionPipeline from a directory, hub id, single .safetensors file or 'toyworld'.
+
+    `config` (a diffusers directory or hub id) gives the component configs of a single-file
+    checkpoint, which otherwise would have to be fetched from the hub.
+    """
+    resolved = resolve_source(source)
+    kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    try:
+        if isinstance(resolved, Path) and resolved.is_file():
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(resolved), config=str(config) if config else None, local_files_only=local_files_only, **kwargs
+            )
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(resolved), local_files_only=local_files_only, use_safetensors=True, **kwargs
+            )
+    except (OSError, ValueError) as exc:
+        hint = " (not in the local hub cache; downloads are off)" if isinstance(resolved, str) else ""
+        raise ErasekitError(f"could not load model {source!s}{hint}: {str(exc).splitlines()[0]}") from exc
+    # DDIM with η = 0 everywhere: the methods' trajectories and the evaluation share one sampler.
+    if not isinstance(pipe.scheduler, DDIMScheduler):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class DiffusionModel:
+    """What every method needs from a Stable Diffusion pipeline, in one place."""
+
+    def __init__(self, pipe: StableDiffusionPipeline, device: str | torch.device | None = None) -> None:
+        self.pipe = pipe
+        if device is not None:
+            pipe.to(device)
+        for module in (pipe.unet, pipe.text_encoder, pipe.vae):
+            module.requires_grad_(False)
+            module.eval()
+
+    @classmethod
+    def load(cls, source: str | os.PathLike, device: str | torch.device | None = None, **kwargs) -> DiffusionModel:
+        """Load a model; a pipeline exported with patches gets them re-attached (so they can be removed)."""
+        from erasekit.core.patch import restore_applied
+
+        model = cls(load_pipeline(source, **kwargs), device=device)
+        resolved = resolve_source(source)
+        if isinstance(resolved, Path) and resolved.is_dir():
+            restore_applied(model, resolved)
+        return model
+
+    # ------------------------------------------------------------ components
+    @property
+    def unet(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    @property
+    def text_encoder(self) -> torch.nn.Module:
+        return self.pipe.text_encoder
+
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipe.vae
+
+    @property
+    def scheduler(self) -> DDIMScheduler:
+        return self.pipe.scheduler
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.unet.dtype
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, size, size)
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * self.pipe.vae_scale_factor
+
+    def named_modules(self) -> dict[str, torch.nn.Module]:
+        """The trainable components by prefix, as parameter scopes and patches name them."""
+        return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    # -------------------------------------------------------------- encoding
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        return tok(
+            list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+
+    def encode(self, prompts: Sequence[str] | str) -> torch.Tensor:
+        """Text-encoder hidden states (B, L, D) used as cross-attention context."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
+
+    # ------------------------------------------------------------ denoising
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+        """ε for every latent under every condition, in one UNet call.
+
+        x_t: (B, C, H, W); cond: (K, L, D) or (K, B, L, D). Returns (K, B, C, H, W).
+        """
+        b, k = x_t.shape[0], cond.shape[0]
+        if cond.dim() == 3:
+            cond = cond[:, None].expand(k, b, *cond.shape[1:])
+        elif cond.dim() != 4 or cond.shape[1] != b:
+            raise ValueError(f"cond must be (K, L, D) or (K, {b}, L, D), got {tuple(cond.shape)}")
+        t = torch.as_tensor(t, device=x_t.device)
+        t = t.expand(b) if t.dim() == 0 else t
+        x = x_t.unsqueeze(0).expand(k, *x_t.shape).reshape(k * b, *x_t.shape[1:])
+        out = self.unet(x, t.repeat(k), cond.reshape(k * b, *cond.shape[2:])).sample
+        return out.view(k, b, *x_t.shape[1:])
+
+    # -------------------------------------------------------------- latents
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → images in [0, 1], (B, 3, H, W), float32."""
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return ((images.float() + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] → scaled latents (posterior mean)."""
+        x = images.to(self.device, self.vae.dtype) * 2 - 1
+        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+    def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
+        """x_T for each seed, drawn on the CPU so that images match across devices."""
+        noise = [
+            torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds
+        ]
+        return torch.stack(noise).to(self.device, self.dtype) * self.scheduler.init_noise_sigma

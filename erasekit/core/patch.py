@@ -1,0 +1,306 @@
+"""Patches: the weight deltas an erasure produces, as one .safetensors file.
+
+A model's touched weights are always `base + Σ scale_i · delta_i` over the
+patches applied to it, recomputed from a saved copy of the base tensors. So
+`remove` restores the base bit-for-bit, and stacking two patches into one
+gives exactly the weights of applying both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import erasekit
+from erasekit.errors import ErasekitError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "erasekit.patch/1"
+
+
+class FingerprintMismatch(ErasekitError):
+    """The patch was made for another base model."""
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, shapes and float32 bytes of the given base tensors."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class Patch:
+    deltas: dict[str, torch.Tensor]
+    method: str
+    config: dict[str, Any]
+    concepts: list[str]
+    base_fingerprint: str
+    erasekit_version: str = erasekit.__version__
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def from_weights(
+        cls,
+        base: dict[str, torch.Tensor],
+        edited: dict[str, torch.Tensor],
+        method: str,
+        config: dict[str, Any],
+        concepts: Sequence[str],
+        info: dict[str, Any] | None = None,
+    ) -> Patch:
+        """Deltas edited − base (float32) of the named tensors."""
+        if set(base) != set(edited):
+            raise ValueError("base and edited must name the same tensors")
+        deltas = {
+            name: (edited[name].detach().float().cpu() - base[name].detach().float().cpu()).contiguous()
+            for name in base
+        }
+        return cls(deltas, method, dict(config), list(concepts), fingerprint(base), info=dict(info or {}))
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self._metadata(), sort_keys=True).encode())
+        for name in sorted(self.deltas):
+            digest.update(name.encode())
+            digest.update(self.deltas[name].numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+    def num_values(self) -> int:
+        return sum(t.numel() for t in self.deltas.values())
+
+    # ------------------------------------------------------------------ I/O
+    def _metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "method": self.method,
+            "config": json.dumps(self.config, sort_keys=True),
+            "concepts": json.dumps(self.concepts),
+            "base_fingerprint": self.base_fingerprint,
+            "erasekit_version": self.erasekit_version,
+            "info": json.dumps(self.info, sort_keys=True),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a temporary file renamed into place, never a half-written patch."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.deltas.items()}, str(tmp), metadata=self._metadata())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Patch:
+        path = Path(path)
+        if not path.exists():
+            raise ErasekitError(f"patch {path} does not exist")
+        if path.suffix != ".safetensors":
+            raise ErasekitError(f"patch {path.name} is not a .safetensors file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                deltas = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise ErasekitError(f"cannot read patch {path}: {exc}") from exc
+        if meta.get("format") != FORMAT:
+            raise ErasekitError(f"{path.name} is not an erasekit patch (format {meta.get('format')!r})")
+        return cls(
+            deltas=deltas,
+            method=meta["method"],
+            config=json.loads(meta["config"]),
+            concepts=json.loads(meta["concepts"]),
+            base_fingerprint=meta["base_fingerprint"],
+            erasekit_version=meta["erasekit_version"],
+            info=json.loads(meta.get("info", "{}")),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "method": self.method,
+            "concepts": self.concepts,
+            "config": self.config,
+            "base_fingerprint": self.base_fingerprint,
+            "erasekit_version": self.erasekit_version,
+            "tensors": len(self.deltas),
+            "values": self.num_values(),
+            "info": self.info,
+        }
+
+
+def stack(patches: Sequence[Patch]) -> Patch:
+    """One patch equal to applying all of them (deltas summed in order)."""
+    if not patches:
+        raise ErasekitError("nothing to stack")
+    deltas: dict[str, torch.Tensor] = {}
+    for patch in patches:
+        for name, delta in patch.deltas.items():
+            deltas[name] = deltas[name] + delta if name in deltas else delta.clone()
+    # The stacked base fingerprint covers every touched tensor; patches keep theirs in `info`.
+    return Patch(
+        deltas=deltas,
+        method="stack",
+        config={"patches": [p.summary() | {"info": None} for p in patches]},
+        concepts=[c for p in patches for c in p.concepts],
+        base_fingerprint="+".join(p.base_fingerprint for p in patches),
+        info={"parts": [{"id": p.id, "base_fingerprint": p.base_fingerprint, "tensors": sorted(p.deltas)}
+                        for p in patches]},
+    )
+
+
+class PatchState:
+    """Which patches a model carries, and the base tensors they were applied on."""
+
+    def __init__(self) -> None:
+        self.base: dict[str, torch.Tensor] = {}
+        self.applied: list[tuple[Patch, float]] = []
+
+
+def _state(model) -> PatchState:
+    if not hasattr(model, "_erasekit_patches"):
+        model._erasekit_patches = PatchState()
+    return model._erasekit_patches
+
+
+def _parameter(model, name: str) -> torch.nn.Parameter:
+    prefix, _, rest = name.partition(".")
+    modules = model.named_modules()
+    if prefix not in modules:
+        raise ErasekitError(f"patch touches {name!r}, but the model has no component {prefix!r}")
+    try:
+        return modules[prefix].get_parameter(rest)
+    except AttributeError as exc:
+        raise ErasekitError(f"patch touches {name!r}, which this model does not have") from exc
+
+
+def base_tensors(model, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The model's unpatched values of the named tensors."""
+    state = _state(model)
+    return {n: state.base[n] if n in state.base else _parameter(model, n).detach() for n in names}
+
+
+def check_fingerprint(model, patch: Patch) -> None:
+    parts = patch.info.get("parts") if patch.method == "stack" else None
+    checks = parts or [{"base_fingerprint": patch.base_fingerprint, "tensors": sorted(patch.deltas)}]
+    for part in checks:
+        for name in part["tensors"]:
+            base = base_tensors(model, [name])[name]
+            if tuple(base.shape) != tuple(patch.deltas[name].shape):
+                raise FingerprintMismatch(
+                    f"patch does not fit this model: {name} has shape {tuple(base.shape)}, "
+                    f"patch expects {tuple(patch.deltas[name].shape)}"
+                )
+        found = fingerprint(base_tensors(model, part["tensors"]))
+        if found != part["base_fingerprint"]:
+            raise FingerprintMismatch(
+                f"patch was made for another base model (fingerprint {part['base_fingerprint']}, "
+                f"this model {found}); apply it to the model it was made from"
+            )
+
+
+@torch.no_grad()
+def _refresh(model, names: Iterable[str]) -> None:
+    state = _state(model)
+    for name in sorted(set(names)):
+        total = None
+        for patch, scale in state.applied:
+            if name in patch.deltas:
+                d = patch.deltas[name] * scale if scale != 1.0 else patch.deltas[name]
+                total = d.clone() if total is None else total + d
+        param = _parameter(model, name)
+        base = state.base[name]
+        if total is None:
+            param.copy_(base)
+            del state.base[name]
+        else:
+            param.copy_((base.float() + total.to(base.device)).to(param.dtype))
+
+
+def apply(model, patch: Patch, scale: float = 1.0) -> None:
+    """Apply a patch on top of whatever the model carries (after checking it was made for this base)."""
+    check_fingerprint(model, patch)
+    state = _state(model)
+    for name in patch.deltas:
+        if name not in state.base:
+            state.base[name] = _parameter(model, name).detach().clone()
+    state.applied.append((patch, float(scale)))
+    _refresh(model, patch.deltas)
+    log.info("applied patch %s (%s, %s) x%.3g", patch.id, patch.method, ", ".join(patch.concepts), scale)
+
+
+def remove(model, patch: Patch) -> None:
+    """Take a patch off; with none left the touched tensors are the base bit-for-bit."""
+    state = _state(model)
+    ids = [p.id for p, _ in state.applied]
+    if patch.id not in ids:
+        raise ErasekitError(f"patch {patch.id} is not applied to this model")
+    del state.applied[ids.index(patch.id)]
+    _refresh(model, patch.deltas)
+
+
+def applied(model) -> list[Patch]:
+    return [p for p, _ in _state(model).applied]
+
+
+SIDECAR = "erasekit"
+
+
+def export_pipeline(model, out_dir: str | os.PathLike, keep_base: bool = True) -> Path:
+    """Write the model with its applied patches as a plain diffusers pipeline directory.
+
+    keep_base: also store the touched base tensors and the patches in an `erasekit/` side folder
+    (plain diffusers ignores it), so that `erasekit patch remove` can later restore the base exactly.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ErasekitError(f"{out_dir} exists and is not an empty directory; choose a new one")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.pipe.save_pretrained(tmp, safe_serialization=True)
+    state = _state(model)
+    provenance = {"erasekit_version": erasekit.__version__, "patches": [p.summary() for p in applied(model)]}
+    (tmp / "erasekit.json").write_text(json.dumps(provenance, indent=2))
+    if keep_base and state.applied:
+        side = tmp / SIDECAR
+        side.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.base.items()}, str(side / "base.safetensors"))
+        order = []
+        for i, (patch, scale) in enumerate(state.applied):
+            patch.save(side / f"patch-{i:02d}-{patch.id}.safetensors")
+            order.append({"file": f"patch-{i:02d}-{patch.id}.safetensors", "scale": scale})
+        (side / "applied.json").write_text(json.dumps(order, indent=2))
+    if out_dir.exists():
+        out_dir.rmdir()
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def restore_applied(model, pipeline_dir: str | os.PathLike) -> None:
+    """Re-attach the patches an exported pipeline carries (its weights already include them)."""
+    side = Path(pipeline_dir) / SIDECAR
+    if not (side / "applied.json").exists():
+        return
+    state = _state(model)
+    with safe_open(str(side / "base.safetensors"), framework="pt") as f:
+        state.base = {k: f.get_tensor(k).to(_parameter(model, k).device) for k in f.keys()}
+    for entry in json.loads((side / "applied.json").read_text()):
+        state.applied.append((Patch.load(side / entry["file"]), float(entry["scale"])))

@@ -1,0 +1,94 @@
+"""Named selections of trainable parameters (what a method is allowed to change).
+
+Parameter names carry their component as prefix: `unet.<name>` or
+`text_encoder.<name>`, the same names patches store.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from erasekit.errors import ErasekitError
+
+log = logging.getLogger(__name__)
+
+# transformers 4 names it text_model.embeddings..., transformers 5 embeddings...
+_TOKEN_EMBEDDING = re.compile(r"^text_encoder\.(text_model\.)?embeddings\.token_embedding\.weight$")
+
+_TO_OUT = re.compile(r"\.attn[12]\.to_out\.0\.")
+_XATTN = re.compile(r"\.attn2\.")
+_XATTN_KV = re.compile(r"\.attn2\.to_[kv]\.")
+# ESD-u as in the ESD paper code: everything in the UNet except cross-attention, the time
+# embedding and the output head (conv_norm_out / conv_out).
+_NON_XATTN_EXCLUDE = re.compile(r"(\.attn2\.|^unet\.time_embedding\.|^unet\.conv_norm_out\.|^unet\.conv_out\.)")
+
+SCOPES: dict[str, Callable[[str], bool]] = {
+    "to_out": lambda n: n.startswith("unet.") and bool(_TO_OUT.search(n)),
+    "xattn": lambda n: n.startswith("unet.") and bool(_XATTN.search(n)),
+    "xattn-kv": lambda n: n.startswith("unet.") and bool(_XATTN_KV.search(n)),
+    "non-xattn": lambda n: n.startswith("unet.") and not _NON_XATTN_EXCLUDE.search(n),
+    "embedding": lambda n: bool(_TOKEN_EMBEDDING.match(n)),
+    "full": lambda n: n.startswith("unet."),
+}
+SCOPE_DESCRIPTIONS = {
+    "to_out": "to_out.0 of self- (attn1) and cross-attention (attn2) in the UNet",
+    "xattn": "all cross-attention (attn2) projections of the UNet (ESD-x)",
+    "xattn-kv": "cross-attention to_k / to_v of the UNet",
+    "non-xattn": "the UNet without cross-attention, time embedding and output head (ESD-u)",
+    "embedding": "rows of the text encoder's token embedding (only the given tokens train)",
+    "full": "every UNet parameter",
+}
+
+
+@dataclass
+class Selection:
+    """The parameters a scope selects, frozen everything else, and how many values train."""
+
+    scope: str
+    params: dict[str, torch.nn.Parameter]
+    trainable_count: int
+
+
+def named_parameters(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
+    return {f"{prefix}.{name}": p for prefix, module in modules.items() for name, p in module.named_parameters()}
+
+
+def scope_names() -> list[str]:
+    return list(SCOPES)
+
+
+def select(
+    modules: dict[str, torch.nn.Module], scope: str, token_ids: Sequence[int] | None = None
+) -> Selection:
+    """Freeze every parameter, then unfreeze and return those of `scope`.
+
+    For `embedding`, only the rows of `token_ids` receive gradient (a hook zeroes the rest).
+    """
+    if scope not in SCOPES:
+        from erasekit.registry import suggest
+
+        raise ErasekitError(f"unknown parameter scope {scope!r}{suggest(scope, SCOPES)}")
+    every = named_parameters(modules)
+    for p in every.values():
+        p.requires_grad_(False)
+    chosen = {n: p for n, p in every.items() if SCOPES[scope](n)}
+    if not chosen:
+        raise ErasekitError(f"scope {scope!r} selects no parameter of this model")
+    for p in chosen.values():
+        p.requires_grad_(True)
+    count = sum(p.numel() for p in chosen.values())
+    if scope == "embedding":
+        if not token_ids:
+            raise ErasekitError("scope 'embedding' needs the token ids whose rows may change")
+        (weight,) = chosen.values()
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        mask[list(token_ids)] = 1.0
+        weight.register_hook(lambda grad: grad * mask)
+        count = len(set(token_ids)) * weight.shape[1]
+    log.info("scope %s: %d tensors, %d trainable values", scope, len(chosen), count)
+    return Selection(scope=scope, params=chosen, trainable_count=count)

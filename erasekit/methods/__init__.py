@@ -1,0 +1,1 @@
+"""Erasure methods: one package each (config.py + method.py), registered on import."""

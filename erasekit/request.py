@@ -1,0 +1,141 @@
+"""Erasure requests: what to erase and what to map it to, validated before any model loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from erasekit.errors import ErasekitError
+
+
+@dataclass
+class EraseRequest:
+    """Target concepts, optional anchors (one shared, or one per concept), concepts to preserve."""
+
+    concepts: list[str]
+    anchors: list[str] = field(default_factory=list)
+    preserve: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.concepts = [_clean(c, "concept") for c in self.concepts]
+        self.anchors = [_clean(a, "anchor", allow_empty=True) for a in self.anchors]
+        self.preserve = [_clean(p, "preserve concept") for p in self.preserve]
+        if not self.concepts:
+            raise ErasekitError("the request names no concept to erase")
+        if len(set(self.concepts)) != len(self.concepts):
+            raise ErasekitError(f"a concept is named twice in {self.concepts}")
+        if self.anchors and len(self.anchors) not in (1, len(self.concepts)):
+            raise ErasekitError(
+                f"give one anchor for all concepts or one per concept: {len(self.anchors)} anchors "
+                f"for {len(self.concepts)} concepts"
+            )
+        for concept, anchor in zip(self.concepts, self.anchor_list(), strict=True):
+            if anchor is not None and anchor == concept:
+                raise ErasekitError(f"concept {concept!r} cannot be its own anchor")
+        clash = set(self.concepts) & set(self.preserve)
+        if clash:
+            raise ErasekitError(f"{sorted(clash)[0]!r} is both erased and preserved")
+
+    def anchor_list(self) -> list[str | None]:
+        if not self.anchors:
+            return [None] * len(self.concepts)
+        return self.anchors * len(self.concepts) if len(self.anchors) == 1 else list(self.anchors)
+
+    def check_vocabulary(self, tokenizer) -> None:
+        """Every word must map to known tokens (no unknown token) and fit the context length."""
+        unk = tokenizer.unk_token_id
+        limit = tokenizer.model_max_length - 2
+        for text in (*self.concepts, *(a for a in self.anchors if a), *self.preserve):
+            ids = tokenizer(text, add_special_tokens=False).input_ids
+            if unk is not None and unk in ids and tokenizer.unk_token not in text:
+                raise ErasekitError(f"{text!r} contains characters the model's tokenizer does not know")
+            if len(ids) > limit:
+                raise ErasekitError(f"{text!r} is {len(ids)} tokens, more than the model's {limit}")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> tuple[EraseRequest, dict[str, Any]]:
+        """A request file: concepts/anchors/preserve plus optional `method` and `config` keys."""
+        data = _read_yaml(path)
+        unknown = set(data) - {"concepts", "anchors", "preserve", "method", "config"}
+        if unknown:
+            raise ErasekitError(f"{path}: unknown key {sorted(unknown)[0]!r} (allowed: concepts, anchors, "
+                                "preserve, method, config)")
+        request = cls(
+            concepts=_as_list(data.get("concepts"), "concepts"),
+            anchors=_as_list(data.get("anchors"), "anchors"),
+            preserve=_as_list(data.get("preserve"), "preserve"),
+        )
+        extra = {"method": data.get("method"), "config": data.get("config") or {}}
+        if not isinstance(extra["config"], dict):
+            raise ErasekitError(f"{path}: 'config' must be a mapping")
+        return request, extra
+
+
+def _clean(text: Any, what: str, allow_empty: bool = False) -> str:
+    if not isinstance(text, str):
+        raise ErasekitError(f"{what} must be text, got {text!r}")
+    text = " ".join(text.split())
+    if not text and not allow_empty:
+        raise ErasekitError(f"{what} must not be empty")
+    return text
+
+
+def _as_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise ErasekitError(f"'{key}' must be a string or a list of strings")
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ErasekitError(f"request file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ErasekitError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ErasekitError(f"{path} must hold a mapping (concepts: [...], ...)")
+    return data
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE strings → dict, values typed by YAML ('5' → 5, 'true' → True, '[a, b]' → list)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ErasekitError(f"bad override {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def build_config(config_class: type, values: Mapping[str, Any]) -> Any:
+    """Instantiate a method's config dataclass from user values, with one-line errors."""
+    from erasekit.registry import suggest
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    for key in values:
+        if key not in names:
+            raise ErasekitError(f"unknown config key {key!r} for {config_class.__name__}{suggest(key, names)}")
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ErasekitError(f"config {key} must be finite, got {value}")
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as exc:
+        raise ErasekitError(f"invalid {config_class.__name__}: {exc}") from exc

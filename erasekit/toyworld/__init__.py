@@ -1,0 +1,1 @@
+"""The toy world: a procedural image domain, its tokenizer, classifier and tiny SD pipeline."""

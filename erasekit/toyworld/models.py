@@ -1,0 +1,118 @@
+"""Architectures of the toy world's networks: a genuine SD stack at toy size, and the classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from erasekit.toyworld.domain import ATTRIBUTES, IMAGE_SIZE
+from erasekit.toyworld.tokenizer import MAX_LENGTH
+
+LATENT_SIZE = IMAGE_SIZE // 4
+TEXT_DIM = 64
+
+
+def build_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_DIM,
+        intermediate_size=4 * TEXT_DIM,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def build_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def build_scheduler() -> DDIMScheduler:
+    # Stable Diffusion 1.x's schedule and DDIM settings.
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+class AttributeClassifier(nn.Module):
+    """Reads every toy-world attribute from a 32x32 image in [0, 1]: one head per attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Flatten(),
+            nn.Linear(64 * (IMAGE_SIZE // 4) ** 2, 128),
+            nn.GELU(),
+        )
+        self.heads = nn.ModuleDict({name: nn.Linear(128, len(values)) for name, values in ATTRIBUTES.items()})
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.features(images)
+        return {name: head(h) for name, head in self.heads.items()}
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: the toy world's stand-in for Inception/CLIP features (FID, KID)."""
+        return self.features(images)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: logits.argmax(-1) for name, logits in self(images).items()}
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata={"format": "pt"})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> AttributeClassifier:
+        model = cls()
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()

@@ -1,0 +1,327 @@
+"""Reproduce the toy world's weights from scratch: classifier, VAE, then text encoder + UNet.
+
+Each stage is seeded, checkpoints to safetensors under a work directory and
+resumes where it stopped; finished stages are skipped. The UNet stage exports
+its EMA weights as a plain diffusers pipeline directory every `export_every`
+steps, so intermediate weights can be committed and training resumed from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTokenizer
+
+from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.toyworld import domain
+from erasekit.toyworld.models import (
+    AttributeClassifier,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+)
+from erasekit.toyworld.tokenizer import save_tokenizer
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_FILE = "classifier.safetensors"
+
+
+@dataclass
+class ToyTrainConfig:
+    seed: int = 0
+    n_classifier: int = 20_000
+    classifier_steps: int = 1500
+    n_vae: int = 20_000
+    vae_steps: int = 2500
+    n_unet: int = 60_000
+    unet_steps: int = 40_000
+    unet_batch: int = 64
+    unet_lr: float = 5e-4
+    ema_decay: float = 0.9995
+    cond_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    export_every: int = 1000
+    checkpoint_every: int = 250
+
+
+def _images_to_model(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(images) * 2.0 - 1.0
+
+
+def _record(out_dir: Path, stage: str, seconds: float, **extra: object) -> None:
+    """Accumulate wall time and facts per stage in training.json (resumed runs add up)."""
+    path = out_dir / "training.json"
+    record = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+    entry = record["stages"].setdefault(stage, {"seconds": 0.0})
+    entry["seconds"] = round(entry["seconds"] + seconds, 1)
+    entry.update(extra)
+    record["threads"] = torch.get_num_threads()
+    path.write_text(json.dumps(record, indent=2))
+
+
+# ---------------------------------------------------------------- classifier
+def train_classifier(cfg: ToyTrainConfig, out_path: Path, work: Path, record_dir: Path) -> AttributeClassifier:
+    if out_path.exists():
+        return AttributeClassifier.load(out_path)
+    start = time.time()
+    images, _, labels = domain.sample_dataset(cfg.n_classifier, seed=cfg.seed + 101)
+    x = torch.from_numpy(images)
+    y = {k: torch.from_numpy(v) for k, v in labels.items()}
+    model = AttributeClassifier()
+    params = {n: p for n, p in model.named_parameters()}
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(x), (128,), generator=gen)
+        batch = x[idx]
+        # Blur and noise so the classifier also reads VAE reconstructions and generated images.
+        if step % 2:
+            batch = F.avg_pool2d(F.pad(batch, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + batch * 0.5
+        batch = batch + 0.05 * torch.randn(batch.shape, generator=gen)
+        logits = model(batch)
+        return sum(F.cross_entropy(logits[k], y[k][idx]) for k in logits)
+
+    trainer = Trainer(
+        params,
+        TrainerConfig(steps=cfg.classifier_steps, lr=2e-3, weight_decay=1e-4, warmup_steps=100,
+                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, description="classifier"),
+        checkpoint_dir=work / "classifier",
+    )
+    trainer.fit(loss_fn)
+    model.eval()
+    model.save(out_path)
+    _record(record_dir, "classifier", time.time() - start, steps=cfg.classifier_steps)
+    return model
+
+
+# ----------------------------------------------------------------------- VAE
+def train_vae(cfg: ToyTrainConfig, out_dir: Path, work: Path) -> None:
+    if (out_dir / "vae" / "config.json").exists():
+        return
+    start = time.time()
+    images, _, _ = domain.sample_dataset(cfg.n_vae, seed=cfg.seed + 202)
+    x = _images_to_model(images)
+    vae = build_vae()
+    params = {n: p for n, p in vae.named_parameters()}
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        batch = x[torch.randint(0, len(x), (32,), generator=gen)]
+        posterior = vae.encode(batch).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        kl = posterior.kl().mean() / z[0].numel()
+        return F.mse_loss(recon, batch) + 0.1 * F.l1_loss(recon, batch) + 1e-4 * kl
+
+    trainer = Trainer(
+        params,
+        TrainerConfig(steps=cfg.vae_steps, lr=1e-3, warmup_steps=200, checkpoint_every=cfg.checkpoint_every,
+                      seed=cfg.seed, description="vae"),
+        checkpoint_dir=work / "vae",
+    )
+    trainer.fit(loss_fn)
+    vae.eval()
+    with torch.no_grad():
+        sample = x[:4000]
+        z = torch.cat([vae.encode(sample[i : i + 500]).latent_dist.sample() for i in range(0, len(sample), 500)])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    _save_component(vae, out_dir / "vae")
+    _record(out_dir, "vae", time.time() - start, steps=cfg.vae_steps, scaling_factor=vae.config.scaling_factor)
+
+
+def _save_component(model: torch.nn.Module, directory: Path) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+# --------------------------------------------------------------------- latents
+def encode_latents(cfg: ToyTrainConfig, out_dir: Path, work: Path) -> Path:
+    """Posterior mean/std of every UNet training image, plus token ids of its caption."""
+    path = work / "latents.safetensors"
+    if path.exists():
+        return path
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(out_dir / "vae").eval()
+    tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+    means, stds = [], []
+    captions: list[str] = []
+    chunk = 5000
+    for c0 in range(0, cfg.n_unet, chunk):
+        n = min(chunk, cfg.n_unet - c0)
+        images, caps, _ = domain.sample_dataset(n, seed=cfg.seed * 7919 + 303 + c0)
+        captions += caps
+        with torch.no_grad():
+            for i in range(0, n, 500):
+                post = vae.encode(_images_to_model(images[i : i + 500])).latent_dist
+                means.append(post.mean)
+                stds.append(post.std)
+        log.info("encoded %d / %d", c0 + n, cfg.n_unet)
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    uncond = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                       return_tensors="pt").input_ids
+    tensors = {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous(), "ids": ids, "uncond": uncond}
+    work.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path.with_suffix(".tmp")))
+    path.with_suffix(".tmp").replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------ UNet
+def _snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    a = alphas_cumprod[t]
+    return a / (1 - a)
+
+
+def assemble_pipeline(out_dir: Path, unet, text_encoder) -> StableDiffusionPipeline:
+    from diffusers import AutoencoderKL
+
+    return StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(out_dir / "vae"),
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(out_dir / "tokenizer"),
+        unet=unet,
+        scheduler=build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: AttributeClassifier,
+               init_from: Path | None = None) -> None:
+    data = load_file(str(encode_latents(cfg, out_dir, work)))
+    scale = float(json.loads((out_dir / "vae" / "config.json").read_text())["scaling_factor"])
+    tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+    torch.manual_seed(cfg.seed)
+    unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
+    if init_from is not None:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init_from / "unet").state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(init_from / "text_encoder").state_dict())
+        log.info("initialised UNet and text encoder from %s", init_from)
+    params = {f"unet.{n}": p for n, p in unet.named_parameters()}
+    params.update({f"text_encoder.{n}": p for n, p in text_encoder.named_parameters()})
+    alphas_cumprod = build_scheduler().alphas_cumprod
+    mean, std, ids, uncond = data["mean"], data["std"], data["ids"], data["uncond"]
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        b = cfg.unet_batch
+        idx = torch.randint(0, len(mean), (b,), generator=gen)
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
+        tokens = ids[idx].clone()
+        drop = torch.rand(b, generator=gen) < cfg.cond_dropout
+        tokens[drop] = uncond[0]
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, 1000, (b,), generator=gen)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        hidden = text_encoder(tokens).last_hidden_state
+        pred = unet(zt, t, hidden).sample
+        snr = _snr(alphas_cumprod, t)
+        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-γ weighting for ε-prediction
+        return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+    progress_path = out_dir / "training_progress.jsonl"
+    last_time = [time.time()]
+
+    def export(step: int, trainer: Trainer) -> bool:
+        ema = trainer.ema_state()
+        u, te = build_unet(), build_text_encoder(tokenizer)
+        u.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")})
+        te.load_state_dict({k[13:]: v for k, v in ema.items() if k.startswith("text_encoder.")})
+        _save_component(u, out_dir / "unet")
+        _save_component(te, out_dir / "text_encoder")
+        pipe = assemble_pipeline(out_dir, u.eval(), te.eval())
+        if not (out_dir / "model_index.json").exists():
+            pipe.save_config(out_dir)
+            build_scheduler().save_pretrained(out_dir / "scheduler")
+        fidelity = quick_fidelity(pipe, classifier, seed=cfg.seed)
+        recent = trainer.losses[-cfg.export_every:]
+        entry = {"step": step, "loss": float(np.mean(recent)), **fidelity}
+        with progress_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        now = time.time()
+        _record(out_dir, "unet", now - last_time[0], steps=step, batch=cfg.unet_batch, config=asdict(cfg))
+        last_time[0] = now
+        log.info("step %d: %s", step, entry)
+        return False
+
+    trainer = Trainer(
+        params,
+        TrainerConfig(steps=cfg.unet_steps, lr=cfg.unet_lr, warmup_steps=500, weight_decay=0.01,
+                      ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
+                      callback_every=cfg.export_every, seed=cfg.seed, description="unet"),
+        checkpoint_dir=work / "unet",
+        callback=export,
+    )
+    state = trainer.fit(loss_fn)
+    if state.step % cfg.export_every:
+        export(state.step, trainer)
+
+
+@torch.no_grad()
+def quick_fidelity(pipe: StableDiffusionPipeline, classifier: AttributeClassifier, seed: int,
+                   n: int = 60, steps: int = 20) -> dict[str, float]:
+    """Share of images whose classified attributes match a fully named prompt (a training probe)."""
+    import random
+
+    rng = random.Random(seed + 999)
+    scenes, prompts = [], []
+    for _ in range(n):
+        cx, cy, r = domain.random_geometry(rng)
+        scene = domain.Scene(rng.randrange(5), rng.randrange(5), rng.randrange(3), rng.randrange(2), cx, cy, r)
+        scenes.append(scene)
+        prompts.append(domain.describe(scene, dict.fromkeys(domain.ATTRIBUTES, True), None))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompts, num_inference_steps=steps, guidance_scale=7.5, output_type="pt",
+               generator=torch.Generator().manual_seed(seed)).images
+    pred = classifier.predict(out.float())
+    return {
+        f"fidelity_{name}": float(np.mean([pred[name][i].item() == s.labels()[name] for i, s in enumerate(scenes)]))
+        for name in domain.ATTRIBUTES
+    }
+
+
+def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "tokenizer" / "vocab.json").exists():
+        save_tokenizer(out_dir / "tokenizer")
+    classifier = train_classifier(cfg, out_dir.parent / f"{out_dir.name}-{CLASSIFIER_FILE}", work, out_dir)
+    train_vae(cfg, out_dir, work)
+    train_unet(cfg, out_dir, work, classifier, init_from=init_from)
+    log.info("toy world trained into %s", out_dir)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("models/toyworld"))
+    parser.add_argument("--work", type=Path, default=Path(".cache/toyworld-train"))
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--unet-steps", type=int, default=ToyTrainConfig.unet_steps)
+    parser.add_argument("--init-from", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_all(args.out, args.work, ToyTrainConfig(unet_steps=args.unet_steps), args.init_from)

@@ -1,0 +1,68 @@
+import shutil
+
+import pytest
+import torch
+
+from erasekit.core.model import DiffusionModel, load_pipeline, resolve_source
+from erasekit.errors import ErasekitError
+
+
+def test_loads_from_directory(tiny_dir):
+    model = DiffusionModel.load(tiny_dir, device="cpu")
+    assert model.latent_shape == (4, 8, 8)
+    assert model.image_size == 16
+    assert not any(p.requires_grad for p in model.unet.parameters())
+
+
+def test_loads_hub_id_from_local_cache(tiny_dir, tmp_path, monkeypatch):
+    # The hub cache layout huggingface_hub resolves offline: models--owner--name/snapshots/<rev>.
+    repo = tmp_path / "hub" / "models--erasekit--tiny-sd"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_dir, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    pipe = load_pipeline("erasekit/tiny-sd")
+    reference = load_pipeline(tiny_dir)
+    for (name, a), (_, b) in zip(pipe.unet.state_dict().items(), reference.unet.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_unknown_hub_id_is_one_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ErasekitError, match="could not load model"):
+        load_pipeline("nobody/not-a-model")
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".bin", ".pt"])
+def test_pickles_are_refused(tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"not really a pickle")
+    with pytest.raises(ErasekitError, match="pickle"):
+        resolve_source(path)
+
+
+def test_directory_without_model_index_is_refused(tmp_path):
+    with pytest.raises(ErasekitError, match="model_index.json"):
+        resolve_source(tmp_path)
+
+
+def test_missing_local_path_is_refused(tmp_path):
+    with pytest.raises(ErasekitError, match="not found"):
+        resolve_source(tmp_path / "nothing" / "here.safetensors")
+
+
+def test_eps_batches_conditions_in_one_call(tiny_model):
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    conds = tiny_model.encode(["a red circle", "a blue box"])
+    with torch.no_grad():
+        joint = tiny_model.eps(x, torch.tensor(500), conds)
+        single = torch.stack([tiny_model.eps(x, torch.tensor(500), conds[k : k + 1])[0] for k in range(2)])
+    assert joint.shape == (2, 3, 4, 8, 8)
+    torch.testing.assert_close(joint, single, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(joint[0], joint[1])  # the condition matters

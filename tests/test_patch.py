@@ -1,0 +1,108 @@
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from erasekit.core import patch as patching
+from erasekit.core.model import DiffusionModel
+from erasekit.core.sampler import generate_images
+from erasekit.core.scopes import named_parameters, select
+
+
+def _random_patch(model, scope, seed, concept="circle", scale=0.05):
+    """A patch touching `scope` with random deltas (what a method would return)."""
+    params = select(model.named_modules(), scope).params
+    gen = torch.Generator().manual_seed(seed)
+    base = {n: p.detach().clone() for n, p in params.items()}
+    edited = {n: b + scale * torch.randn(b.shape, generator=gen) for n, b in base.items()}
+    return patching.Patch.from_weights(base, edited, "test", {"scope": scope, "seed": seed}, [concept])
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in named_parameters(model.named_modules()).items()}
+
+
+def test_save_load_roundtrip(tiny_model, tmp_path):
+    p = _random_patch(tiny_model, "to_out", 0)
+    path = p.save(tmp_path / "p.safetensors")
+    q = patching.Patch.load(path)
+    assert q.id == p.id and q.config == p.config and q.concepts == ["circle"]
+    assert q.base_fingerprint == p.base_fingerprint
+    assert all(torch.equal(q.deltas[k], p.deltas[k]) for k in p.deltas)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_apply_then_remove_restores_base_exactly(tiny_model):
+    before = _snapshot(tiny_model)
+    a, b = _random_patch(tiny_model, "to_out", 0), _random_patch(tiny_model, "xattn", 1)
+    patching.apply(tiny_model, a)
+    patching.apply(tiny_model, b)
+    changed = _snapshot(tiny_model)
+    assert any(not torch.equal(changed[k], before[k]) for k in a.deltas)
+    patching.remove(tiny_model, a)
+    patching.remove(tiny_model, b)
+    after = _snapshot(tiny_model)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_stack_equals_applying_both(tiny_model):
+    a, b = _random_patch(tiny_model, "to_out", 0), _random_patch(tiny_model, "xattn", 1)
+    patching.apply(tiny_model, a)
+    patching.apply(tiny_model, b)
+    both = _snapshot(tiny_model)
+    patching.remove(tiny_model, b)
+    patching.remove(tiny_model, a)
+    patching.apply(tiny_model, patching.stack([a, b]))
+    stacked = _snapshot(tiny_model)
+    assert all(torch.equal(both[k], stacked[k]) for k in both)
+
+
+def test_fingerprint_mismatch_is_refused(tiny_model, tiny_dir, tokenizer_dir):
+    from conftest import build_tiny_pipeline
+
+    other = DiffusionModel(build_tiny_pipeline(tokenizer_dir, seed=1))
+    p = _random_patch(other, "to_out", 0)
+    with pytest.raises(patching.FingerprintMismatch, match="another base model"):
+        patching.apply(tiny_model, p)
+    # Re-applying a patch on top of itself is fine: the base is what is checked.
+    q = _random_patch(tiny_model, "to_out", 0)
+    patching.apply(tiny_model, q)
+    patching.apply(tiny_model, q)
+
+
+def test_export_loads_in_plain_diffusers_with_same_images(tiny_model, tmp_path):
+    p = _random_patch(tiny_model, "xattn", 2, scale=0.2)
+    patching.apply(tiny_model, p)
+    ours = generate_images(tiny_model, ["a red circle", "a blue box"], [0, 1], steps=3, progress=False)
+    out = patching.export_pipeline(tiny_model, tmp_path / "exported", keep_base=False)
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(
+        ["a red circle", "a blue box"],
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+        output_type="pt",
+    ).images
+    torch.testing.assert_close(theirs, ours, atol=2e-4, rtol=0)
+    patching.remove(tiny_model, p)
+    base = generate_images(tiny_model, ["a red circle"], [0], steps=3, progress=False)
+    assert (base[0] - ours[0]).abs().max() > 1e-3  # the patch changed the images
+
+
+def test_exported_pipeline_remembers_patches(tiny_model, tmp_path):
+    before = _snapshot(tiny_model)
+    p = _random_patch(tiny_model, "to_out", 3)
+    patching.apply(tiny_model, p)
+    out = patching.export_pipeline(tiny_model, tmp_path / "patched", keep_base=True)
+    reloaded = DiffusionModel.load(out, device="cpu")
+    assert [q.id for q in patching.applied(reloaded)] == [p.id]
+    patching.remove(reloaded, p)
+    after = _snapshot(reloaded)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_export_refuses_non_empty_directory(tiny_model, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    with pytest.raises(Exception, match="not an empty directory"):
+        patching.export_pipeline(tiny_model, tmp_path / "x")
