@@ -66,3 +66,17 @@ def test_eps_batches_conditions_in_one_call(tiny_model):
     assert joint.shape == (2, 3, 4, 8, 8)
     torch.testing.assert_close(joint, single, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(joint[0], joint[1])  # the condition matters
+
+
+def test_loads_from_single_safetensors_file(tiny_dir, tmp_path):
+    # Written in the original (LDM) layout and read back through diffusers' own converter.
+    from erasekit.core.ldm import save_single_file
+
+    reference = load_pipeline(tiny_dir)
+    path = save_single_file(reference, tmp_path / "tiny.safetensors")
+    pipe = load_pipeline(path, config=tiny_dir)
+    for component in ("unet", "vae", "text_encoder"):
+        a, b = getattr(reference, component).state_dict(), getattr(pipe, component).state_dict()
+        assert a.keys() == b.keys(), component
+        for key in a:
+            assert torch.equal(a[key].reshape(b[key].shape), b[key]), (component, key)

@@ -156,14 +156,20 @@ def patch_stack(patch_files, out):
 
 @patch.command("export")
 @model_options
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="new pipeline directory.")
-def patch_export(model, patches, config, device, out):
+@click.option("--out", required=True, type=click.Path(), help="new pipeline directory (or .safetensors file).")
+@click.option("--single-file", is_flag=True,
+              help="write one original-layout .safetensors checkpoint (A1111 / ComfyUI / from_single_file).")
+def patch_export(model, patches, config, device, out, single_file):
     """Export MODEL with patches applied as a plain diffusers pipeline (no erasekit needed to load it)."""
     from erasekit import api
+    from erasekit.core.ldm import save_single_file
     from erasekit.core.patch import export_pipeline
 
+    if single_file and not out.endswith(".safetensors"):
+        _fail("--single-file needs --out ending in .safetensors")
     m = api.load_model(model, patches, device=device, config=config)
-    click.echo(f"pipeline written to {export_pipeline(m, out, keep_base=False)}")
+    written = save_single_file(m.pipe, out) if single_file else export_pipeline(m, out, keep_base=False)
+    click.echo(f"exported to {written}")
 
 
 # ------------------------------------------------------------------ erase
@@ -260,7 +266,7 @@ def demo(out, seeds, steps, device):
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage and input errors become one line on stderr and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="erasekit", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="erasekit", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -272,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("erasekit: interrupted", err=True)
         sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,14 @@ def build_scheduler() -> DDIMScheduler:
     )
 
 
+def classifier_path() -> Path:
+    """The shipped classifier, beside the toy-world pipeline directory."""
+    from erasekit.core.model import toyworld_dir
+
+    directory = toyworld_dir()
+    return directory.parent / f"{directory.name}-classifier.safetensors"
+
+
 class AttributeClassifier(nn.Module):
     """Reads every toy-world attribute from a 32x32 image in [0, 1]: one head per attribute."""
 

@@ -1,0 +1,114 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from erasekit.cli.main import cli, main
+
+COMMANDS = [
+    [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["generate"], ["erase"], ["demo"],
+    ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
+    ["toyworld"], ["toyworld", "train"],
+]
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_has_help(command, capsys):
+    code, out, _ = _run([*command, "--help"], capsys)
+    assert code == 0
+    assert "Usage:" in out and len(out.splitlines()) > 3
+
+
+def test_version(capsys):
+    code, out, _ = _run(["--version"], capsys)
+    assert code == 0 and "0.1.0" in out
+
+
+def test_unknown_method_exit_2_with_suggestion(capsys):
+    from dataclasses import dataclass
+
+    from erasekit.registry import _METHODS, register_method
+
+    @dataclass
+    class Cfg:
+        steps: int = 1
+
+    register_method("abo-test", Cfg, "test only")(lambda model, request, config: None)
+    try:
+        code, _, err = _run(["erase", "--method", "abo-tset", "--concept", "circle", "--out", "p.safetensors"], capsys)
+    finally:
+        _METHODS.pop("abo-test")
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "did you mean 'abo-test'" in err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["generate", "--out", "x"], "--prompt"),
+        (["generate", "--prompt", "a", "--seed", "3-1", "--out", "x"], "bad seed spec"),
+        (["generate", "--model", "weights.ckpt", "--prompt", "a", "--out", "x"], "pickle"),
+        (["generate", "--prompt", "a", "--steps", "0", "--out", "x"], "steps"),
+        (["patch", "info", "missing.safetensors"], "does not exist"),
+        (["erase", "--concept", "", "--method", "x", "--out", "p.safetensors"], "must not be empty"),
+        (["nonsense"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(args, capsys)
+    assert code == 2
+    assert fragment in err
+    assert err.startswith("erasekit: error:") and err.strip().count("\n") == 0
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_generate_and_patch_commands_end_to_end(tiny_model, tiny_dir, tmp_path, capsys):
+    import torch
+
+    from erasekit.core.patch import Patch
+    from erasekit.core.scopes import select
+
+    params = select(tiny_model.named_modules(), "to_out").params
+    base = {n: p.detach().clone() for n, p in params.items()}
+    edited = {n: b + 0.1 * torch.randn_like(b) for n, b in base.items()}
+    patch_file = Patch.from_weights(base, edited, "test", {}, ["circle"]).save(tmp_path / "p.safetensors")
+
+    code, _, _ = _run(["generate", "--model", str(tiny_dir), "--patch", str(patch_file), "--prompt", "a red circle",
+                       "--prompt", "a blue box", "--seed", "0-2", "--steps", "2", "--out", str(tmp_path / "gen")],
+                      capsys)
+    assert code in (0, None)
+    listing = json.loads((tmp_path / "gen" / "images.json").read_text())
+    assert len(listing["images"]) == 6 and (tmp_path / "gen" / "grid.png").exists()
+
+    _run(["patch", "apply", "--model", str(tiny_dir), "--patch", str(patch_file), "--out", str(tmp_path / "applied")],
+         capsys)
+    _run(["patch", "remove", "--model", str(tmp_path / "applied"), "--patch", str(patch_file),
+          "--out", str(tmp_path / "restored")], capsys)
+    from safetensors.torch import load_file
+
+    original = load_file(str(tiny_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+    restored = load_file(str(tmp_path / "restored" / "unet" / "diffusion_pytorch_model.safetensors"))
+    applied = load_file(str(tmp_path / "applied" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    assert any(not torch.equal(original[k], applied[k]) for k in original)
+
+    _run(["patch", "info", str(patch_file)], capsys)
+
+
+def test_console_script_runs_as_a_process():
+    result = subprocess.run([sys.executable, "-m", "erasekit.cli.main", "ls", "scopes"], capture_output=True, text=True)
+    assert result.returncode == 0 and "xattn-kv" in result.stdout
+
+
+def test_cli_object_is_click_group():
+    assert "patch" in cli.commands
