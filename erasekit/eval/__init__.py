@@ -1,0 +1,1 @@
+"""Evaluation: metrics, detectors, prompt sets, result documents."""

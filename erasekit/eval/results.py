@@ -1,0 +1,77 @@
+"""Benchmark result documents in the one format of BENCHMARKS.md (schema 1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import erasekit
+
+SCHEMA = 1
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """The commit the numbers are measured at; '+dirty' when tracked files differ from it."""
+    cwd = repo or Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def device_description() -> str:
+    parts = [f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()} ({platform.machine()})"]
+    if torch.cuda.is_available():
+        parts.append(f"cuda: {torch.cuda.get_device_name(0)}")
+    return " | ".join(parts)
+
+
+def command_line() -> str:
+    """The command that reproduces a result, with the script path relative to the repo."""
+    argv = list(sys.argv)
+    root = Path(__file__).resolve().parents[2]
+    try:
+        argv[0] = str(Path(argv[0]).resolve().relative_to(root))
+    except ValueError:
+        argv[0] = Path(argv[0]).name
+    return "python " + " ".join(shlex.quote(a) for a in argv)
+
+
+def write_result(
+    name: str,
+    runs: list[dict[str, Any]],
+    metrics: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike = "benchmarks/results",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write benchmarks/results/<name>.json atomically."""
+    document = {
+        "benchmark": name,
+        "schema": SCHEMA,
+        "erasekit_version": erasekit.__version__,
+        "git": git_commit(),
+        "command": command_line(),
+        "device": device_description(),
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "runs": runs,
+        "metrics": metrics or {},
+        **(extra or {}),
+    }
+    path = Path(out_dir) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
