@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from erasekit.core import patch as patching
+from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.sampler import generate_images
 from erasekit.errors import ErasekitError
@@ -124,9 +125,56 @@ def erase(
     method: str,
     request: EraseRequest,
     config: Mapping[str, Any] | Any | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> patching.Patch:
-    """Run an erasure method on a loaded model; the model itself is left as it was."""
+    """Run an erasure method on a loaded model; the model itself is left as it was.
+
+    checkpoint_dir: where training checkpoints go; a killed run started again with the same
+    directory resumes and ends with the same patch.
+    """
     spec = get_method(method)
     cfg = config if isinstance(config, spec.config_class) else build_config(spec.config_class, config or {})
     request.check_vocabulary(model.tokenizer)
-    return spec.erase(model, request, cfg)
+    run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress)
+    return spec.erase(model, request, cfg, run)
+
+
+def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
+    """RGB images from files, resized to size×size, as (N, 3, size, size) in [0, 1]."""
+    out = []
+    for path in paths:
+        try:
+            image = Image.open(path).convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise ErasekitError(f"cannot read image {path}: {exc}") from exc
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def purify(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    prompt: str = "",
+    steps: int = 35,
+    guidance: float = 1.0,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Concept purification (All-but-One §5): DDIM-invert real images with the (edited) model,
+    conditioned on `prompt` (∅ by default), and regenerate them from the inverted noise."""
+    from erasekit.core.sampler import DDIMSampler
+
+    sampler = DDIMSampler(model, steps=steps, guidance=guidance)
+    cond_one, uncond_one = model.encode([prompt])[0], model.encode([""])[0]
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        cond = cond_one.expand(len(batch), *cond_one.shape)
+        latents = model.encode_images(batch)
+        x_T = sampler.invert(latents, cond).latents
+        regenerated = sampler.sample(x_T, cond, uncond_one.expand_as(cond)).latents
+        out.append(model.decode(regenerated).cpu())
+    return torch.cat(out)

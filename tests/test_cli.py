@@ -9,7 +9,7 @@ from erasekit.cli.main import cli, main
 COMMANDS = [
     [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["generate"], ["erase"], ["demo"],
     ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
-    ["toyworld"], ["toyworld", "train"],
+    ["toyworld"], ["toyworld", "train"], ["purify"],
 ]
 
 
@@ -112,3 +112,16 @@ def test_console_script_runs_as_a_process():
 
 def test_cli_object_is_click_group():
     assert "patch" in cli.commands
+
+
+def test_purify_writes_before_and_after(tiny_dir, tmp_path, capsys):
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (20, 20), (200, 30 * i, 10)).save(tmp_path / f"in{i}.png")
+    code, out, _ = _run(["purify", str(tmp_path / "in0.png"), str(tmp_path / "in1.png"), "--model", str(tiny_dir),
+                         "--steps", "3", "--out", str(tmp_path / "pure")], capsys)
+    assert code == 0, out
+    grid = Image.open(tmp_path / "pure" / "before_after.png")
+    assert grid.size[1] > 2 * 16  # two rows of 16 px images
+    assert len(list((tmp_path / "pure" / "images").glob("*.png"))) == 2

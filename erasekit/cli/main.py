@@ -182,8 +182,10 @@ def patch_export(model, patches, config, device, out, single_file):
 @click.option("--request", "request_file", default=None, type=click.Path(dir_okay=False),
               help="YAML request (concepts, anchors, preserve, method, config); flags override it.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="method config override (repeatable).")
+@click.option("--work", default=None, type=click.Path(file_okay=False),
+              help="checkpoint directory; rerunning with it resumes a killed run (needs checkpoint_every).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="patch file (.safetensors) to write.")
-def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, out):
+def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, work, out):
     """Erase concepts from MODEL with METHOD and write the result as a patch.
 
     Everything is validated before the model loads; the patch is written only when the run finishes.
@@ -210,8 +212,37 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     spec = get_method(method)
     cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
     m = api.load_model(model, patches, device=device, config=config)
-    result = api.erase(m, method, request, cfg)
+    result = api.erase(m, method, request, cfg, checkpoint_dir=work)
     click.echo(f"patch written to {result.save(out)}")
+
+
+# ----------------------------------------------------------------- purify
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@model_options
+@click.option("--prompt", default="", help="condition for inversion and regeneration (default: ∅).")
+@click.option("--steps", default=35, show_default=True, type=click.IntRange(min=1), help="DDIM steps.")
+@click.option("--guidance", default=1.0, show_default=True, type=float, help="CFG scale when regenerating.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
+def purify(images, model, patches, config, device, prompt, steps, guidance, out):
+    """Concept purification: DDIM-invert IMAGES with the edited model and regenerate them.
+
+    With an All-but-One patch trained at λ = 0 on the cross-attention scope, the regenerated
+    images lose the erased concept while keeping their layout (paper §5).
+    """
+    from erasekit import api
+
+    m = api.load_model(model, patches, device=device, config=config)
+    x = api.load_images(images, m.image_size)
+    result = api.purify(m, x, prompt=prompt, steps=steps, guidance=guidance)
+    pairs = [(prompt, 0)] * len(images)
+    import torch
+
+    both = torch.cat([x, result])  # inputs in the first row, purified below
+    path = api.save_images(result, pairs, out, columns=len(images),
+                           info={"inputs": list(images), "patches": list(patches), "steps": steps})
+    api.image_grid(both, columns=len(images)).save(path / "before_after.png")
+    click.echo(f"{len(images)} purified images in {path} (before/after: {path / 'before_after.png'})")
 
 
 # --------------------------------------------------------------- toyworld

@@ -171,10 +171,18 @@ class DiffusionModel:
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
 
     # ------------------------------------------------------------ denoising
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+    def eps(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        cond: torch.Tensor,
+        weights: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """ε for every latent under every condition, in one UNet call.
 
         x_t: (B, C, H, W); cond: (K, L, D) or (K, B, L, D). Returns (K, B, C, H, W).
+        weights: UNet tensors to use instead of the live ones (e.g. a frozen teacher's copy of
+        the parameters being trained), by their names inside the UNet.
         """
         b, k = x_t.shape[0], cond.shape[0]
         if cond.dim() == 3:
@@ -184,7 +192,11 @@ class DiffusionModel:
         t = torch.as_tensor(t, device=x_t.device)
         t = t.expand(b) if t.dim() == 0 else t
         x = x_t.unsqueeze(0).expand(k, *x_t.shape).reshape(k * b, *x_t.shape[1:])
-        out = self.unet(x, t.repeat(k), cond.reshape(k * b, *cond.shape[2:])).sample
+        args = (x, t.repeat(k), cond.reshape(k * b, *cond.shape[2:]))
+        if weights:
+            out = torch.func.functional_call(self.unet, weights, args, strict=False).sample
+        else:
+            out = self.unet(*args).sample
         return out.view(k, b, *x_t.shape[1:])
 
     # -------------------------------------------------------------- latents

@@ -59,12 +59,20 @@ class SampleResult:
 
 
 class DDIMSampler:
-    def __init__(self, model: DiffusionModel, steps: int = 50, guidance: float = 7.5) -> None:
+    def __init__(
+        self,
+        model: DiffusionModel,
+        steps: int = 50,
+        guidance: float = 7.5,
+        weights: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """weights: UNet tensors replacing the live ones while sampling (a frozen teacher)."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.model = model
         self.steps = steps
         self.guidance = guidance
+        self.weights = weights
 
     def timesteps(self) -> torch.Tensor:
         scheduler = self.model.scheduler
@@ -73,9 +81,9 @@ class DDIMSampler:
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor):
         if self.guidance == 1.0:
-            eps_c = self.model.eps(x, t, cond[None])[0]
+            eps_c = self.model.eps(x, t, cond[None], self.weights)[0]
             return eps_c, eps_c, None
-        both = self.model.eps(x, t, torch.stack([uncond, cond]))
+        both = self.model.eps(x, t, torch.stack([uncond, cond]), self.weights)
         return guided_eps(both[0], both[1], self.guidance), both[1], both[0]
 
     def sample(
@@ -117,7 +125,7 @@ class DDIMSampler:
         x = latents
         trajectory = [x] if return_trajectory else []
         for t in inverse.timesteps:
-            eps = self.model.eps(x, t, cond[None])[0]
+            eps = self.model.eps(x, t, cond[None], self.weights)[0]
             x = inverse.step(eps, t, x).prev_sample
             if return_trajectory:
                 trajectory.append(x)

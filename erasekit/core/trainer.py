@@ -37,6 +37,7 @@ class TrainerConfig:
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
     grad_clip: float | None = 1.0
     warmup_steps: int = 0
     ema_decay: float | None = None
@@ -92,7 +93,8 @@ class Trainer:
         for p in params.values():
             p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(
-            list(params.values()), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            list(params.values()), lr=config.lr, betas=config.betas, eps=config.adam_eps,
+            weight_decay=config.weight_decay,
         )
         self.ema: dict[str, torch.Tensor] | None = (
             {k: p.detach().clone() for k, p in params.items()} if config.ema_decay is not None else None

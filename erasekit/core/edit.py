@@ -1,0 +1,62 @@
+"""An edit session: train a scope of a model, keep a frozen teacher, hand back a Patch.
+
+Every method that fine-tunes works the same way: select the scope, remember the
+base tensors (they are the frozen teacher θ*), train, turn the difference into a
+patch, and put the base weights back, so that the caller's model is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from erasekit.core.patch import Patch
+from erasekit.core.scopes import Selection, named_parameters, select
+
+
+@dataclass
+class RunOptions:
+    """How a method runs, as opposed to what it computes: checkpoints and progress."""
+
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+
+
+class EditSession:
+    def __init__(self, model, scope: str, token_ids: Sequence[int] | None = None) -> None:
+        self.model = model
+        self.selection: Selection = select(model.named_modules(), scope, token_ids=token_ids)
+        self.base = {n: p.detach().clone() for n, p in self.selection.params.items()}
+
+    def __enter__(self) -> EditSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    @property
+    def params(self) -> dict[str, torch.nn.Parameter]:
+        return self.selection.params
+
+    def teacher_unet(self) -> dict[str, torch.Tensor]:
+        """The frozen θ* values of the trained UNet tensors, named as inside the UNet."""
+        return {n.removeprefix("unet."): t for n, t in self.base.items() if n.startswith("unet.")}
+
+    def to_patch(self, method: str, config: Any, concepts: Sequence[str], info: dict | None = None) -> Patch:
+        edited = {n: p.detach() for n, p in self.params.items()}
+        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        info = {"trainable_params": self.selection.trainable_count, **(info or {})}
+        return Patch.from_weights(self.base, edited, method, cfg, concepts, info=info)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, p in self.params.items():
+            p.copy_(self.base[name])
+        for p in named_parameters(self.model.named_modules()).values():
+            p.requires_grad_(False)
+            p.grad = None

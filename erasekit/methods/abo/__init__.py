@@ -1,0 +1,1 @@
+"""All but One: surgical concept erasing with model preservation (arXiv 2312.12807)."""

@@ -1,0 +1,101 @@
+"""All-but-One's configuration, validated on construction, and its δ presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from erasekit.core.guidance import InstructionConcept
+
+SCOPES = ("to_out", "xattn", "full")
+DELTAS = ("none", "explicit", "implicit")
+
+# Windows are fractions of T (t_high = floor(a·T), t_low = floor(b·T)), as the paper writes them.
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    # Supplementary Eq. (23): erasing "nudity" on Stable Diffusion.
+    "nudity": [
+        {"text": "sexual", "guidance": -7.5, "window": (0.35, 1.0), "kappa": 0.95},
+        {"text": "bikini", "guidance": 6.5, "window": (0.35, 1.0), "kappa": 0.95},
+        {"text": "pants", "guidance": 6.5, "window": (0.35, 1.0), "kappa": 0.95},
+    ],
+    # Toy world: push the implicit stripes toward a solid fill (same window and κ as the paper).
+    "toyworld-striped": [
+        {"text": "striped", "guidance": -7.5, "window": (0.35, 1.0), "kappa": 0.95},
+        {"text": "solid", "guidance": 6.5, "window": (0.35, 1.0), "kappa": 0.95},
+    ],
+}
+
+
+@dataclass
+class AboConfig:
+    """Defaults are the paper's SD settings (200 steps, AdamW lr 1e-5, γ1 = γ2 = 7.5, λ = 5, T = 35)."""
+
+    scope: str = "to_out"
+    steps: int = 200
+    lr: float = 1e-5
+    adam_eps: float = 1e-8
+    gamma1: float = 7.5
+    gamma2: float = 7.5
+    lam: float = 5.0
+    sampling_steps: int = 35
+    delta: str = "none"
+    preset: str | None = None
+    instructions: list[dict[str, Any]] = field(default_factory=list)
+    t_warmup: int = 5
+    attention_scale: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        from erasekit.registry import suggest
+
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.steps < 1 or self.sampling_steps < 1:
+            raise ValueError("steps and sampling_steps must be >= 1")
+        for name in ("lr", "gamma1", "gamma2", "lam", "adam_eps", "attention_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.lr <= 0 or self.adam_eps <= 0:
+            raise ValueError("lr and adam_eps must be positive")
+        if self.lam < 0:
+            raise ValueError(f"lam (λ) must be >= 0, got {self.lam}")
+        if self.attention_scale < 0:
+            raise ValueError(f"attention_scale must be >= 0, got {self.attention_scale}")
+        if not 0 <= self.t_warmup <= self.sampling_steps:
+            raise ValueError(f"t_warmup must lie in 0..T={self.sampling_steps}, got {self.t_warmup}")
+        if self.delta not in DELTAS:
+            raise ValueError(f"delta must be one of {DELTAS}, got {self.delta!r}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}{suggest(self.preset, PRESETS)}")
+        if (self.preset or self.instructions) and self.delta == "none":
+            self.delta = "explicit"
+        if self.delta == "explicit" and not (self.preset or self.instructions):
+            raise ValueError("delta 'explicit' needs a preset or instructions")
+        self.instruction_concepts()  # validates windows and κ
+
+    def instruction_concepts(self) -> list[InstructionConcept]:
+        """The explicit δ terms: the preset's, then the user's own."""
+        T = self.sampling_steps
+        out = []
+        for item in PRESETS.get(self.preset, []) if self.preset else []:
+            lo, hi = item["window"]
+            out.append(InstructionConcept(item["text"], item["guidance"], math.floor(lo * T), math.floor(hi * T),
+                                          item["kappa"]))
+        for item in self.instructions:
+            if not isinstance(item, dict):
+                raise ValueError(f"each instruction must be a mapping, got {item!r}")
+            unknown = set(item) - {"text", "guidance", "t_high", "t_low", "kappa"}
+            if unknown:
+                raise ValueError(f"unknown instruction key {sorted(unknown)[0]!r}")
+            out.append(InstructionConcept(
+                text=str(item.get("text", "")), guidance=float(item.get("guidance", 0.0)),
+                t_high=int(item.get("t_high", 0)), t_low=int(item.get("t_low", T)),
+                kappa=float(item.get("kappa", 0.95)),
+            ))
+        for concept in out:
+            concept.validate(T)
+        return out

@@ -1,0 +1,141 @@
+"""All but One (Algorithm 1, Eq. 12–13): change only the guidance term of the erased concept.
+
+For each step: draw τ ~ U{1..T} and x_T ~ N(0, I); run the frozen teacher θ* with DDIM
+(η = 0) from T down to τ using ε̂ = ε*(∅) + γ1(ε*(c′) − ε*(∅)) + δ; then
+
+    L_concept = ‖γ2(ε_θ(x_τ, c) − sg ε_θ(x_τ, ∅)) − (γ1(ε*(x_τ, c′) − ε*(x_τ, ∅)) + δ)‖²
+    L_penalty = ‖ε_θ(x_τ, ∅) − ε*(x_τ, ∅)‖²
+    L = L_concept + λ L_penalty
+
+c′ is the request's anchor for c (c itself when none is given, so that δ alone steers).
+δ is explicit (SEGA-bottlenecked instruction concepts, Eq. 13), implicit (the teacher run
+with c's cross-attention suppressed, Prompt-to-Prompt style, whose guidance becomes the
+target), or absent. Paper vs. code notes: docs/methods/abo.md.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from erasekit.core.attention import control_attention
+from erasekit.core.edit import EditSession, RunOptions
+from erasekit.core.guidance import bottlenecked_delta
+from erasekit.core.model import DiffusionModel
+from erasekit.core.patch import Patch
+from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.methods.abo.config import AboConfig
+from erasekit.registry import register_method
+from erasekit.request import EraseRequest
+
+
+def abo_losses(
+    student_cond: torch.Tensor,
+    student_uncond: torch.Tensor,
+    teacher_uncond: torch.Tensor,
+    target_guidance: torch.Tensor,
+    gamma2: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_concept, L_penalty) of Eq. 12/13, as mean squared errors.
+
+    The stop-gradient on ε_θ(∅) inside the concept term means only the penalty moves ε_θ(∅).
+    """
+    concept = F.mse_loss(gamma2 * (student_cond - student_uncond.detach()), target_guidance)
+    penalty = F.mse_loss(student_uncond, teacher_uncond)
+    return concept, penalty
+
+
+def concept_token_scale(model: DiffusionModel, concept: str, factor: float) -> torch.Tensor:
+    """(L,) attention multipliers: `factor` on the tokens spelling `concept` in its own prompt."""
+    ids = model.tokenize([concept])[0]
+    n_tokens = len(model.tokenizer(concept, add_special_tokens=False).input_ids)
+    scale = torch.ones(ids.shape[0], device=model.device)
+    scale[1 : 1 + n_tokens] = factor
+    return scale
+
+
+class _Teacher:
+    """θ*'s ε for one concept: the sampling direction ε̂ and the training target (γ1·guidance + δ)."""
+
+    def __init__(self, model: DiffusionModel, session: EditSession, config: AboConfig, request: EraseRequest):
+        self.model = model
+        self.config = config
+        self.weights = session.teacher_unet()
+        self.instructions = config.instruction_concepts() if config.delta == "explicit" else []
+        with torch.no_grad():
+            self.uncond = model.encode([""])[0]
+            anchors = [a if a else c for c, a in zip(request.concepts, request.anchor_list(), strict=True)]
+            self.anchors = model.encode(anchors)
+            self.instruction_embeds = model.encode([i.text for i in self.instructions]) if self.instructions else None
+        self.scales = None
+        if config.delta == "implicit":
+            self.scales = [concept_token_scale(model, c, config.attention_scale) for c in request.concepts]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, tau: int, k: int):
+        """Returns (ε̂ for the DDIM step, target guidance, ε*(x, ∅))."""
+        conds = [self.uncond, self.anchors[k]]
+        if self.instruction_embeds is not None:
+            conds += list(self.instruction_embeds)
+        stacked = torch.stack(conds)
+        if self.scales is not None:
+            ctx = control_attention(self.model.unet, record=False)
+        else:
+            ctx = nullcontext()
+        with ctx as store:
+            if store is not None:
+                ones = torch.ones_like(self.scales[k])
+                rows = [ones, self.scales[k]] + [ones] * (len(conds) - 2)
+                store.token_scale = torch.stack(rows).repeat_interleave(x.shape[0], dim=0)
+            eps = self.model.eps(x, t, stacked, self.weights)
+        eps_u, eps_anchor = eps[0], eps[1]
+        guidance = self.config.gamma1 * (eps_anchor - eps_u)
+        if self.instructions:
+            guidance = guidance + bottlenecked_delta(eps_u, eps[2:], self.instructions, tau, self.config.t_warmup)
+        return eps_u + guidance, guidance, eps_u
+
+
+@register_method("abo", AboConfig, "All but One: match only the guidance term, penalise drift of ε(∅) (λ)")
+def erase(
+    model: DiffusionModel, request: EraseRequest, config: AboConfig, run: RunOptions | None = None
+) -> Patch:
+    run = run or RunOptions()
+    T = config.sampling_steps
+    scheduler = model.scheduler
+    with EditSession(model, config.scope) as session:
+        teacher = _Teacher(model, session, config, request)
+        with torch.no_grad():
+            concept_embeds = model.encode(request.concepts)
+        scheduler.set_timesteps(T, device=model.device)
+        timesteps = scheduler.timesteps  # index i ↔ τ = T − i
+
+        def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+            k = int(torch.randint(len(request.concepts), (1,), generator=gen))
+            tau = int(torch.randint(1, T + 1, (1,), generator=gen))
+            x = torch.randn((1, *model.latent_shape), generator=gen).to(model.device, model.dtype)
+            x = x * scheduler.init_noise_sigma
+            for i in range(T - tau):
+                eps_hat, _, _ = teacher(x, timesteps[i], T - i, k)
+                x = scheduler.step(eps_hat, timesteps[i], x, eta=0.0).prev_sample
+            t = timesteps[T - tau]
+            _, target, teacher_uncond = teacher(x, t, tau, k)
+            student = model.eps(x, t, torch.stack([teacher.uncond, concept_embeds[k]]))
+            concept, penalty = abo_losses(student[1], student[0], teacher_uncond, target, config.gamma2)
+            return concept + config.lam * penalty
+
+        trainer = Trainer(
+            session.params,
+            TrainerConfig(
+                steps=config.steps, lr=config.lr, adam_eps=config.adam_eps, grad_clip=config.grad_clip,
+                seed=config.seed, checkpoint_every=config.checkpoint_every if run.checkpoint_dir else 0,
+                progress=run.progress, description="abo",
+            ),
+            checkpoint_dir=run.checkpoint_dir,
+        )
+        state = trainer.fit(loss_fn)
+        return session.to_patch(
+            "abo", config, request.concepts,
+            info={"anchors": request.anchors, "steps_done": state.step, "final_loss": state.losses[-1]},
+        )
