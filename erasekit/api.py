@@ -178,3 +178,44 @@ def purify(
         regenerated = sampler.sample(x_T, cond, uncond_one.expand_as(cond)).latents
         out.append(model.decode(regenerated).cpu())
     return torch.cat(out)
+
+
+def evaluate(
+    model: DiffusionModel,
+    patches: Sequence[str | os.PathLike | patching.Patch],
+    suite: str,
+    seeds: Sequence[int] | str = "0-3",
+    steps: int = 35,
+    guidance: float = 7.5,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = ".cache/erasekit/base-images",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both."""
+    from erasekit.eval.detectors import get_detector
+    from erasekit.eval.evaluate import SamplingSettings
+    from erasekit.eval.evaluate import evaluate as run_evaluation
+    from erasekit.eval.suites import resolve_suite
+
+    resolved = resolve_suite(suite)
+    loaded = [p if isinstance(p, patching.Patch) else patching.Patch.load(p) for p in patches]
+    settings = SamplingSettings(seeds=parse_seeds(seeds), steps=steps, guidance=guidance, batch_size=batch_size)
+    return run_evaluation(model, loaded, resolved, get_detector(resolved.detector), settings,
+                          cache_dir=cache_dir, progress=progress)
+
+
+def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: dict | None = None) -> Path:
+    """results.json (everything but pixels) and one grid per group: base rows above edited rows."""
+    out = Path(out_dir)
+    (out / "grids").mkdir(parents=True, exist_ok=True)
+    n_seeds = len(result["sampling"]["seeds"])
+    for group, base in result["images"]["base"].items():
+        edited = result["images"]["edited"][group]
+        shown = min(len(base), 8 * n_seeds)
+        grid = image_grid(torch.cat([base[:shown], edited[:shown]]), columns=min(shown, 16))
+        grid.save(out / "grids" / f"{group}.png")
+    document = {k: v for k, v in result.items() if k != "images"} | (info or {})
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(document, indent=2))
+    os.replace(tmp, out / "results.json")
+    return out

@@ -216,6 +216,39 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     click.echo(f"patch written to {result.save(out)}")
 
 
+# ------------------------------------------------------------------- eval
+@cli.command("eval")
+@model_options
+@click.option("--suite", required=True,
+              help="suite YAML file, or built-in 'toyworld:shape=circle[:anchor=shape=square]'.")
+@click.option("--seeds", default="0-3", show_default=True, help=SEEDS_HELP)
+@click.option("--steps", default=35, show_default=True, type=click.IntRange(min=1), help="DDIM steps.")
+@click.option("--guidance", default=7.5, show_default=True, type=float)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--cache", default=".cache/erasekit/base-images", show_default=True,
+              type=click.Path(file_okay=False), help="base-image cache (keyed by model, prompts, seeds, sampler).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
+def eval_command(model, patches, config, device, suite, seeds, steps, guidance, batch_size, cache, out):
+    """Evaluate MODEL with its patches against MODEL alone on a prompt suite, same seeds for both.
+
+    Writes results.json (rates with sample counts and 95% Wilson intervals, SSIM, timing) and
+    grids/<group>.png (base rows above edited rows).
+    """
+    from erasekit import api
+    from erasekit.core.patch import Patch
+    from erasekit.eval.suites import resolve_suite
+
+    resolve_suite(suite)  # a bad suite fails before the model loads
+    loaded = [Patch.load(p) for p in patches]
+    m = api.load_model(model, device=device, config=config)
+    result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
+                          cache_dir=cache)
+    path = api.save_evaluation(result, out, info={"model": model, "patches": [p.summary() for p in loaded]})
+    for key, value in result["metrics"].items():
+        click.echo(f"{key:24s} {value:.4g}" if isinstance(value, float) else f"{key:24s} {value}")
+    click.echo(f"results in {path / 'results.json'}")
+
+
 # ----------------------------------------------------------------- purify
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))

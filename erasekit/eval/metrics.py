@@ -1,0 +1,63 @@
+"""Metrics that compare images or count detections, each declaring which direction is better."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    higher_is_better: bool | None  # None: a reference value (e.g. the base model's rate)
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in [
+        MetricInfo("target_rate", False, "share of target-prompt images in which the detector finds the concept"),
+        MetricInfo("target_rate_base", None, "the same on the base model"),
+        MetricInfo("synonym_rate", False, "target rate on prompts using synonyms"),
+        MetricInfo("misspelling_rate", False, "target rate on misspelled prompts"),
+        MetricInfo("paraphrase_rate", False, "target rate on paraphrased prompts"),
+        MetricInfo("implicit_rate", False, "the concept's rate on prompts that never name it"),
+        MetricInfo("implicit_rate_base", None, "the same on the base model"),
+        MetricInfo("anchor_rate", True, "share of target-prompt images showing the anchor concept"),
+        MetricInfo("other_accuracy", True, "detector agrees with the prompt on non-erased concepts"),
+        MetricInfo("other_accuracy_base", None, "the same on the base model"),
+        MetricInfo("ssim_other", True, "SSIM base vs edited, same seed, non-erased prompts"),
+        MetricInfo("ssim_target", True, "SSIM base vs edited, same seed, target prompts"),
+        MetricInfo("recovery_rate", False, "target rate after a recovery attack"),
+        MetricInfo("seconds", False, "wall time of the erasure"),
+    ]
+}
+
+
+def ssim_window(image_size: int) -> int:
+    """All-but-One's 25×25 window at SD resolution (≥ 256 px); 7×7 on small (toy) images."""
+    return 25 if image_size >= 256 else 7
+
+
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """SSIM of each pair (N, 3, H, W) in [0, 1], uniform window (as in All-but-One's Table 1 setting)."""
+    if a.shape != b.shape:
+        raise ValueError(f"image batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    window = window or ssim_window(a.shape[-1])
+    return structural_similarity_index_measure(
+        a.float(), b.float(), gaussian_kernel=False, kernel_size=window, data_range=1.0, reduction="none"
+    )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial rate."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from erasekit.errors import ErasekitError
+from erasekit.eval.metrics import ssim_per_image, ssim_window, wilson_interval
+from erasekit.eval.suites import Concept, load_suite, resolve_suite, toyworld_suite
+
+
+def test_ssim_identical_is_one_and_noise_lowers_it():
+    a = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ssim_per_image(a, a), torch.ones(3))
+    b = (a + 0.2 * torch.randn(a.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    assert torch.all(ssim_per_image(a, b) < 0.9)
+    assert ssim_window(32) == 7 and ssim_window(512) == 25
+
+
+def test_wilson_interval_known_case():
+    lo, hi = wilson_interval(8, 10)  # textbook value: (0.490, 0.943)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0.0 and 0.15 < hi < 0.17
+
+
+def test_toyworld_suite_groups_and_labels():
+    suite = toyworld_suite(Concept("shape", "circle"), anchor=Concept("shape", "square"))
+    assert {"target", "synonym", "misspelling", "paraphrase", "other"} <= set(suite.groups)
+    assert all("circle" in p.prompt for p in suite.groups["target"])
+    assert all("disc" in p.prompt and "circle" not in p.prompt for p in suite.groups["synonym"])
+    assert all("circle" not in p.prompt.split() for p in suite.groups["misspelling"])
+    assert all(p.labels["shape"] != "circle" for p in suite.groups["other"])
+    assert toyworld_suite(Concept("shape", "circle")).groups == suite.groups  # deterministic
+    striped = toyworld_suite(Concept("pattern", "striped"))
+    assert all("striped" not in p.prompt and "solid" not in p.prompt for p in striped.groups["implicit"])
+
+
+def test_suite_yaml_round_trip(tmp_path):
+    suite = resolve_suite("toyworld:pattern=striped:anchor=pattern=solid")
+    again = load_suite(suite.to_yaml(tmp_path / "s.yaml"))
+    assert again.groups == suite.groups and again.anchor == Concept("pattern", "solid")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: x\nversion: 1\n  detector: [", "line"),
+        ("- just a list", "mapping"),
+        ("name: x\nversion: 1\ndetector: d\nconcept: {attribute: a, value: b}\ngroups: {tagret: [a]}", "did you mean"),
+        ("name: x\nversion: 1\ndetector: d\nconcept: {attribute: a, value: b}\ngroups: {other: [a]}", "target"),
+    ],
+)
+def test_bad_suite_files_name_file_and_problem(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ErasekitError, match=fragment) as exc:
+        load_suite(path)
+    assert "bad.yaml" in str(exc.value)
+
+
+def test_classifier_rates_on_rendered_images_are_known():
+    from erasekit.core.model import toyworld_dir
+
+    if not (toyworld_dir().parent / "toyworld-classifier.safetensors").exists():
+        pytest.skip("classifier not present")
+    from erasekit.eval.detectors import ToyworldDetector
+    from erasekit.toyworld import domain
+
+    # 30 striped and 10 solid renders: the detector's striped rate must be 0.75.
+    scenes = [domain.Scene(i % 5, i % 5, i % 3, int(i < 30), 16.0, 16.0, 10.0) for i in range(40)]
+    images = torch.from_numpy(np.stack([domain.render(s, i) for i, s in enumerate(scenes)]))
+    found = ToyworldDetector().detect(images)
+    assert float(np.mean(found["pattern"] == "striped")) == pytest.approx(0.75)
+
+
+def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
+    """Wire-up on a tiny random model: a suite file, a patch, base images cached once."""
+    import json
+
+    from erasekit.cli.main import main
+    from erasekit.core.model import DiffusionModel
+    from erasekit.core.patch import Patch
+    from erasekit.core.scopes import select
+    from erasekit.eval import detectors
+
+    class FixedDetector:
+        name = "fixed"
+
+        def detect(self, images):
+            bright = (images.mean(dim=(1, 2, 3)) > images.mean()).numpy()
+            return {"shape": np.where(bright, "circle", "square")}
+
+    monkeypatch.setitem(detectors.DETECTORS, "fixed", FixedDetector)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: t\nversion: 1\ndetector: fixed\nconcept: {attribute: shape, value: circle}\n"
+                     "groups:\n  target: [a red circle, a blue circle]\n"
+                     "  other: [{prompt: a red box, labels: {shape: square}}]\n")
+    model = DiffusionModel.load(tiny_dir)
+    params = select(model.named_modules(), "to_out").params
+    base = {n: p.detach().clone() for n, p in params.items()}
+    patch = Patch.from_weights(base, {n: b + 0.3 for n, b in base.items()}, "test", {}, ["circle"])
+    patch_file = patch.save(tmp_path / "p.safetensors")
+    args = ["eval", "--model", str(tiny_dir), "--patch", str(patch_file), "--suite", str(suite), "--seeds", "0-1",
+            "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "ev")]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 0
+    result = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert result["metrics"]["n_target"] == 4 and result["details"]["target_rate"]["n"] == 4
+    assert 0 < result["metrics"]["ssim_other"] < 1  # the patch changed the images
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    with pytest.raises(SystemExit):
+        main(args[:-1] + [str(tmp_path / "ev2")])
+    second = json.loads((tmp_path / "ev2" / "results.json").read_text())
+    assert second["metrics"] == result["metrics"]
