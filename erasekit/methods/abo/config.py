@@ -27,6 +27,10 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+# The toy world's tuned settings (the paper's are for SD 1.4 at 512 px): see docs/methods/abo.md.
+TOYWORLD_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "steps": 200}
+
+
 @dataclass
 class AboConfig:
     """Defaults are the paper's SD settings (200 steps, AdamW lr 1e-5, γ1 = γ2 = 7.5, λ = 5, T = 35)."""

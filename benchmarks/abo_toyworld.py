@@ -1,0 +1,76 @@
+"""All-but-One on the toy world: (a) circle → square, (b) the implicit stripes; λ sweep and scopes.
+
+Writes benchmarks/results/abo_toyworld.json (format: ../shared/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from erasekit import api
+from erasekit.eval.results import write_result
+from erasekit.methods.abo.config import TOYWORLD_DEFAULTS, AboConfig
+from erasekit.request import EraseRequest
+
+CASES = {
+    "circle": dict(request=EraseRequest(concepts=["circle"], anchors=["square"]),
+                   suite="toyworld:shape=circle:anchor=shape=square", config={}),
+    "striped": dict(request=EraseRequest(concepts=["striped"]), suite="toyworld:pattern=striped",
+                    config={"preset": "toyworld-striped"}),
+}
+
+
+def run_case(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict:
+    case = CASES[name]
+    config = AboConfig(**{**TOYWORLD_DEFAULTS, **case["config"], **overrides})
+    start = time.perf_counter()
+    patch = api.erase(model, "abo", case["request"], config)
+    seconds = time.perf_counter() - start
+    result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=steps)
+    metrics = {**result["metrics"], "seconds": round(seconds, 1), "seconds_per_step": round(seconds / config.steps, 3),
+               "trainable_params": patch.info["trainable_params"], "ssim_window": result["ssim"]["window"]}
+    return {
+        "method": "abo",
+        "model": "toyworld",
+        "case": name,
+        "concepts": case["request"].concepts,
+        "anchors": case["request"].anchors,
+        "config": dataclasses.asdict(config),
+        "seeds": seeds,
+        "metrics": metrics,
+        "details": result["details"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0-3")
+    parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="only the two main cases (no sweeps)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = api.parse_seeds(args.seeds)
+    model = api.load_model("toyworld", device="cpu")
+    plan = [("circle", {}), ("striped", {})]
+    if not args.quick:
+        plan += [("circle", {"lam": 0.0}), ("circle", {"lam": 1.0})]
+        plan += [("circle", {"scope": "xattn"}), ("circle", {"scope": "full"})]
+        plan += [("striped", {"delta": "implicit", "preset": None})]
+    runs = []
+    for name, overrides in plan:
+        run = run_case(model, name, overrides, seeds, args.steps)
+        runs.append(run)
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in run["metrics"].items()}
+        print(name, overrides, shown, flush=True)
+        write_result("abo_toyworld", runs, out_dir=args.out)  # partial results survive a stop
+
+
+if __name__ == "__main__":
+    main()
