@@ -9,7 +9,7 @@ from erasekit.cli.main import cli, main
 COMMANDS = [
     [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["generate"], ["erase"], ["demo"],
     ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
-    ["toyworld"], ["toyworld", "train"], ["purify"],
+    ["toyworld"], ["toyworld", "train"], ["purify"], ["eval"], ["report"],
 ]
 
 

@@ -112,3 +112,18 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
         main(args[:-1] + [str(tmp_path / "ev2")])
     second = json.loads((tmp_path / "ev2" / "results.json").read_text())
     assert second["metrics"] == result["metrics"]
+
+
+def test_report_marks_best_and_embeds_grids(tmp_path):
+    from PIL import Image
+
+    from erasekit.eval.report import render_report
+
+    grid = tmp_path / "target.png"
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(grid)
+    runs = [{"name": "a", "metrics": {"target_rate": 0.1, "ssim_other": 0.8}, "grids": {"target": grid}},
+            {"name": "b", "metrics": {"target_rate": 0.3, "ssim_other": 0.9}}]
+    page = render_report(runs, tmp_path / "r.html").read_text()
+    assert page.count("<tr>") == 3  # header + one row per run
+    assert '<td class="best">0.100</td>' in page and '<td class="best">0.900</td>' in page
+    assert page.count("data:image/png;base64,") == 1

@@ -249,6 +249,19 @@ def eval_command(model, patches, config, device, suite, seeds, steps, guidance, 
     click.echo(f"results in {path / 'results.json'}")
 
 
+# ----------------------------------------------------------------- report
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--title", default="erasekit report", show_default=True)
+def report(results, out, title):
+    """One self-contained HTML page from `erasekit eval` results.json files or benchmark JSON files:
+    a metrics table (best per column marked) and base-vs-edited image grids."""
+    from erasekit.eval.report import render_report, runs_from_result_files
+
+    click.echo(f"report written to {render_report(runs_from_result_files(results), out, title=title)}")
+
+
 # ----------------------------------------------------------------- purify
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
@@ -311,20 +324,35 @@ def toyworld_train(out, work, threads, unet_steps, init_from):
 # ------------------------------------------------------------------- demo
 @cli.command()
 @click.option("--out", default="outputs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seeds", default="0-7", show_default=True, help=SEEDS_HELP)
-@click.option("--steps", default=35, show_default=True, type=click.IntRange(min=1))
+@click.option("--seeds", default="0-3", show_default=True, help=SEEDS_HELP)
+@click.option("--erase-steps", default=100, show_default=True, type=click.IntRange(min=1),
+              help="training steps of the erasure.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
-def demo(out, seeds, steps, device):
-    """The main job on the built-in toy model (today: a generation grid over the toy world's concepts)."""
+def demo(out, seeds, erase_steps, device):
+    """The main job on the built-in toy model: erase "circle" (mapped to "square") with All-but-One,
+    evaluate base vs edited on the same seeds, and write the patch, results and an HTML report."""
     from erasekit import api
+    from erasekit.eval.report import render_report
+    from erasekit.methods.abo.config import TOYWORLD_DEFAULTS, AboConfig
+    from erasekit.request import EraseRequest
 
-    prompts = ["a red circle on snow", "a blue striped square on sand", "a yellow triangle on slate",
-               "a green cross at a party", "a purple disc on snow"]
-    seed_list = api.parse_seeds(seeds)
-    m = api.load_model("toyworld", device=device)
-    images, pairs = api.generate(m, prompts, seed_list, steps=steps)
-    path = api.save_images(images, pairs, out, columns=len(seed_list), info={"model": "toyworld", "steps": steps})
-    click.echo(f"demo: {len(pairs)} images, grid at {path / 'grid.png'}")
+    out_dir = Path(out)
+    model = api.load_model("toyworld", device=device)
+    click.echo("1/3 erasing 'circle' -> 'square' with abo ...", err=True)
+    config = AboConfig(**{**TOYWORLD_DEFAULTS, "steps": erase_steps})
+    patch = api.erase(model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]), config)
+    patch_path = patch.save(out_dir / "circle.safetensors")
+    click.echo("2/3 evaluating base vs edited ...", err=True)
+    result = api.evaluate(model, [patch], "toyworld:shape=circle:anchor=shape=square", seeds=seeds)
+    api.save_evaluation(result, out_dir / "eval", info={"model": "toyworld", "patches": [patch.summary()]})
+    click.echo("3/3 writing the report ...", err=True)
+    grids = {p.stem: p for p in sorted((out_dir / "eval" / "grids").glob("*.png"))}
+    page = render_report([{"name": "abo circle→square", "metrics": result["metrics"], "grids": grids}],
+                         out_dir / "report.html", title="erasekit demo: erase 'circle' from the toy world")
+    for key in ("target_rate_base", "target_rate", "synonym_rate", "anchor_rate", "other_accuracy", "ssim_other"):
+        if key in result["metrics"]:
+            click.echo(f"  {key:18s} {result['metrics'][key]:.3f}")
+    click.echo(f"patch:   {patch_path}\nresults: {out_dir / 'eval' / 'results.json'}\nreport:  {page}")
 
 
 def main(argv: list[str] | None = None) -> None:

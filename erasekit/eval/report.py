@@ -1,0 +1,94 @@
+"""A self-contained HTML report: metrics table (best per column marked) and base-vs-edited grids."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from erasekit.eval.metrics import METRICS
+
+KEY_ORDER = ["target_rate", "target_rate_base", "synonym_rate", "misspelling_rate", "paraphrase_rate",
+             "implicit_rate", "implicit_rate_base", "anchor_rate", "other_accuracy", "other_accuracy_base",
+             "ssim_other", "ssim_target", "recovery_rate", "seconds"]
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3} td.name{text-align:left}
+td.best{font-weight:bold;background:#e6f4e6}
+img{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}
+figure{margin:1em 0} figcaption{font-size:90%;color:#555}
+"""
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    width = "" if path.stat().st_size > 20000 else ' style="width:100%;max-width:900px"'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{width}>'
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, title: str = "erasekit report") -> Path:
+    """runs: dicts with 'name', 'metrics' and optionally 'grids' ({group: png path})."""
+    keys = [k for k in KEY_ORDER if any(k in r["metrics"] for r in runs)]
+    best: dict[str, float] = {}
+    for key in keys:
+        direction = METRICS[key].higher_is_better if key in METRICS else None
+        values = [r["metrics"][key] for r in runs if isinstance(r["metrics"].get(key), (int, float))]
+        if direction is not None and values and len(runs) > 1:
+            best[key] = max(values) if direction else min(values)
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    rows = []
+    for run in runs:
+        cells = []
+        for key in keys:
+            value = run["metrics"].get(key, float("nan"))
+            mark = ' class="best"' if key in best and value == best[key] else ""
+            cells.append(f"<td{mark}>{_fmt(value)}</td>")
+        rows.append(f'<tr><td class="name">{html.escape(run["name"])}</td>{"".join(cells)}</tr>')
+    figures = []
+    for run in runs:
+        for group, path in (run.get("grids") or {}).items():
+            caption = f"{run['name']} — {group} prompts: base model (upper rows) vs edited (lower rows), same seeds"
+            figures.append(f"<figure>{_img_tag(Path(path), caption)}<figcaption>{html.escape(caption)}</figcaption>"
+                           "</figure>")
+    legend = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(METRICS[k].description)}</li>" for k in keys if k in METRICS)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<table id='metrics'><tr><th>run</th>{head}</tr>{''.join(rows)}</table><ul>{legend}</ul>"
+            f"{''.join(figures)}</body></html>")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out
+
+
+def runs_from_result_files(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Runs from `erasekit eval` results.json files (with their grids) or benchmark documents."""
+    runs = []
+    for path in paths:
+        path = Path(path)
+        doc = json.loads(path.read_text())
+        if "runs" in doc:  # a benchmark document
+            for i, run in enumerate(doc["runs"]):
+                name = f"{doc['benchmark']}#{i} {run.get('method') or ''} {run.get('case', '')}".strip()
+                runs.append({"name": name, "metrics": run["metrics"]})
+        else:
+            grids = {p.stem: p for p in sorted((path.parent / "grids").glob("*.png"))}
+            runs.append({"name": path.parent.name, "metrics": doc["metrics"], "grids": grids})
+    return runs
