@@ -125,3 +125,18 @@ def test_purify_writes_before_and_after(tiny_dir, tmp_path, capsys):
     grid = Image.open(tmp_path / "pure" / "before_after.png")
     assert grid.size[1] > 2 * 16  # two rows of 16 px images
     assert len(list((tmp_path / "pure" / "images").glob("*.png"))) == 2
+
+
+def test_erase_refuses_unknown_characters_before_loading(tiny_dir, capsys, monkeypatch):
+    import erasekit.api
+
+    def must_not_load(*a, **k):
+        raise AssertionError("model loaded before the request was checked")
+
+    monkeypatch.setattr(erasekit.api, "load_model", must_not_load)
+    code, _, err = _run(["erase", "--model", str(tiny_dir), "--method", "abo", "--concept", "circle€",
+                         "--out", "p.safetensors"], capsys)
+    assert code == 2 and "tokenizer does not know" in err
+    code, _, err = _run(["erase", "--model", str(tiny_dir), "--method", "abo", "--concept", "circle",
+                         "--set", "preset=nudty", "--out", "p.safetensors"], capsys)
+    assert code == 2 and "did you mean 'nudity'" in err

@@ -211,6 +211,11 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     values.update(parse_overrides(overrides))
     spec = get_method(method)
     cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
+    from erasekit.core.model import load_tokenizer
+
+    tokenizer = load_tokenizer(model, config)
+    if tokenizer is not None:
+        request.check_vocabulary(tokenizer)
     m = api.load_model(model, patches, device=device, config=config)
     result = api.erase(m, method, request, cfg, checkpoint_dir=work)
     click.echo(f"patch written to {result.save(out)}")
@@ -324,7 +329,7 @@ def toyworld_train(out, work, threads, unet_steps, init_from):
 # ------------------------------------------------------------------- demo
 @cli.command()
 @click.option("--out", default="outputs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seeds", default="0-3", show_default=True, help=SEEDS_HELP)
+@click.option("--seeds", default="0-1", show_default=True, help=SEEDS_HELP)
 @click.option("--erase-steps", default=100, show_default=True, type=click.IntRange(min=1),
               help="training steps of the erasure.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")

@@ -93,6 +93,20 @@ def load_pipeline(
     return pipe
 
 
+def load_tokenizer(source: str | os.PathLike, config: str | os.PathLike | None = None):
+    """Only the tokenizer of a model (cheap), so that requests are checked before weights load."""
+    from transformers import CLIPTokenizer
+
+    resolved = resolve_source(source)
+    base = config if isinstance(resolved, Path) and resolved.is_file() else resolved
+    if base is None:
+        return None
+    try:
+        return CLIPTokenizer.from_pretrained(str(base), subfolder="tokenizer", local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ErasekitError(f"could not load the tokenizer of {source!s}: {str(exc).splitlines()[0]}") from exc
+
+
 class DiffusionModel:
     """What every method needs from a Stable Diffusion pipeline, in one place."""
 
