@@ -26,6 +26,7 @@ from erasekit.core.guidance import bottlenecked_delta
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
 from erasekit.methods.abo.config import AboConfig
 from erasekit.registry import register_method
 from erasekit.request import EraseRequest
@@ -103,22 +104,17 @@ def erase(
 ) -> Patch:
     run = run or RunOptions()
     T = config.sampling_steps
-    scheduler = model.scheduler
     with EditSession(model, config.scope) as session:
         teacher = _Teacher(model, session, config, request)
         with torch.no_grad():
             concept_embeds = model.encode(request.concepts)
-        scheduler.set_timesteps(T, device=model.device)
-        timesteps = scheduler.timesteps  # index i ↔ τ = T − i
+        timesteps = timesteps_for(model, T)  # index i ↔ τ = T − i
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))
             tau = int(torch.randint(1, T + 1, (1,), generator=gen))
-            x = torch.randn((1, *model.latent_shape), generator=gen).to(model.device, model.dtype)
-            x = x * scheduler.init_noise_sigma
-            for i in range(T - tau):
-                eps_hat, _, _ = teacher(x, timesteps[i], T - i, k)
-                x = scheduler.step(eps_hat, timesteps[i], x, eta=0.0).prev_sample
+            x = initial_latents(model, gen)
+            x = run_ddim(model, x, timesteps, T - tau, lambda x, t, i: teacher(x, t, T - i, k)[0])
             t = timesteps[T - tau]
             _, target, teacher_uncond = teacher(x, t, tau, k)
             student = model.eps(x, t, torch.stack([teacher.uncond, concept_embeds[k]]))

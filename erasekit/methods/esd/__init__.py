@@ -1,0 +1,1 @@
+"""ESD: Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023)."""

@@ -1,0 +1,82 @@
+"""UCE: one least-squares solve per cross-attention to_k / to_v, no training loop.
+
+For each projection W (out × in), with target embeddings c_i, their guides' v*_i = W c_guide(i)
+and preserved embeddings c_j:
+
+    W' = (λW + s_e Σ_i v*_i c_iᵀ + s_p Σ_j W c_j c_jᵀ)(λI + s_e Σ_i c_i c_iᵀ + s_p Σ_j c_j c_jᵀ)⁻¹
+
+so the target's keys/values become the guide's (the anchor, or the empty prompt) while the
+preserved concepts keep theirs. Token choice per docs/methods/baselines.md.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from erasekit.core.edit import EditSession, RunOptions
+from erasekit.core.model import DiffusionModel
+from erasekit.core.patch import Patch
+from erasekit.methods.uce.config import UceConfig
+from erasekit.registry import register_method
+from erasekit.request import EraseRequest
+
+
+def uce_solve(
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    guides: torch.Tensor,
+    preserved: torch.Tensor,
+    lamb: float,
+    erase_scale: float,
+    preserve_scale: float,
+) -> torch.Tensor:
+    """The closed-form edit of one projection; rows of targets/guides/preserved are embeddings (N, in)."""
+    w = weight.double()
+    c, g, p = targets.double(), guides.double(), preserved.double()
+    eye = torch.eye(w.shape[1], dtype=torch.float64, device=w.device)
+    v_star = g @ w.T  # (N, out): the guide's outputs under the old W
+    left = lamb * w + erase_scale * v_star.T @ c
+    right = lamb * eye + erase_scale * c.T @ c
+    if len(p):
+        left = left + preserve_scale * (w @ p.T) @ p
+        right = right + preserve_scale * p.T @ p
+    return torch.linalg.solve(right.T, left.T).T.to(weight.dtype)
+
+
+def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = None) -> tuple[torch.Tensor, int]:
+    """Embeddings of `text`'s chosen tokens (rows) and the position of its last word token."""
+    with torch.no_grad():
+        hidden = model.encode([text])[0]
+    n_words = len(model.tokenizer(text, add_special_tokens=False).input_ids)
+    last = start if start is not None else n_words  # position 0 is BOS
+    rows = hidden[last:] if mode == "last+eos" else hidden[last : last + 1]
+    return rows, last
+
+
+def _embedding_sets(model: DiffusionModel, request: EraseRequest, config: UceConfig):
+    targets, guides = [], []
+    for concept, anchor in zip(request.concepts, request.anchor_list(), strict=True):
+        rows, last = token_rows(model, concept, config.tokens)
+        # The guide's rows are taken at the same positions, so that the edit is aligned token by token.
+        guide_rows, _ = token_rows(model, anchor or "", config.tokens, start=last)
+        targets.append(rows)
+        guides.append(guide_rows)
+    preserved = []
+    for text in ([""] if config.preserve_empty else []) + request.preserve:
+        with torch.no_grad():
+            preserved.append(model.encode([text])[0])
+    dim = targets[0].shape[1]
+    empty = torch.zeros(0, dim, device=model.device, dtype=targets[0].dtype)
+    return torch.cat(targets), torch.cat(guides), torch.cat(preserved) if preserved else empty
+
+
+@register_method("uce", UceConfig, "UCE: closed-form edit of cross-attention keys/values, no training")
+def erase(model: DiffusionModel, request: EraseRequest, config: UceConfig, run: RunOptions | None = None) -> Patch:
+    with EditSession(model, "xattn-kv") as session:
+        targets, guides, preserved = _embedding_sets(model, request, config)
+        with torch.no_grad():
+            for name, param in session.params.items():
+                if name.endswith(".weight"):
+                    param.copy_(uce_solve(param, targets, guides, preserved, config.lamb, config.erase_scale,
+                                          config.preserve_scale))
+        return session.to_patch("uce", config, request.concepts, info={"anchors": request.anchors})

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from erasekit.api import erase
+from erasekit.core.scopes import SCOPES, named_parameters
+from erasekit.methods.esd.config import EsdConfig
+from erasekit.methods.esd.method import esd_target
+from erasekit.methods.uce.config import UceConfig
+from erasekit.methods.uce.method import token_rows, uce_solve
+from erasekit.request import EraseRequest
+
+
+def _unchanged_outside(model, before, patch, scope):
+    assert patch.deltas and all(SCOPES[scope](n) for n in patch.deltas)
+    assert any(d.abs().max() > 0 for d in patch.deltas.values())
+    after = named_parameters(model.named_modules())
+    assert all(torch.equal(before[n], after[n].detach()) for n in before)
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in named_parameters(model.named_modules()).items()}
+
+
+def test_esd_target_hand_computed():
+    u, c = torch.tensor([1.0, 0.0]), torch.tensor([2.0, 1.0])
+    assert torch.equal(esd_target(u, c, eta=1.0), torch.tensor([0.0, -1.0]))
+    assert torch.equal(esd_target(u, c, eta=2.0), torch.tensor([-1.0, -2.0]))
+
+
+@pytest.mark.parametrize("variant, scope", [("x", "xattn"), ("u", "non-xattn")])
+def test_esd_short_run_touches_only_its_scope(tiny_model, variant, scope):
+    before = _snapshot(tiny_model)
+    patch = erase(tiny_model, "esd", EraseRequest(concepts=["circle"]),
+                  EsdConfig(variant=variant, steps=3, sampling_steps=4, lr=1e-3), progress=False)
+    assert patch.method == "esd" and patch.config["variant"] == variant
+    _unchanged_outside(tiny_model, before, patch, scope)
+
+
+def test_uce_solve_closed_form_properties():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 8, generator=gen)
+    c, g, p = (torch.randn(n, 8, generator=gen) for n in (2, 2, 3))
+    # With λ → 0 and room to spare (5 constraints in 8 dims) both goals are met exactly.
+    new = uce_solve(w, c, g, p, lamb=1e-6, erase_scale=1.0, preserve_scale=1.0)
+    torch.testing.assert_close(c @ new.T, g @ w.T, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(p @ new.T, p @ w.T, atol=1e-3, rtol=1e-3)
+    # Nothing to erase: W stays.
+    torch.testing.assert_close(uce_solve(w, c[:0], g[:0], p, 0.5, 1.0, 1.0), w, atol=1e-5, rtol=1e-5)
+
+
+def test_uce_maps_target_to_anchor_and_keeps_preserved(tiny_model):
+    before = _snapshot(tiny_model)
+    request = EraseRequest(concepts=["circle"], anchors=["square"], preserve=["red"])
+    patch = erase(tiny_model, "uce", request, UceConfig(lamb=1e-4), progress=False)
+    _unchanged_outside(tiny_model, before, patch, "xattn-kv")
+    target, last = token_rows(tiny_model, "circle", "last+eos")
+    guide, _ = token_rows(tiny_model, "square", "last+eos", start=last)
+    kept = tiny_model.encode(["red"])[0]
+    name = next(n for n in patch.deltas if n.endswith("to_k.weight"))
+    w_old = before[name]
+    w_new = w_old + patch.deltas[name]
+    err = (target @ w_new.T - guide @ w_old.T).norm() / (guide @ w_old.T).norm()
+    moved = (target @ w_old.T - guide @ w_old.T).norm() / (guide @ w_old.T).norm()
+    assert err < 0.1 * moved
+    drift = (kept @ w_new.T - kept @ w_old.T).norm() / (kept @ w_old.T).norm()
+    assert drift < 0.05
