@@ -64,3 +64,56 @@ def test_uce_maps_target_to_anchor_and_keeps_preserved(tiny_model):
     assert err < 0.1 * moved
     drift = (kept @ w_new.T - kept @ w_old.T).norm() / (kept @ w_old.T).norm()
     assert drift < 0.05
+
+
+def test_sdd_loss_stops_gradient_on_uncond():
+    from erasekit.methods.sdd.method import sdd_loss
+
+    c = torch.tensor([1.0, 3.0], requires_grad=True)
+    u = torch.tensor([0.0, 1.0], requires_grad=True)
+    loss = sdd_loss(c, u)
+    assert loss.item() == pytest.approx(2.5)
+    loss.backward()
+    assert u.grad is None and c.grad.abs().sum() > 0
+
+
+def test_sdd_short_run_saves_the_ema_teacher(tiny_model):
+    from erasekit.methods.sdd.config import SddConfig
+
+    before = _snapshot(tiny_model)
+    patch = erase(tiny_model, "sdd", EraseRequest(concepts=["circle", "cross"]),
+                  SddConfig(steps=3, sampling_steps=4, lr=1e-3, ema_decay=0.5), progress=False)
+    _unchanged_outside(tiny_model, before, patch, "xattn")
+
+
+def test_fmn_attention_norm_hand_computed():
+    from erasekit.methods.fmn.method import attention_norm
+
+    maps = {"a": [torch.tensor([[0.6, 0.4]])], "b": [torch.tensor([[0.0, 0.3]])]}
+    assert attention_norm(maps, [1]).item() == pytest.approx((0.4**2 + 0.3**2) ** 0.5)
+
+
+def test_fmn_short_run_lowers_attention_on_concept(tiny_model):
+    from erasekit.methods.fmn.config import FmnConfig
+
+    before = _snapshot(tiny_model)
+    cfg = FmnConfig(steps=3, lr=1e-2, scope="xattn", n_images=2, image_steps=2)
+    patch = erase(tiny_model, "fmn", EraseRequest(concepts=["circle"]), cfg, progress=False)
+    _unchanged_outside(tiny_model, before, patch, "xattn")
+
+    from erasekit.core import patch as patching
+    from erasekit.core.attention import control_attention
+    from erasekit.methods.fmn.method import attention_norm, concept_columns
+
+    columns = concept_columns(tiny_model, "a photo of circle", "circle", use_pooler=True)
+    x = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    emb = tiny_model.encode(["a photo of circle"])
+
+    def mass():
+        with torch.no_grad(), control_attention(tiny_model.unet) as store:
+            tiny_model.eps(x, torch.tensor(500), emb)
+        return attention_norm(store.maps, columns).item()
+
+    base = mass()
+    patching.apply(tiny_model, patch)
+    assert mass() < base

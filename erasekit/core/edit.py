@@ -47,8 +47,16 @@ class EditSession:
         """The frozen θ* values of the trained UNet tensors, named as inside the UNet."""
         return {n.removeprefix("unet."): t for n, t in self.base.items() if n.startswith("unet.")}
 
-    def to_patch(self, method: str, config: Any, concepts: Sequence[str], info: dict | None = None) -> Patch:
-        edited = {n: p.detach() for n, p in self.params.items()}
+    def to_patch(
+        self,
+        method: str,
+        config: Any,
+        concepts: Sequence[str],
+        info: dict | None = None,
+        edited: dict[str, torch.Tensor] | None = None,
+    ) -> Patch:
+        """The patch from the base to `edited` (default: the live trained weights)."""
+        edited = edited if edited is not None else {n: p.detach() for n, p in self.params.items()}
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         info = {"trainable_params": self.selection.trainable_count, **(info or {})}
         return Patch.from_weights(self.base, edited, method, cfg, concepts, info=info)

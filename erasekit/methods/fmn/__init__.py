@@ -1,0 +1,1 @@
+"""Forget-Me-Not: attention re-steering (Zhang et al. 2023)."""

@@ -1,0 +1,76 @@
+"""Forget-Me-Not: minimise the cross-attention the concept's tokens receive on its own images.
+
+Loss: the (unsquared) L2 norm of all post-softmax attention probabilities on the concept's
+token columns, over every cross-attention layer, head and pixel, for a noised concept
+image at t ~ U[0, 1000). No denoising term. Difference from the authors: the concept
+images are drawn from the base model (prompt = the template) instead of supplied by the
+user, so the method needs nothing but the concept's name.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from erasekit.core.attention import control_attention, token_indices
+from erasekit.core.edit import EditSession, RunOptions
+from erasekit.core.model import DiffusionModel
+from erasekit.core.patch import Patch
+from erasekit.core.sampler import generate_images
+from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.methods.fmn.config import FmnConfig
+from erasekit.registry import register_method
+from erasekit.request import EraseRequest
+
+
+def attention_norm(maps: dict[str, list[torch.Tensor]], columns: list[int]) -> torch.Tensor:
+    """‖concatenated attention on `columns`‖₂ over every recorded layer call."""
+    parts = [probs[..., columns].reshape(-1) for calls in maps.values() for probs in calls]
+    return torch.cat(parts).norm()
+
+
+def concept_columns(model: DiffusionModel, prompt: str, concept: str, use_pooler: bool) -> list[int]:
+    columns = token_indices(model.tokenizer, prompt, concept)
+    if use_pooler:
+        n = len(model.tokenizer(prompt).input_ids)  # BOS ... EOS; padding follows
+        columns += list(range(n - 1, model.tokenizer.model_max_length))
+    return columns
+
+
+@register_method("fmn", FmnConfig, "Forget-Me-Not: minimise cross-attention on the concept's tokens")
+def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: RunOptions | None = None) -> Patch:
+    run = run or RunOptions()
+    prompts = [config.template.format(c) for c in request.concepts]
+    latents = []
+    for k, prompt in enumerate(prompts):
+        seeds = [config.seed * 1000 + k * config.n_images + i for i in range(config.n_images)]
+        images = generate_images(model, [prompt] * config.n_images, seeds, steps=config.image_steps,
+                                 guidance=config.guidance, progress=False)
+        latents.append(model.encode_images(images))
+    columns = [concept_columns(model, p, c, config.use_pooler) for p, c in zip(prompts, request.concepts, strict=True)]
+    with torch.no_grad():
+        embeds = model.encode(prompts)
+    alphas = model.scheduler.alphas_cumprod.to(model.device)
+
+    with EditSession(model, config.scope) as session:
+
+        def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+            k = int(torch.randint(len(prompts), (1,), generator=gen))
+            i = int(torch.randint(config.n_images, (1,), generator=gen))
+            t = int(torch.randint(0, len(alphas), (1,), generator=gen))
+            z0 = latents[k][i : i + 1]
+            noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+            zt = alphas[t].sqrt() * z0 + (1 - alphas[t]).sqrt() * noise
+            with control_attention(model.unet, keep_grad=True) as store:
+                model.eps(zt, torch.tensor(t, device=model.device), embeds[k : k + 1])
+                return attention_norm(store.maps, columns[k])
+
+        trainer = Trainer(
+            session.params,
+            TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
+                          grad_clip=config.grad_clip, seed=config.seed,
+                          checkpoint_every=config.checkpoint_every if run.checkpoint_dir else 0,
+                          progress=run.progress, description="fmn"),
+            checkpoint_dir=run.checkpoint_dir,
+        )
+        state = trainer.fit(loss_fn)
+        return session.to_patch("fmn", config, request.concepts, info={"final_loss": state.losses[-1]})
