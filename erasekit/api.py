@@ -127,6 +127,7 @@ def erase(
     config: Mapping[str, Any] | Any | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    cache_dir: str | os.PathLike | None = ".cache/erasekit/train-images",
 ) -> patching.Patch:
     """Run an erasure method on a loaded model; the model itself is left as it was.
 
@@ -135,8 +136,10 @@ def erase(
     """
     spec = get_method(method)
     cfg = config if isinstance(config, spec.config_class) else build_config(spec.config_class, config or {})
+    spec.check_request(request)
     request.check_vocabulary(model.tokenizer)
-    run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress)
+    run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,
+                     cache_dir=Path(cache_dir) if cache_dir else None)
     return spec.erase(model, request, cfg, run)
 
 

@@ -15,21 +15,31 @@ from erasekit.errors import ErasekitError
 class MethodSpec:
     name: str
     config_class: type
-    erase: Callable  # erase(model, request, config) -> Patch
+    erase: Callable  # erase(model, request, config, run) -> Patch
     summary: str
+    needs_anchor: bool = False
+
+    def check_request(self, request) -> None:
+        """Method-specific request checks that need no model (run before any weights load)."""
+        if self.needs_anchor and (not request.anchors or not all(request.anchor_list())):
+            raise ErasekitError(f"method {self.name!r} needs an anchor concept: give --anchor (one, or one "
+                                "per concept)")
 
 
 _METHODS: dict[str, MethodSpec] = {}
 _LOADED = False
 
 
-def register_method(name: str, config_class: type, summary: str) -> Callable[[Callable], Callable]:
+def register_method(
+    name: str, config_class: type, summary: str, needs_anchor: bool = False
+) -> Callable[[Callable], Callable]:
     """Decorator: `@register_method("abo", AboConfig, "...")` above a method's erase function."""
 
     def wrap(fn: Callable) -> Callable:
         if name in _METHODS and _METHODS[name].erase is not fn:
             raise ValueError(f"method {name!r} registered twice")
-        _METHODS[name] = MethodSpec(name=name, config_class=config_class, erase=fn, summary=summary)
+        _METHODS[name] = MethodSpec(name=name, config_class=config_class, erase=fn, summary=summary,
+                                    needs_anchor=needs_anchor)
         return fn
 
     return wrap

@@ -84,14 +84,22 @@ def test_ddim_inversion_converges_with_steps(tiny_model, monkeypatch):
 
 
 def test_ddim_inversion_on_toyworld():
-    # A trained denoiser is smooth enough for 50-step inversion; tolerance from measurement below.
+    # A trained denoiser on its own data is smooth enough for 50-step inversion. Measured on
+    # latents of rendered toy images: 0.086 / 0.038 / 0.020 relative error at 20 / 50 / 100 steps.
+    import pytest
+
     from erasekit.core.model import DiffusionModel, toyworld_dir
+    from erasekit.toyworld import domain
 
     if not (toyworld_dir() / "model_index.json").exists():
-        import pytest
-
         pytest.skip("toy-world model not present")
     model = DiffusionModel.load("toyworld", device="cpu")
-    err, moved = _inversion_error(model, 50)
-    assert moved > 0.5
-    assert err < 0.1, err
+    images, captions, _ = domain.sample_dataset(4, seed=5)
+    x0 = model.encode_images(torch.from_numpy(images))
+    sampler = DDIMSampler(model, steps=50, guidance=1.0)
+    cond = model.encode(captions)
+    with torch.no_grad():
+        x_T = sampler.invert(x0, cond).latents
+        back = sampler.sample(x_T, cond, cond).latents
+    assert float((x_T - x0).norm() / x0.norm()) > 0.5
+    assert float((back - x0).norm() / x0.norm()) < 0.1

@@ -211,6 +211,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     values.update(parse_overrides(overrides))
     spec = get_method(method)
     cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
+    spec.check_request(request)
     from erasekit.core.model import load_tokenizer
 
     tokenizer = load_tokenizer(model, config)

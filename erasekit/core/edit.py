@@ -17,6 +17,7 @@ import torch
 
 from erasekit.core.patch import Patch
 from erasekit.core.scopes import Selection, named_parameters, select
+from erasekit.core.trainer import Callback, Trainer, TrainerConfig
 
 
 @dataclass
@@ -25,6 +26,7 @@ class RunOptions:
 
     checkpoint_dir: Path | None = None
     progress: bool = True
+    cache_dir: Path | None = None  # generated training images, keyed by model fingerprint
 
 
 class EditSession:
@@ -42,6 +44,23 @@ class EditSession:
     @property
     def params(self) -> dict[str, torch.nn.Parameter]:
         return self.selection.params
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Keep rows outside the embedding scope's tokens at their base values (weight decay moves them)."""
+        mask = self.selection.row_mask
+        if mask is None:
+            return
+        for name, p in self.params.items():
+            p.copy_(self.base[name] * (1 - mask) + p * mask)
+
+    def trainer(self, config: TrainerConfig, run: RunOptions, callback: Callback | None = None) -> Trainer:
+        """The shared trainer over this session's parameters; checkpoints only when the run has a directory."""
+        if run.checkpoint_dir is None:
+            config = dataclasses.replace(config, checkpoint_every=0)
+        config = dataclasses.replace(config, progress=run.progress and config.progress)
+        return Trainer(self.params, config, checkpoint_dir=run.checkpoint_dir, callback=callback,
+                       after_step=self.after_step)
 
     def teacher_unet(self) -> dict[str, torch.Tensor]:
         """The frozen θ* values of the trained UNet tensors, named as inside the UNet."""
@@ -63,6 +82,9 @@ class EditSession:
 
     @torch.no_grad()
     def restore(self) -> None:
+        for handle in self.selection.hooks:
+            handle.remove()
+        self.selection.hooks.clear()
         for name, p in self.params.items():
             p.copy_(self.base[name])
         for p in named_parameters(self.model.named_modules()).values():

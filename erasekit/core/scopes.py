@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -52,6 +52,8 @@ class Selection:
     scope: str
     params: dict[str, torch.nn.Parameter]
     trainable_count: int
+    hooks: list = field(default_factory=list)  # gradient masks to remove when training ends
+    row_mask: torch.Tensor | None = None  # embedding scope: 1 for the rows that may change
 
 
 def named_parameters(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
@@ -88,7 +90,9 @@ def select(
         (weight,) = chosen.values()
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[list(token_ids)] = 1.0
-        weight.register_hook(lambda grad: grad * mask)
+        handle = weight.register_hook(lambda grad: grad * mask)
         count = len(set(token_ids)) * weight.shape[1]
+        log.info("scope %s: %d tensors, %d trainable values", scope, len(chosen), count)
+        return Selection(scope=scope, params=chosen, trainable_count=count, hooks=[handle], row_mask=mask)
     log.info("scope %s: %d tensors, %d trainable values", scope, len(chosen), count)
     return Selection(scope=scope, params=chosen, trainable_count=count)

@@ -83,6 +83,7 @@ class Trainer:
         config: TrainerConfig,
         checkpoint_dir: str | os.PathLike | None = None,
         callback: Callback | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         if not params:
             raise ErasekitError("nothing to train: the parameter selection is empty")
@@ -90,6 +91,7 @@ class Trainer:
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.callback = callback
+        self.after_step = after_step
         for p in params.values():
             p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(
@@ -126,6 +128,8 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self._lr_at(self.step)
                 self.optimizer.step()
+                if self.after_step is not None:
+                    self.after_step()
                 self._update_ema()
                 self.step += 1
                 self.losses.append(value)

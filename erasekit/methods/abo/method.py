@@ -25,7 +25,7 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.guidance import bottlenecked_delta
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
-from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.core.trainer import TrainerConfig
 from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
 from erasekit.methods.abo.config import AboConfig
 from erasekit.registry import register_method
@@ -121,14 +121,10 @@ def erase(
             concept, penalty = abo_losses(student[1], student[0], teacher_uncond, target, config.gamma2)
             return concept + config.lam * penalty
 
-        trainer = Trainer(
-            session.params,
-            TrainerConfig(
-                steps=config.steps, lr=config.lr, adam_eps=config.adam_eps, grad_clip=config.grad_clip,
-                seed=config.seed, checkpoint_every=config.checkpoint_every if run.checkpoint_dir else 0,
-                progress=run.progress, description="abo",
-            ),
-            checkpoint_dir=run.checkpoint_dir,
+        trainer = session.trainer(
+            TrainerConfig(steps=config.steps, lr=config.lr, adam_eps=config.adam_eps, grad_clip=config.grad_clip,
+                          seed=config.seed, checkpoint_every=config.checkpoint_every, description="abo"),
+            run,
         )
         state = trainer.fit(loss_fn)
         return session.to_patch(

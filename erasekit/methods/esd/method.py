@@ -16,7 +16,7 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.sampler import guided_eps
-from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.core.trainer import TrainerConfig
 from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
 from erasekit.methods.esd.config import EsdConfig
 from erasekit.registry import register_method
@@ -55,12 +55,10 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
             prediction = model.eps(x, t, concepts[k : k + 1])[0]
             return F.mse_loss(prediction, esd_target(frozen[0], frozen[1], config.eta))
 
-        trainer = Trainer(
-            session.params,
+        trainer = session.trainer(
             TrainerConfig(steps=config.steps, lr=config.lr, grad_clip=config.grad_clip, seed=config.seed,
-                          checkpoint_every=config.checkpoint_every if run.checkpoint_dir else 0,
-                          progress=run.progress, description=f"esd-{config.variant}"),
-            checkpoint_dir=run.checkpoint_dir,
+                          checkpoint_every=config.checkpoint_every, description=f"esd-{config.variant}"),
+            run,
         )
         state = trainer.fit(loss_fn)
         return session.to_patch("esd", config, request.concepts,

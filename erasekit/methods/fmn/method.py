@@ -16,7 +16,7 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.sampler import generate_images
-from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.core.trainer import TrainerConfig
 from erasekit.methods.fmn.config import FmnConfig
 from erasekit.registry import register_method
 from erasekit.request import EraseRequest
@@ -64,13 +64,11 @@ def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: 
                 model.eps(zt, torch.tensor(t, device=model.device), embeds[k : k + 1])
                 return attention_norm(store.maps, columns[k])
 
-        trainer = Trainer(
-            session.params,
+        trainer = session.trainer(
             TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-                          grad_clip=config.grad_clip, seed=config.seed,
-                          checkpoint_every=config.checkpoint_every if run.checkpoint_dir else 0,
-                          progress=run.progress, description="fmn"),
-            checkpoint_dir=run.checkpoint_dir,
+                          grad_clip=config.grad_clip, seed=config.seed, checkpoint_every=config.checkpoint_every,
+                          description="fmn"),
+            run,
         )
         state = trainer.fit(loss_fn)
         return session.to_patch("fmn", config, request.concepts, info={"final_loss": state.losses[-1]})

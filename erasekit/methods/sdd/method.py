@@ -15,7 +15,7 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.sampler import guided_eps
-from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.core.trainer import TrainerConfig
 from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
 from erasekit.methods.sdd.config import SddConfig
 from erasekit.registry import register_method
@@ -37,7 +37,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
             joined = model.encode([", ".join(request.concepts)])[0]
             singles = model.encode(request.concepts)
         timesteps = timesteps_for(model, T)
-        holder: dict[str, Trainer] = {}
+        holder: dict = {}
 
         def teacher_weights() -> dict[str, torch.Tensor]:
             return {n.removeprefix("unet."): v for n, v in holder["trainer"].ema.items()}
@@ -56,13 +56,11 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
             e = model.eps(z, timesteps[u], torch.stack([uncond, singles[k]]))
             return sdd_loss(e[1], e[0])
 
-        trainer = Trainer(
-            session.params,
+        trainer = session.trainer(
             TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
                           grad_clip=config.grad_clip, ema_decay=config.ema_decay, seed=config.seed,
-                          checkpoint_every=config.checkpoint_every if run.checkpoint_dir else 0,
-                          progress=run.progress, description="sdd"),
-            checkpoint_dir=run.checkpoint_dir,
+                          checkpoint_every=config.checkpoint_every, description="sdd"),
+            run,
         )
         holder["trainer"] = trainer
         state = trainer.fit(loss_fn)

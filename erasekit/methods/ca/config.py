@@ -1,0 +1,48 @@
+"""Concept Ablation's configuration. Defaults: the authors' diffusers/train.py and README (SD)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCOPES = ("xattn-kv", "embedding", "full")
+VARIANTS = ("model", "noise")
+
+# The toy world's settings (its UNet is tiny; a 1e-5 step barely moves it): docs/methods/ca.md.
+TOYWORLD_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "steps": 200, "n_images": 200}
+
+
+@dataclass
+class CaConfig:
+    variant: str = "model"  # model-based: match the frozen base's ε for the anchor; noise-based: match ε
+    scope: str = "xattn-kv"
+    steps: int = 200
+    lr: float = 1e-5
+    batch_size: int = 4
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    prior_weight: float = 0.0  # prior-preservation loss on anchor images (the authors: 1.0 when on)
+    teacher: str = "frozen"  # "frozen": the pretrained model, as the paper writes; "live": the authors' code
+    n_images: int = 1000
+    image_steps: int = 25
+    image_guidance: float = 6.0
+    prompt_templates: list[str] = field(default_factory=lambda: ["a photo of a {}", "a picture of a {}",
+                                                                 "an image of a {}", "{}"])
+    anchor_prompts: list[str] = field(default_factory=list)  # a user's own list (must contain the anchor)
+    seed: int = 0
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.teacher not in ("frozen", "live"):
+            raise ValueError(f"teacher must be 'frozen' or 'live', got {self.teacher!r}")
+        if min(self.steps, self.batch_size, self.n_images, self.image_steps) < 1:
+            raise ValueError("steps, batch_size, n_images and image_steps must be >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.prior_weight < 0:
+            raise ValueError("lr must be positive and prior_weight >= 0")
+        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
+            raise ValueError("prompt_templates must be a non-empty list of templates containing {}")

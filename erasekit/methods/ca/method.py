@@ -1,0 +1,118 @@
+"""Concept Ablation: make the target prompt c* produce the anchor concept c's distribution.
+
+Anchor images come from the base model on anchor prompts (cached on disk by model
+fingerprint); target prompts are the anchor prompts with the anchor word replaced by the
+target. On x_t, a noised anchor image:
+
+    model-based:  ‖ε_θ(x_t, c*) − sg ε*(x_t, c)‖²   (ε*: the frozen base)
+    noise-based:  ‖ε_θ(x_t, c*) − ε‖²
+    (+ prior_weight · ‖ε_θ(x′_t, c) − ε′‖² on anchor images, optional)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from erasekit.core.edit import EditSession, RunOptions
+from erasekit.core.model import DiffusionModel
+from erasekit.core.patch import Patch
+from erasekit.core.sampler import generate_images
+from erasekit.core.trainer import TrainerConfig
+from erasekit.errors import ErasekitError
+from erasekit.methods.ca.config import CaConfig
+from erasekit.registry import register_method
+from erasekit.request import EraseRequest
+
+
+def ca_loss(prediction: torch.Tensor, anchor_teacher: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
+    """Model-based when the teacher's anchor ε is given, noise-based otherwise."""
+    target = anchor_teacher.detach() if anchor_teacher is not None else noise
+    return F.mse_loss(prediction, target)
+
+
+def prompt_pairs(concept: str, anchor: str, config: CaConfig) -> list[tuple[str, str]]:
+    """(anchor prompt, target prompt) pairs; the target replaces the anchor word by the concept."""
+    anchors = config.anchor_prompts or [t.format(anchor) for t in config.prompt_templates]
+    pairs = []
+    for prompt in anchors:
+        if anchor not in prompt:
+            raise ErasekitError(f"anchor prompt {prompt!r} does not contain the anchor {anchor!r}")
+        pairs.append((prompt, prompt.replace(anchor, concept)))
+    return pairs
+
+
+def anchor_latents(model: DiffusionModel, prompts: list[str], config: CaConfig, run: RunOptions) -> torch.Tensor:
+    """Latents of n_images base-model images cycling through the anchor prompts (cached on disk)."""
+    from erasekit.eval.evaluate import ImageCache, SamplingSettings, model_fingerprint
+
+    chosen = [prompts[i % len(prompts)] for i in range(config.n_images)]
+    seeds = [config.seed * 100_000 + i for i in range(config.n_images)]
+    settings = SamplingSettings(seeds=seeds, steps=config.image_steps, guidance=config.image_guidance)
+    cache = ImageCache(run.cache_dir) if run.cache_dir else None
+    key = cache.key(model_fingerprint(model), chosen, settings) if cache else None
+    images = cache.get(key) if cache else None
+    if images is None:
+        images = generate_images(model, chosen, seeds, steps=config.image_steps, guidance=config.image_guidance,
+                                 progress=run.progress)
+        if cache:
+            cache.put(key, images)
+    return torch.cat([model.encode_images(images[i : i + 64]) for i in range(0, len(images), 64)])
+
+
+@register_method("ca", CaConfig, "Ablating Concepts: map the target prompt onto an anchor concept's images",
+                 needs_anchor=True)
+def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: RunOptions | None = None) -> Patch:
+    run = run or RunOptions()
+    anchors = request.anchor_list()
+    pairs = [prompt_pairs(c, a, config) for c, a in zip(request.concepts, anchors, strict=True)]
+    latents = [anchor_latents(model, [a for a, _ in p], config, run) for p in pairs]
+    with torch.no_grad():
+        anchor_embeds = [model.encode([a for a, _ in p]) for p in pairs]
+        target_embeds = [model.encode([t for _, t in p]) for p in pairs]
+    token_ids = None
+    if config.scope == "embedding":
+        tok = model.tokenizer
+        token_ids = sorted({i for c in request.concepts for i in tok(c, add_special_tokens=False).input_ids})
+    alphas = model.scheduler.alphas_cumprod.to(model.device)
+
+    with EditSession(model, config.scope, token_ids=token_ids) as session:
+        teacher = session.teacher_unet() if config.teacher == "frozen" else None
+
+        def noised(k: int, gen: torch.Generator):
+            idx = torch.randint(len(latents[k]), (config.batch_size,), generator=gen)
+            t = torch.randint(0, len(alphas), (config.batch_size,), generator=gen).to(model.device)
+            z0 = latents[k][idx]
+            noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+            a = alphas[t].view(-1, 1, 1, 1)
+            prompt_idx = (idx % len(pairs[k])).to(model.device)  # image i was drawn from prompt i mod P
+            return a.sqrt() * z0 + (1 - a).sqrt() * noise, t, noise, prompt_idx
+
+        def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+            k = int(torch.randint(len(request.concepts), (1,), generator=gen))
+            x, t, noise, p = noised(k, gen)
+            if config.scope == "embedding":  # the text encoder trains: encode inside the graph
+                target_cond = model.encode([pairs[k][i][1] for i in p.tolist()])
+            else:
+                target_cond = target_embeds[k][p]
+            prediction = model.eps(x, t, target_cond[None])[0]
+            anchor_eps = None
+            if config.variant == "model":
+                with torch.no_grad():
+                    anchor_eps = model.eps(x, t, anchor_embeds[k][p][None], teacher)[0]
+            loss = ca_loss(prediction, anchor_eps, noise)
+            if config.prior_weight:
+                x2, t2, noise2, p2 = noised(k, gen)
+                prior = model.eps(x2, t2, anchor_embeds[k][p2][None])[0]
+                loss = loss + config.prior_weight * F.mse_loss(prior, noise2)
+            return loss
+
+        trainer = session.trainer(
+            TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
+                          grad_clip=config.grad_clip, seed=config.seed, checkpoint_every=config.checkpoint_every,
+                          description=f"ca-{config.variant}"),
+            run,
+        )
+        state = trainer.fit(loss_fn)
+        return session.to_patch("ca", config, request.concepts,
+                                info={"anchors": anchors, "final_loss": state.losses[-1]})
