@@ -7,12 +7,12 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from erasekit.errors import ErasekitError
+from erasekit.yamlfile import read_mapping
 
 
 @dataclass
@@ -62,7 +62,7 @@ class EraseRequest:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> tuple[EraseRequest, dict[str, Any]]:
         """A request file: concepts/anchors/preserve plus optional `method` and `config` keys."""
-        data = _read_yaml(path)
+        data = read_mapping(path, "request")
         unknown = set(data) - {"concepts", "anchors", "preserve", "method", "config"}
         if unknown:
             raise ErasekitError(f"{path}: unknown key {sorted(unknown)[0]!r} (allowed: concepts, anchors, "
@@ -95,19 +95,6 @@ def _as_list(value: Any, key: str) -> list[str]:
     if isinstance(value, list):
         return value
     raise ErasekitError(f"'{key}' must be a string or a list of strings")
-
-
-def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise ErasekitError(f"request file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ErasekitError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise ErasekitError(f"{path} must hold a mapping (concepts: [...], ...)")
-    return data
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from erasekit.errors import ErasekitError
+from erasekit.yamlfile import read_mapping
 
 GROUPS = ("target", "synonym", "misspelling", "paraphrase", "implicit", "other")
 SUITE_VERSION = 1
@@ -67,16 +68,7 @@ class Suite:
 def load_suite(path: str | os.PathLike) -> Suite:
     """Read and validate a suite file; every problem is one line naming the file (and line)."""
     path = Path(path)
-    if not path.exists():
-        raise ErasekitError(f"suite file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ErasekitError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
-    if not isinstance(data, dict):
-        raise ErasekitError(f"{path}: a suite must be a mapping")
+    data = read_mapping(path, "suite")
     for key in ("name", "version", "detector", "concept", "groups"):
         if key not in data:
             raise ErasekitError(f"{path}: missing key {key!r}")

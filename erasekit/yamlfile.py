@@ -1,0 +1,27 @@
+"""Reading user YAML files (requests, suites) with one-line errors naming the file and line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from erasekit.errors import ErasekitError
+
+
+def read_mapping(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; missing file, bad YAML or a non-mapping is one clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise ErasekitError(f"{what} file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ErasekitError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    if not isinstance(data, dict):
+        raise ErasekitError(f"{path}: a {what} file must hold a mapping")
+    return data
