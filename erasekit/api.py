@@ -127,12 +127,13 @@ def erase(
     config: Mapping[str, Any] | Any | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    cache_dir: str | os.PathLike | None = ".cache/erasekit/train-images",
+    cache_dir: str | os.PathLike | None = None,
 ) -> patching.Patch:
     """Run an erasure method on a loaded model; the model itself is left as it was.
 
     checkpoint_dir: where training checkpoints go; a killed run started again with the same
     directory resumes and ends with the same patch.
+    cache_dir: where images a method draws from the base model are cached (None: not cached).
     """
     spec = get_method(method)
     cfg = config if isinstance(config, spec.config_class) else build_config(spec.config_class, config or {})
@@ -195,8 +196,8 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both."""
+    from erasekit.core.data import SamplingSettings
     from erasekit.eval.detectors import get_detector
-    from erasekit.eval.evaluate import SamplingSettings
     from erasekit.eval.evaluate import evaluate as run_evaluation
     from erasekit.eval.suites import resolve_suite
 

@@ -51,16 +51,16 @@ def test_embedding_scope_changes_only_target_rows(tiny_model, tmp_path):
 
 
 def test_anchor_images_are_cached(tiny_model, tmp_path, monkeypatch):
-    import erasekit.methods.ca.method as ca_module
+    import erasekit.core.data as data_module
 
     calls = []
-    original = ca_module.generate_images
+    original = data_module.generate_images
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ca_module, "generate_images", counting)
+    monkeypatch.setattr(data_module, "generate_images", counting)
     request = EraseRequest(concepts=["circle"], anchors=["thing"])
     erase(tiny_model, "ca", request, CaConfig(**CFG), progress=False, cache_dir=tmp_path)
     erase(tiny_model, "ca", request, CaConfig(**{**CFG, "lr": 1e-3}), progress=False, cache_dir=tmp_path)

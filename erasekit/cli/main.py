@@ -184,8 +184,11 @@ def patch_export(model, patches, config, device, out, single_file):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="method config override (repeatable).")
 @click.option("--work", default=None, type=click.Path(file_okay=False),
               help="checkpoint directory; rerunning with it resumes a killed run (needs checkpoint_every).")
+@click.option("--cache", default=".cache/erasekit/train-images", show_default=True, type=click.Path(file_okay=False),
+              help="cache of images methods draw from the base model (anchor / concept images).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="patch file (.safetensors) to write.")
-def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, work, out):
+def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, work, cache,
+          out):
     """Erase concepts from MODEL with METHOD and write the result as a patch.
 
     Everything is validated before the model loads; the patch is written only when the run finishes.
@@ -218,7 +221,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     if tokenizer is not None:
         request.check_vocabulary(tokenizer)
     m = api.load_model(model, patches, device=device, config=config)
-    result = api.erase(m, method, request, cfg, checkpoint_dir=work)
+    result = api.erase(m, method, request, cfg, checkpoint_dir=work, cache_dir=cache)
     click.echo(f"patch written to {result.save(out)}")
 
 

@@ -6,24 +6,20 @@ seeds and sampler settings, so that comparing many patches samples the base once
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from erasekit.core import patch as patching
+from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.model import DiffusionModel
-from erasekit.core.sampler import generate_images
-from erasekit.core.scopes import named_parameters
 from erasekit.eval.detectors import Detector
 from erasekit.eval.metrics import ssim_per_image, ssim_window, wilson_interval
 from erasekit.eval.suites import Suite
@@ -33,46 +29,12 @@ log = logging.getLogger(__name__)
 RATE_GROUPS = ("target", "synonym", "misspelling", "paraphrase", "implicit")
 
 
-@dataclass
-class SamplingSettings:
-    seeds: list[int]
-    steps: int = 35
-    guidance: float = 7.5
-    batch_size: int = 64
-
-
-def model_fingerprint(model: DiffusionModel) -> str:
-    """Fingerprint of the model's base weights (patches applied to it do not count)."""
-    params = named_parameters(model.named_modules())
-    return patching.fingerprint(patching.base_tensors(model, params))
-
-
-class ImageCache:
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.directory = Path(directory)
-
-    def key(self, fingerprint: str, prompts: Sequence[str], settings: SamplingSettings) -> str:
-        # Batch size is left out: batching does not change an image.
-        payload = json.dumps({"model": fingerprint, "prompts": list(prompts), "seeds": settings.seeds,
-                              "steps": settings.steps, "guidance": settings.guidance}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-    def get(self, key: str) -> torch.Tensor | None:
-        path = self.directory / f"{key}.safetensors"
-        return load_file(str(path))["images"] if path.exists() else None
-
-    def put(self, key: str, images: torch.Tensor) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{key}.safetensors"
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"images": images.contiguous()}, str(tmp))
-        os.replace(tmp, path)
-
-
-def _generate(model, prompts: Sequence[str], settings: SamplingSettings, progress: bool) -> torch.Tensor:
+def _generate(model, prompts: Sequence[str], settings: SamplingSettings, progress: bool,
+              cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Every prompt with every seed (prompt-major), through the cache when one is given."""
     pairs = [(p, s) for p in prompts for s in settings.seeds]
-    return generate_images(model, [p for p, _ in pairs], [s for _, s in pairs], steps=settings.steps,
-                           guidance=settings.guidance, batch_size=settings.batch_size, progress=progress)
+    flat = dataclasses.replace(settings, seeds=[s for _, s in pairs])
+    return cached_images(model, [p for p, _ in pairs], flat, cache_dir, progress)
 
 
 def _rate(hits: np.ndarray) -> dict[str, Any]:
@@ -92,19 +54,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides."""
     start = time.perf_counter()
-    cache = ImageCache(cache_dir) if cache_dir else None
-    fingerprint = model_fingerprint(model) if cache else ""
     groups = {g: [p.prompt for p in ps] for g, ps in suite.groups.items()}
-
-    base: dict[str, torch.Tensor] = {}
-    for group, prompts in groups.items():
-        key = cache.key(fingerprint, prompts, settings) if cache else None
-        images = cache.get(key) if cache else None
-        if images is None:
-            images = _generate(model, prompts, settings, progress)
-            if cache:
-                cache.put(key, images)
-        base[group] = images
+    base = {group: _generate(model, prompts, settings, progress, cache_dir) for group, prompts in groups.items()}
     seconds_base = time.perf_counter() - start
 
     for p in patches:

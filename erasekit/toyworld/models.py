@@ -14,7 +14,7 @@ from erasekit.toyworld.domain import ATTRIBUTES, IMAGE_SIZE
 from erasekit.toyworld.tokenizer import MAX_LENGTH
 
 LATENT_SIZE = IMAGE_SIZE // 4
-TEXT_DIM = 64
+TEXT_DIM = 128
 
 
 def build_vae() -> AutoencoderKL:

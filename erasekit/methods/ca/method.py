@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from erasekit.core.data import concept_latents
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
-from erasekit.core.sampler import generate_images
 from erasekit.core.trainer import TrainerConfig
 from erasekit.errors import ErasekitError
 from erasekit.methods.ca.config import CaConfig
@@ -42,31 +42,14 @@ def prompt_pairs(concept: str, anchor: str, config: CaConfig) -> list[tuple[str,
     return pairs
 
 
-def anchor_latents(model: DiffusionModel, prompts: list[str], config: CaConfig, run: RunOptions) -> torch.Tensor:
-    """Latents of n_images base-model images cycling through the anchor prompts (cached on disk)."""
-    from erasekit.eval.evaluate import ImageCache, SamplingSettings, model_fingerprint
-
-    chosen = [prompts[i % len(prompts)] for i in range(config.n_images)]
-    seeds = [config.seed * 100_000 + i for i in range(config.n_images)]
-    settings = SamplingSettings(seeds=seeds, steps=config.image_steps, guidance=config.image_guidance)
-    cache = ImageCache(run.cache_dir) if run.cache_dir else None
-    key = cache.key(model_fingerprint(model), chosen, settings) if cache else None
-    images = cache.get(key) if cache else None
-    if images is None:
-        images = generate_images(model, chosen, seeds, steps=config.image_steps, guidance=config.image_guidance,
-                                 progress=run.progress)
-        if cache:
-            cache.put(key, images)
-    return torch.cat([model.encode_images(images[i : i + 64]) for i in range(0, len(images), 64)])
-
-
 @register_method("ca", CaConfig, "Ablating Concepts: map the target prompt onto an anchor concept's images",
                  needs_anchor=True)
 def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     anchors = request.anchor_list()
     pairs = [prompt_pairs(c, a, config) for c, a in zip(request.concepts, anchors, strict=True)]
-    latents = [anchor_latents(model, [a for a, _ in p], config, run) for p in pairs]
+    latents = [concept_latents(model, [a for a, _ in p], config.n_images, config.image_steps, config.image_guidance,
+                               config.seed, run.cache_dir, run.progress) for p in pairs]
     with torch.no_grad():
         anchor_embeds = [model.encode([a for a, _ in p]) for p in pairs]
         target_embeds = [model.encode([t for _, t in p]) for p in pairs]

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from erasekit.core.attention import control_attention, token_indices
+from erasekit.core.data import concept_latents
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
-from erasekit.core.sampler import generate_images
 from erasekit.core.trainer import TrainerConfig
 from erasekit.methods.fmn.config import FmnConfig
 from erasekit.registry import register_method
@@ -40,12 +40,8 @@ def concept_columns(model: DiffusionModel, prompt: str, concept: str, use_pooler
 def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     prompts = [config.template.format(c) for c in request.concepts]
-    latents = []
-    for k, prompt in enumerate(prompts):
-        seeds = [config.seed * 1000 + k * config.n_images + i for i in range(config.n_images)]
-        images = generate_images(model, [prompt] * config.n_images, seeds, steps=config.image_steps,
-                                 guidance=config.guidance, progress=False)
-        latents.append(model.encode_images(images))
+    latents = [concept_latents(model, [p], config.n_images, config.image_steps, config.guidance, config.seed,
+                               run.cache_dir, run.progress) for p in prompts]
     columns = [concept_columns(model, p, c, config.use_pooler) for p, c in zip(prompts, request.concepts, strict=True)]
     with torch.no_grad():
         embeds = model.encode(prompts)

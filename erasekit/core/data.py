@@ -1,0 +1,94 @@
+"""Images a method or the evaluation draws from a model, cached on disk by model fingerprint.
+
+Comparing ten patches samples the base once; a second erasure run with the same anchor or
+concept images samples nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from erasekit.core import patch as patching
+from erasekit.core.model import DiffusionModel
+from erasekit.core.sampler import generate_images
+from erasekit.core.scopes import named_parameters
+
+
+@dataclass
+class SamplingSettings:
+    seeds: list[int]
+    steps: int = 35
+    guidance: float = 7.5
+    batch_size: int = 64
+
+
+def model_fingerprint(model: DiffusionModel) -> str:
+    """Fingerprint of the model's base weights (patches applied to it do not count)."""
+    params = named_parameters(model.named_modules())
+    return patching.fingerprint(patching.base_tensors(model, params))
+
+
+class ImageCache:
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def key(self, fingerprint: str, prompts: Sequence[str], settings: SamplingSettings) -> str:
+        # Batch size is left out: batching does not change an image.
+        payload = json.dumps({"model": fingerprint, "prompts": list(prompts), "seeds": settings.seeds,
+                              "steps": settings.steps, "guidance": settings.guidance}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> torch.Tensor | None:
+        path = self.directory / f"{key}.safetensors"
+        return load_file(str(path))["images"] if path.exists() else None
+
+    def put(self, key: str, images: torch.Tensor) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{key}.safetensors"
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"images": images.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+
+
+def cached_images(
+    model: DiffusionModel,
+    prompts: Sequence[str],
+    settings: SamplingSettings,
+    cache_dir: str | os.PathLike | None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Images for the pairs (prompts[i], settings.seeds[i]), from the cache when there."""
+    cache = ImageCache(cache_dir) if cache_dir else None
+    key = cache.key(model_fingerprint(model), prompts, settings) if cache else None
+    images = cache.get(key) if cache else None
+    if images is None:
+        images = generate_images(model, list(prompts), settings.seeds, steps=settings.steps,
+                                 guidance=settings.guidance, batch_size=settings.batch_size, progress=progress)
+        if cache:
+            cache.put(key, images)
+    return images
+
+
+def concept_latents(
+    model: DiffusionModel,
+    prompts: Sequence[str],
+    n_images: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    cache_dir: str | os.PathLike | None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """VAE latents of n_images base-model images cycling through `prompts` (image i from prompt i mod P)."""
+    chosen = [prompts[i % len(prompts)] for i in range(n_images)]
+    settings = SamplingSettings(seeds=[seed * 100_000 + i for i in range(n_images)], steps=steps, guidance=guidance)
+    images = cached_images(model, chosen, settings, cache_dir, progress)
+    return torch.cat([model.encode_images(images[i : i + 64]) for i in range(0, len(images), 64)])
