@@ -128,8 +128,10 @@ def erase(
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
-) -> patching.Patch:
+) -> patching.Patch | list[patching.Patch]:
     """Run an erasure method on a loaded model; the model itself is left as it was.
+
+    Returns a Patch, or one Patch per concept for methods registered with multi_patch (sepme).
 
     checkpoint_dir: where training checkpoints go; a killed run started again with the same
     directory resumes and ends with the same patch.
@@ -142,6 +144,16 @@ def erase(
     run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,
                      cache_dir=Path(cache_dir) if cache_dir else None)
     return spec.erase(model, request, cfg, run)
+
+
+def save_patches(result: patching.Patch | list[patching.Patch], out: str | os.PathLike) -> list[Path]:
+    """A patch to its .safetensors file; per-concept patches into a directory, plus their stack."""
+    if isinstance(result, patching.Patch):
+        return [result.save(out)]
+    out = Path(out)
+    written = [p.save(out / f"{re.sub(r'[^A-Za-z0-9_-]+', '_', p.concepts[0])}.safetensors") for p in result]
+    written.append(patching.stack(result).save(out / "combined.safetensors"))
+    return written
 
 
 def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:

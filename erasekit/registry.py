@@ -18,6 +18,7 @@ class MethodSpec:
     erase: Callable  # erase(model, request, config, run) -> Patch
     summary: str
     needs_anchor: bool = False
+    multi_patch: bool = False  # returns one patch per concept (written to a directory)
 
     def check_request(self, request) -> None:
         """Method-specific request checks that need no model (run before any weights load)."""
@@ -31,7 +32,7 @@ _LOADED = False
 
 
 def register_method(
-    name: str, config_class: type, summary: str, needs_anchor: bool = False
+    name: str, config_class: type, summary: str, needs_anchor: bool = False, multi_patch: bool = False
 ) -> Callable[[Callable], Callable]:
     """Decorator: `@register_method("abo", AboConfig, "...")` above a method's erase function."""
 
@@ -39,7 +40,7 @@ def register_method(
         if name in _METHODS and _METHODS[name].erase is not fn:
             raise ValueError(f"method {name!r} registered twice")
         _METHODS[name] = MethodSpec(name=name, config_class=config_class, erase=fn, summary=summary,
-                                    needs_anchor=needs_anchor)
+                                    needs_anchor=needs_anchor, multi_patch=multi_patch)
         return fn
 
     return wrap

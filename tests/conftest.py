@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def build_tiny_pipeline(tokenizer_dir, seed: int = 0):
+def build_tiny_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32):
     """A random-weight SD pipeline: UNet (32, 64), CLIP hidden 32, 2-block VAE, DDIM."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -39,7 +39,7 @@ def build_tiny_pipeline(tokenizer_dir, seed: int = 0):
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
+        cross_attention_dim=text_dim,
         norm_num_groups=16,
         attention_head_dim=4,
     )
@@ -56,7 +56,7 @@ def build_tiny_pipeline(tokenizer_dir, seed: int = 0):
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=32,
+            hidden_size=text_dim,
             intermediate_size=37,
             num_hidden_layers=2,
             num_attention_heads=4,

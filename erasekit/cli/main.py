@@ -186,7 +186,8 @@ def patch_export(model, patches, config, device, out, single_file):
               help="checkpoint directory; rerunning with it resumes a killed run (needs checkpoint_every).")
 @click.option("--cache", default=".cache/erasekit/train-images", show_default=True, type=click.Path(file_okay=False),
               help="cache of images methods draw from the base model (anchor / concept images).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="patch file (.safetensors) to write.")
+@click.option("--out", required=True, type=click.Path(),
+              help="patch file (.safetensors) to write; a directory for per-concept methods (sepme).")
 def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, work, cache,
           out):
     """Erase concepts from MODEL with METHOD and write the result as a patch.
@@ -209,10 +210,11 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
         request = EraseRequest(concepts=list(concepts), anchors=list(anchors), preserve=list(preserve))
     if not method:
         _fail("give --method (or 'method:' in the request file)")
-    if not out.endswith(".safetensors"):
-        _fail(f"--out must end with .safetensors, got {out!r}")
     values.update(parse_overrides(overrides))
     spec = get_method(method)
+    if spec.multi_patch == out.endswith(".safetensors"):
+        _fail(f"--out must be a directory for {method} (one patch per concept)" if spec.multi_patch
+              else f"--out must end with .safetensors, got {out!r}")
     cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
     spec.check_request(request)
     from erasekit.core.model import load_tokenizer
@@ -222,7 +224,8 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
         request.check_vocabulary(tokenizer)
     m = api.load_model(model, patches, device=device, config=config)
     result = api.erase(m, method, request, cfg, checkpoint_dir=work, cache_dir=cache)
-    click.echo(f"patch written to {result.save(out)}")
+    for path in api.save_patches(result, out):
+        click.echo(f"patch written to {path}")
 
 
 # ------------------------------------------------------------------- eval

@@ -1,0 +1,1 @@
+"""SepME: Separable Multi-Concept Erasure from Diffusion Models (Zhao et al.)."""

@@ -1,0 +1,46 @@
+"""SepME's configuration. Defaults: the authors' code and extended paper (SD 1.4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# The toy world's settings: fewer concept images; docs/methods/sepme.md.
+TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 300, "lr": 0.05}
+
+
+@dataclass
+class SepmeConfig:
+    mode: str = "joint"  # joint: increments summed in one forward, losses balanced; separate: one at a time
+    beta: float = 1e-4  # ΔW_k = β P_k S_k
+    lr: float = 0.1  # Adam on the coefficients P_k (initialised at zero)
+    max_steps: int = 1000
+    warmup: int = 10  # early stopping is checked after this many steps
+    momentum: float = 0.9  # L_mom ← m·L_mom + (1 − m)·L_cor
+    tau: float | None = None  # absolute stopping threshold (SD 1.4: 1e-4); None: tau_rel · initial L_cor
+    tau_rel: float = 0.05
+    reg: float = 1e-6  # λ of the L1 term (1/M) Σ_l ‖β P_l S‖₁
+    rank_tol: float = 1e-6  # singular values below tol · σ_max count as zero when building null spaces
+    n_images: int = 1000
+    image_steps: int = 50
+    image_guidance: float = 7.5
+    template: str = "{}"  # the concept prompt; ∅ is ""
+    protect: list[str] = field(default_factory=list)  # extra prompts whose keys/values must not change
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("joint", "separate"):
+            raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
+        if self.max_steps < 1 or self.n_images < 1 or self.image_steps < 1 or self.warmup < 0:
+            raise ValueError("max_steps, n_images and image_steps must be >= 1, warmup >= 0")
+        for name in ("beta", "lr", "tau_rel", "rank_tol"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value}")
+        if not 0 <= self.momentum < 1 or self.reg < 0:
+            raise ValueError("momentum must lie in [0, 1) and reg be >= 0")
+        if self.tau is not None and not math.isfinite(self.tau):
+            raise ValueError("tau must be finite")
+        if "{}" not in self.template:
+            raise ValueError("template must contain {} for the concept")

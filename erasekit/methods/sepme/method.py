@@ -1,0 +1,166 @@
+"""SepME: separable multi-concept erasure (G-CiRs + weight decoupling).
+
+Per concept k and cross-attention projection W_l (to_k / to_v), the increment is
+ΔW_{k,l} = β P_{k,l} S_k, where the rows of S_k are an orthonormal basis of the null space
+of the per-token text embeddings of ∅, of every other erased concept and of any protected
+prompt: by construction ΔW_{k,l} leaves their keys and values unchanged. Only P_k trains
+(from zero), minimising the correlation of the edited and original concept representations
+
+    L_cor = mean[(ε′(x_t, c) − ε′(x_t, ∅)) ⊙ (ε(x_t, c) − ε(x_t, ∅))]
+
+on noised latents of the base model's own images of c, plus λ·(1/M) Σ_l ‖ΔW_{k,l}‖₁, until
+the momentum-smoothed L_cor falls below τ. Each concept's increment is its own Patch, so
+removing one restores that concept and leaves the others erased.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from erasekit.core.data import concept_latents
+from erasekit.core.edit import RunOptions
+from erasekit.core.model import DiffusionModel
+from erasekit.core.patch import Patch, fingerprint
+from erasekit.core.scopes import named_parameters
+from erasekit.core.trainer import Trainer, TrainerConfig
+from erasekit.errors import ErasekitError
+from erasekit.methods.sepme.config import SepmeConfig
+from erasekit.registry import register_method
+from erasekit.request import EraseRequest
+
+log = logging.getLogger(__name__)
+
+
+def null_space_basis(constraints: torch.Tensor, rank_tol: float) -> torch.Tensor:
+    """Orthonormal rows spanning {v : constraints · v = 0}, from the SVD (float64)."""
+    _, sigma, vh = torch.linalg.svd(constraints.double(), full_matrices=True)
+    rank = int((sigma > rank_tol * sigma.max()).sum()) if sigma.numel() else 0
+    return vh[rank:].to(constraints.dtype)
+
+
+def correlation_loss(edited_cond, edited_uncond, base_cond, base_uncond) -> torch.Tensor:
+    return ((edited_cond - edited_uncond) * (base_cond - base_uncond)).mean()
+
+
+class MomentumStopper:
+    """L_mom⁰ = L_0, L_mom ← m·L_mom + (1 − m)·L; stop once past warm-up with L_mom < τ."""
+
+    def __init__(self, momentum: float, warmup: int, tau: float | None, tau_rel: float) -> None:
+        self.momentum, self.warmup, self.tau, self.tau_rel = momentum, warmup, tau, tau_rel
+        self.value: float | None = None
+        self.steps = 0
+
+    def update(self, loss: float) -> bool:
+        if self.value is None:
+            self.value = loss
+            if self.tau is None:  # calibrate on this model's own loss scale
+                self.tau = self.tau_rel * abs(loss)
+        else:
+            self.value = self.momentum * self.value + (1 - self.momentum) * loss
+        self.steps += 1
+        return self.steps > self.warmup and self.value < self.tau
+
+
+def _token_embeddings(model: DiffusionModel, texts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode(texts).reshape(-1, model.text_encoder.config.hidden_size) if texts else None
+
+
+@register_method("sepme", SepmeConfig, "SepME: one null-space increment per concept, restorable one by one",
+                 multi_patch=True)
+def erase(
+    model: DiffusionModel, request: EraseRequest, config: SepmeConfig, run: RunOptions | None = None
+) -> list[Patch]:
+    run = run or RunOptions()
+    concepts = request.concepts
+    if len(concepts) == 1 and not request.preserve and not config.protect:
+        log.warning("sepme with one concept: only the empty prompt constrains its increment")
+    layers = {n.removeprefix("unet."): p for n, p in named_parameters({"unet": model.unet}).items()
+              if ".attn2.to_k." in n or ".attn2.to_v." in n}
+    layers = {n: p for n, p in layers.items() if n.endswith(".weight")}
+    prompts = [config.template.format(c) for c in concepts]
+    embeds = _token_embeddings(model, prompts).reshape(len(concepts), -1, model.text_encoder.config.hidden_size)
+    fixed = _token_embeddings(model, [""] + list(request.preserve) + list(config.protect))
+    bases = []
+    for k, concept in enumerate(concepts):
+        others = [embeds[j] for j in range(len(concepts)) if j != k]
+        basis = null_space_basis(torch.cat([fixed, *others]), config.rank_tol)
+        if basis.shape[0] == 0:
+            raise ErasekitError(
+                f"the embeddings of ∅ and the other concepts span the whole text space: {concept!r} has an "
+                "empty null space (erase fewer concepts at once)")
+        bases.append(basis)
+    with torch.no_grad():
+        uncond = model.encode([""])[0]
+        cond = model.encode(prompts)
+    latents = [concept_latents(model, [p], config.n_images, config.image_steps, config.image_guidance,
+                               config.seed, run.cache_dir, run.progress) for p in prompts]
+    coeffs = {
+        f"{k}/{name}": torch.nn.Parameter(torch.zeros(w.shape[0], bases[k].shape[0], device=w.device))
+        for k in range(len(concepts)) for name, w in layers.items()
+    }
+    alphas = model.scheduler.alphas_cumprod.to(model.device)
+
+    def increment(k: int, name: str) -> torch.Tensor:
+        return config.beta * coeffs[f"{k}/{name}"] @ bases[k]
+
+    def edited_weights(ks) -> dict[str, torch.Tensor]:
+        return {name: w.detach() + sum(increment(k, name) for k in ks) for name, w in layers.items()}
+
+    def concept_loss(k: int, step: int, gen: torch.Generator, ks) -> torch.Tensor:
+        z0 = latents[k][step % len(latents[k])][None]  # each image once per pass, as the authors
+        t = torch.randint(0, len(alphas), (1,), generator=gen).to(model.device)
+        noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+        x = alphas[t].sqrt() * z0 + (1 - alphas[t]).sqrt() * noise
+        pair = torch.stack([cond[k], uncond])
+        with torch.no_grad():
+            base = model.eps(x, t, pair)
+        edited = model.eps(x, t, pair, edited_weights(ks))
+        return correlation_loss(edited[0], edited[1], base[0], base[1])
+
+    def l1(k: int) -> torch.Tensor:
+        return sum(increment(k, name).abs().sum() for name in layers) / len(layers)
+
+    stoppers = {k: MomentumStopper(config.momentum, config.warmup, config.tau, config.tau_rel)
+                for k in range(len(concepts))}
+    stopped: dict[int, int] = {}
+    groups = [list(range(len(concepts)))] if config.mode == "joint" else [[k] for k in range(len(concepts))]
+    for group in groups:
+        latest: dict[int, float] = {}
+
+        def loss_fn(step: int, gen: torch.Generator, group=group, latest=latest) -> torch.Tensor:
+            active = [k for k in group if k not in stopped]
+            losses = {k: concept_loss(k, step, gen, group) for k in active}
+            latest.clear()
+            latest.update({k: float(v.detach()) for k, v in losses.items()})
+            # Balance: each concept's loss scaled to the largest magnitude among them (extended paper).
+            scale = max(abs(v) for v in latest.values())
+            total = sum(loss * (scale / max(abs(latest[k]), 1e-12)) for k, loss in losses.items())
+            return total + config.reg * sum(l1(k) for k in active)
+
+        def check(step: int, trainer: Trainer, group=group, latest=latest) -> bool:
+            for k, value in latest.items():
+                if k not in stopped and stoppers[k].update(value):
+                    stopped[k] = step  # frozen: its coefficients leave the loss and get no more updates
+            return all(k in stopped for k in group)
+
+        params = {n: p for n, p in coeffs.items() if int(n.split("/")[0]) in group}
+        trainer = Trainer(params, TrainerConfig(steps=config.max_steps, lr=config.lr, grad_clip=None,
+                                                seed=config.seed, callback_every=1, progress=run.progress,
+                                                description=f"sepme {', '.join(concepts[k] for k in group)}"),
+                          callback=check)
+        trainer.fit(loss_fn)
+
+    base_print = fingerprint({f"unet.{n}": w for n, w in layers.items()})
+    patches = []
+    with torch.no_grad():
+        for k, concept in enumerate(concepts):
+            deltas = {f"unet.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
+            info = {"stopped_at": stopped.get(k), "tau": stoppers[k].tau, "l_mom": stoppers[k].value,
+                    "null_space_dim": int(bases[k].shape[0]), "trainable_params": sum(
+                        coeffs[f"{k}/{n}"].numel() for n in layers)}
+            patches.append(Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info))
+    return patches

@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from erasekit.api import erase
+from erasekit.core import patch as patching
+from erasekit.core.model import DiffusionModel
+from erasekit.core.scopes import named_parameters
+from erasekit.errors import ErasekitError
+from erasekit.methods.sepme.config import SepmeConfig
+from erasekit.methods.sepme.method import MomentumStopper, correlation_loss, null_space_basis
+from erasekit.request import EraseRequest
+
+
+def test_null_space_basis_is_orthonormal_and_annihilates():
+    gen = torch.Generator().manual_seed(0)
+    constraints = torch.randn(5, 12, generator=gen)
+    constraints = torch.cat([constraints, constraints[:2] * 3.0])  # rank stays 5
+    basis = null_space_basis(constraints, rank_tol=1e-6)
+    assert basis.shape == (7, 12)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(7), atol=1e-5, rtol=0)
+    assert (constraints @ basis.T).abs().max() < 1e-5
+
+
+def test_correlation_loss_hand_computed():
+    ec, eu = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    bc, bu = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 0.0])
+    # (1, −1) · (2, 1) / 2 = 0.5
+    assert correlation_loss(ec, eu, bc, bu).item() == pytest.approx(0.5)
+
+
+def test_momentum_early_stopping_fires_on_constructed_sequence():
+    stopper = MomentumStopper(momentum=0.5, warmup=2, tau=None, tau_rel=0.1)
+    fired = [stopper.update(v) for v in [1.0, 0.5, 0.0, 0.0, 0.0, 0.0]]
+    # L_mom: 1, .75, .375, .1875, .09375 (< τ = 0.1 at the fifth step), ...
+    assert stopper.tau == pytest.approx(0.1)
+    assert fired == [False, False, False, False, True, True]
+    never = MomentumStopper(momentum=0.9, warmup=0, tau=-1.0, tau_rel=0.1)
+    assert not any(never.update(v) for v in [1.0, 0.5, 0.2])
+
+
+@pytest.fixture
+def wide_model(tokenizer_dir):
+    from conftest import build_tiny_pipeline
+
+    return DiffusionModel(build_tiny_pipeline(tokenizer_dir, text_dim=128))
+
+
+CFG = dict(max_steps=4, warmup=0, lr=1.0, beta=1e-2, n_images=2, image_steps=2)
+
+
+def test_increments_keep_other_keys_values_and_restore_exactly(wide_model):
+    before = {n: p.detach().clone() for n, p in named_parameters(wide_model.named_modules()).items()}
+    patches = erase(wide_model, "sepme", EraseRequest(concepts=["circle", "cross"]), SepmeConfig(**CFG),
+                    progress=False)
+    assert [p.concepts for p in patches] == [["circle"], ["cross"]]
+    circle, cross = patches
+    assert any(d.abs().max() > 0 for d in circle.deltas.values())
+    empty = wide_model.encode([""])[0]
+    cross_emb = wide_model.encode(["cross"])[0]
+    circle_emb = wide_model.encode(["circle"])[0]
+    for name, delta in circle.deltas.items():
+        w = before[name]
+        scale = (cross_emb @ w.T).abs().max()
+        # ∅ and the other concept keep their keys/values; the erased one's change.
+        assert (empty @ delta.T).abs().max() < 1e-5 * scale
+        assert (cross_emb @ delta.T).abs().max() < 1e-5 * scale
+    assert max((circle_emb @ d.T).abs().max() for d in circle.deltas.values()) > 0
+
+    for p in patches:
+        patching.apply(wide_model, p)
+    patching.remove(wide_model, circle)
+    with_cross_only = {n: p.detach().clone() for n, p in named_parameters(wide_model.named_modules()).items()}
+    patching.remove(wide_model, cross)
+    patching.apply(wide_model, cross)
+    again = {n: p.detach() for n, p in named_parameters(wide_model.named_modules()).items()}
+    assert all(torch.equal(with_cross_only[n], again[n]) for n in again)
+
+
+def test_empty_null_space_is_a_clear_error(tiny_model):
+    # Text width 32 with 24 tokens per prompt: ∅ and one other concept span the whole space once the
+    # final layer norm has a bias (a zero bias keeps every embedding in one hyperplane).
+    with torch.no_grad():
+        bias = next(p for n, p in tiny_model.text_encoder.named_parameters() if n.endswith("final_layer_norm.bias"))
+        bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ErasekitError, match="empty null space"):
+        erase(tiny_model, "sepme", EraseRequest(concepts=["circle", "cross"]), SepmeConfig(**CFG), progress=False)
+
+
+def test_cli_writes_one_patch_per_concept_and_combined(tokenizer_dir, tmp_path):
+    from conftest import build_tiny_pipeline
+
+    from erasekit.cli.main import main
+
+    build_tiny_pipeline(tokenizer_dir, text_dim=128).save_pretrained(tmp_path / "wide")
+    args = ["erase", "--model", str(tmp_path / "wide"), "--method", "sepme", "--concept", "circle", "--concept",
+            "cross", "--set", "max_steps=2", "--set", "n_images=2", "--set", "image_steps=2",
+            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "circle.safetensors", "combined.safetensors", "cross.safetensors"]
