@@ -6,14 +6,13 @@ Writes benchmarks/results/abo_toyworld.json (format: ../shared/BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import time
 
 import torch
+from common import run_case
 
 from erasekit import api
 from erasekit.eval.results import write_result
-from erasekit.methods.abo.config import TOYWORLD_DEFAULTS, AboConfig
+from erasekit.methods.abo.config import TOYWORLD_DEFAULTS
 from erasekit.request import EraseRequest
 
 CASES = {
@@ -24,26 +23,10 @@ CASES = {
 }
 
 
-def run_case(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict:
+def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict:
     case = CASES[name]
-    config = AboConfig(**{**TOYWORLD_DEFAULTS, **case["config"], **overrides})
-    start = time.perf_counter()
-    patch = api.erase(model, "abo", case["request"], config)
-    seconds = time.perf_counter() - start
-    result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=steps)
-    metrics = {**result["metrics"], "seconds": round(seconds, 1), "seconds_per_step": round(seconds / config.steps, 3),
-               "trainable_params": patch.info["trainable_params"], "ssim_window": result["ssim"]["window"]}
-    return {
-        "method": "abo",
-        "model": "toyworld",
-        "case": name,
-        "concepts": case["request"].concepts,
-        "anchors": case["request"].anchors,
-        "config": dataclasses.asdict(config),
-        "seeds": seeds,
-        "metrics": metrics,
-        "details": result["details"],
-    }
+    config = {**TOYWORLD_DEFAULTS, **case["config"], **overrides}
+    return run_case(model, "abo", case["request"], config, case["suite"], seeds, steps, label={"case": name})
 
 
 def main() -> None:
@@ -65,9 +48,9 @@ def main() -> None:
         plan += [("striped", {"delta": "implicit", "preset": None})]
     runs = []
     for name, overrides in plan:
-        run = run_case(model, name, overrides, seeds, args.steps)
-        runs.append(run)
-        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in run["metrics"].items()}
+        entry = run(model, name, overrides, seeds, args.steps)
+        runs.append(entry)
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry["metrics"].items()}
         print(name, overrides, shown, flush=True)
         write_result("abo_toyworld", runs, out_dir=args.out)  # partial results survive a stop
 

@@ -1,0 +1,47 @@
+"""Concept Ablation on the toy world: "circle" → "thing" (the toy word for an unnamed shape).
+
+Both variants against training steps, and spelling robustness of the xattn-kv vs embedding
+scopes. Writes benchmarks/results/ca_toyworld.json (format: ../shared/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import run_case
+
+from erasekit import api
+from erasekit.eval.results import write_result
+from erasekit.methods.ca.config import TOYWORLD_DEFAULTS
+from erasekit.request import EraseRequest
+
+SUITE = "toyworld:shape=circle"
+REQUEST = EraseRequest(concepts=["circle"], anchors=["thing"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0-3")
+    parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
+    parser.add_argument("--train-steps", default="25,50,100,200", help="training steps of the convergence curve")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = api.parse_seeds(args.seeds)
+    model = api.load_model("toyworld", device="cpu")
+    plan = [{"variant": v, "steps": int(n)} for v in ("model", "noise") for n in args.train_steps.split(",")]
+    plan += [{"scope": "embedding"}]
+    runs = []
+    for overrides in plan:
+        config = {**TOYWORLD_DEFAULTS, **overrides}
+        entry = run_case(model, "ca", REQUEST, config, SUITE, seeds, args.steps)
+        runs.append(entry)
+        print(overrides, {k: round(v, 3) for k, v in entry["metrics"].items() if isinstance(v, float)}, flush=True)
+        write_result("ca_toyworld", runs, out_dir=args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""What every toy-world benchmark does: erase, time it, evaluate base vs edited, record a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional image backends are never used here
+
+from erasekit import api
+from erasekit.core.patch import Patch, stack
+from erasekit.registry import get_method
+from erasekit.request import EraseRequest, build_config
+
+
+def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], cache_dir: str | None = None):
+    """(patch or per-concept patches, seconds, the config object used)."""
+    cfg = build_config(get_method(method).config_class, config)
+    start = time.perf_counter()
+    result = api.erase(model, method, request, cfg, cache_dir=cache_dir)
+    return result, time.perf_counter() - start, cfg
+
+
+def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], steps: int, label: dict[str, Any],
+                   extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate `patches` on `suite`; a run entry in BENCHMARKS.md's format."""
+    result = api.evaluate(model, patches, suite, seeds=seeds, steps=steps)
+    metrics = {**result["metrics"], "ssim_window": result["ssim"]["window"], **(extra_metrics or {})}
+    return {**label, "model": "toyworld", "suite": suite, "seeds": seeds, "metrics": metrics,
+            "details": result["details"]}
+
+
+def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], suite: str, seeds: list[int],
+             steps: int, label: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Erase with one method and evaluate on one suite."""
+    result, seconds, cfg = erase_timed(model, method, request, config)
+    patches = result if isinstance(result, list) else [result]
+    trainable = sum(p.info.get("trainable_params", 0) for p in patches) or sum(p.num_values() for p in patches)
+    return evaluation_run(
+        model, [stack(patches)] if len(patches) > 1 else patches, suite, seeds, steps,
+        {"method": method, "concepts": request.concepts, "anchors": request.anchors,
+         "config": dataclasses.asdict(cfg), **(label or {})},
+        {"seconds": round(seconds, 1), "trainable_params": trainable},
+    )
