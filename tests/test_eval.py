@@ -127,3 +127,15 @@ def test_report_marks_best_and_embeds_grids(tmp_path):
     assert page.count("<tr>") == 3  # header + one row per run
     assert '<td class="best">0.100</td>' in page and '<td class="best">0.900</td>' in page
     assert page.count("data:image/png;base64,") == 1
+
+
+def test_feature_distances_zero_for_same_set_and_grow_with_shift():
+    from erasekit.eval.metrics import feature_distances
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(40, 3, 8, 8, generator=gen)
+    flat = lambda x: x.reshape(len(x), -1)[:, :16]  # noqa: E731 - a fixed linear "feature network"
+    same = feature_distances(real, real.clone(), flat, image_size=8, subset_size=20)
+    shifted = feature_distances(real, (real + 0.3).clamp(0, 1), flat, image_size=8, subset_size=20)
+    assert abs(same["fid"]) < 1e-3  # KID's subsets make it only near zero: compare it to the shifted case
+    assert shifted["fid"] > 0.5 and shifted["kid"] > 10 * abs(same["kid"])

@@ -20,11 +20,17 @@ class ToyworldDetector:
     """The toy world's ground-truth classifier: every attribute of every image."""
 
     name = "toyworld-classifier"
+    # FID/KID on the classifier's penultimate features: a stand-in for Inception, not comparable
+    # to published FID.
+    feature_network = "toyworld-classifier penultimate (128-d)"
 
     def __init__(self, classifier=None) -> None:
         from erasekit.toyworld.models import AttributeClassifier, classifier_path
 
         self.classifier = classifier or AttributeClassifier.load(classifier_path())
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.embed(images.float().cpu())
 
     @torch.no_grad()
     def detect(self, images: torch.Tensor) -> dict[str, np.ndarray]:

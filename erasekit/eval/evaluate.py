@@ -21,7 +21,7 @@ from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.model import DiffusionModel
 from erasekit.eval.detectors import Detector
-from erasekit.eval.metrics import ssim_per_image, ssim_window, wilson_interval
+from erasekit.eval.metrics import feature_distances, ssim_per_image, ssim_window, wilson_interval
 from erasekit.eval.suites import Suite
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,11 @@ def evaluate(
     for group, key in (("other", "ssim_other"), ("target", "ssim_target")):
         if group in edited:
             metrics[key] = float(ssim_per_image(base[group], edited[group], window).mean())
+    features = getattr(detector, "features", None)
+    if features is not None and "other" in edited and len(edited["other"]) > 1:
+        distances = feature_distances(base["other"], edited["other"], features, model.image_size)
+        metrics["fid_other"], metrics["kid_other"] = distances["fid"], distances["kid"]
+        details["feature_network"] = getattr(detector, "feature_network", type(detector).__name__)
     for group, images in edited.items():
         metrics[f"n_{group}"] = len(images)
     return {

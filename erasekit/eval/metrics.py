@@ -61,3 +61,45 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+METRICS.update({
+    m.name: m
+    for m in [
+        MetricInfo("fid_other", False, "FID base vs edited images of other prompts (feature net stated in the result)"),
+        MetricInfo("kid_other", False, "KID base vs edited images of other prompts"),
+    ]
+})
+
+
+class _Features(torch.nn.Module):
+    """Adapts a feature function to the nn.Module torchmetrics' FID/KID accept."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fn(images.float())
+
+
+def feature_distances(
+    real: torch.Tensor, fake: torch.Tensor, feature_fn, image_size: int, subset_size: int = 50
+) -> dict[str, float]:
+    """FID and KID between two image sets (N, 3, H, W) in [0, 1] with a given feature function.
+
+    Scores from a substitute feature network are comparable only among runs using the same one.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    net = _Features(feature_fn)
+    size = (3, image_size, image_size)
+    fid = FrechetInceptionDistance(feature=net, normalize=True, input_img_size=size)
+    kid = KernelInceptionDistance(feature=net, normalize=True, subset_size=min(subset_size, len(real), len(fake)))
+    with torch.no_grad():
+        for metric in (fid, kid):
+            metric.update(real, real=True)
+            metric.update(fake, real=False)
+        kid_mean, _ = kid.compute()
+        return {"fid": float(fid.compute()), "kid": float(kid_mean)}
