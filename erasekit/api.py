@@ -206,8 +206,12 @@ def evaluate(
     batch_size: int = 64,
     cache_dir: str | os.PathLike | None = ".cache/erasekit/base-images",
     progress: bool = True,
+    attack_steps: int = 0,
 ) -> dict[str, Any]:
-    """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both."""
+    """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both.
+
+    attack_steps > 0 also runs a Concept Inversion recovery attack of that many steps.
+    """
     from erasekit.core.data import SamplingSettings
     from erasekit.eval.detectors import get_detector
     from erasekit.eval.evaluate import evaluate as run_evaluation
@@ -216,8 +220,11 @@ def evaluate(
     resolved = resolve_suite(suite)
     loaded = [p if isinstance(p, patching.Patch) else patching.Patch.load(p) for p in patches]
     settings = SamplingSettings(seeds=parse_seeds(seeds), steps=steps, guidance=guidance, batch_size=batch_size)
+    from erasekit.eval.attacks import InversionAttack
+
+    attack = InversionAttack(steps=attack_steps) if attack_steps > 0 else None
     return run_evaluation(model, loaded, resolved, get_detector(resolved.detector), settings,
-                          cache_dir=cache_dir, progress=progress)
+                          cache_dir=cache_dir, progress=progress, attack=attack)
 
 
 def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: dict | None = None) -> Path:

@@ -239,8 +239,11 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--cache", default=".cache/erasekit/base-images", show_default=True,
               type=click.Path(file_okay=False), help="base-image cache (keyed by model, prompts, seeds, sampler).")
+@click.option("--attack-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="run a Concept Inversion recovery attack of this many steps (0: none).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
-def eval_command(model, patches, config, device, suite, seeds, steps, guidance, batch_size, cache, out):
+def eval_command(model, patches, config, device, suite, seeds, steps, guidance, batch_size, cache, attack_steps,
+                 out):
     """Evaluate MODEL with its patches against MODEL alone on a prompt suite, same seeds for both.
 
     Writes results.json (rates with sample counts and 95% Wilson intervals, SSIM, timing) and
@@ -254,7 +257,7 @@ def eval_command(model, patches, config, device, suite, seeds, steps, guidance, 
     loaded = [Patch.load(p) for p in patches]
     m = api.load_model(model, device=device, config=config)
     result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
-                          cache_dir=cache)
+                          cache_dir=cache, attack_steps=attack_steps)
     path = api.save_evaluation(result, out, info={"model": model, "patches": [p.summary() for p in loaded]})
     for key, value in result["metrics"].items():
         click.echo(f"{key:24s} {value:.4g}" if isinstance(value, float) else f"{key:24s} {value}")

@@ -20,6 +20,7 @@ import torch
 from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.model import DiffusionModel
+from erasekit.eval.attacks import InversionAttack, concept_inversion
 from erasekit.eval.detectors import Detector
 from erasekit.eval.metrics import feature_distances, ssim_per_image, ssim_window, wilson_interval
 from erasekit.eval.suites import Suite
@@ -51,8 +52,14 @@ def evaluate(
     settings: SamplingSettings,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    attack: InversionAttack | None = None,
+    attack_prompts: int = 8,
 ) -> dict[str, Any]:
-    """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides."""
+    """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides.
+
+    attack: run Concept Inversion against the patched model on the first `attack_prompts` target
+    prompts and report `recovery_rate`.
+    """
     start = time.perf_counter()
     groups = {g: [p.prompt for p in ps] for g, ps in suite.groups.items()}
     base = {group: _generate(model, prompts, settings, progress, cache_dir) for group, prompts in groups.items()}
@@ -90,6 +97,13 @@ def evaluate(
     for group, key in (("other", "ssim_other"), ("target", "ssim_target")):
         if group in edited:
             metrics[key] = float(ssim_per_image(base[group], edited[group], window).mean())
+    if attack is not None and patches:
+        prompts = groups["target"][:attack_prompts]
+        recovered = concept_inversion(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
+                                      progress)
+        r = _rate(detector.detect(recovered)[attr] == value)
+        metrics["recovery_rate"], metrics["n_recovery"] = r["value"], r["n"]
+        details["recovery_rate"] = {**r, "attack": "concept-inversion", **asdict(attack)}
     features = getattr(detector, "features", None)
     if features is not None and "other" in edited and len(edited["other"]) > 1:
         distances = feature_distances(base["other"], edited["other"], features, model.image_size)

@@ -1,0 +1,28 @@
+import torch
+
+from erasekit.core import patch as patching
+from erasekit.core.data import SamplingSettings
+from erasekit.core.sampler import generate_images
+from erasekit.core.scopes import named_parameters, select
+from erasekit.eval.attacks import InversionAttack, concept_inversion
+
+
+def test_concept_inversion_learns_a_row_and_leaves_the_model_as_it_was(tiny_model):
+    params = select(tiny_model.named_modules(), "xattn-kv").params
+    base = {n: p.detach().clone() for n, p in params.items()}
+    patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"])
+    before = {n: p.detach().clone() for n, p in named_parameters(tiny_model.named_modules()).items()}
+    settings = SamplingSettings(seeds=[0, 1], steps=2, guidance=3.0)
+
+    patching.apply(tiny_model, patch)
+    plain = generate_images(tiny_model, ["a red z", "a red z", "a blue z", "a blue z"], [0, 1, 0, 1], steps=2,
+                            guidance=3.0, progress=False)
+    patching.remove(tiny_model, patch)
+
+    attacked = concept_inversion(tiny_model, [patch], "circle", ["a red circle", "a blue circle"], settings,
+                                 InversionAttack(steps=5, lr=0.5, batch_size=2))
+    assert attacked.shape == plain.shape
+    assert (attacked - plain).abs().max() > 1e-3  # the learned placeholder row changed what is drawn
+    after = {n: p.detach() for n, p in named_parameters(tiny_model.named_modules()).items()}
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert patching.applied(tiny_model) == []
