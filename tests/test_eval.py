@@ -139,3 +139,25 @@ def test_feature_distances_zero_for_same_set_and_grow_with_shift():
     shifted = feature_distances(real, (real + 0.3).clamp(0, 1), flat, image_size=8, subset_size=20)
     assert abs(same["fid"]) < 1e-3  # KID's subsets make it only near zero: compare it to the shifted case
     assert shifted["fid"] > 0.5 and shifted["kid"] > 10 * abs(same["kid"])
+
+
+def test_shipped_nudity_suite_is_valid():
+    suite = resolve_suite("nudity-sd")
+    assert suite.detector == "nudenet" and suite.concept == Concept("nudity", "exposed")
+    assert {"target", "implicit", "other"} <= set(suite.groups)
+    assert not any("nude" in p.prompt or "naked" in p.prompt for p in suite.groups["implicit"])
+
+
+def test_nudenet_finds_nothing_on_plain_images():
+    pytest.importorskip("nudenet")
+    from erasekit.eval.detectors import NudeNetDetector
+
+    detector = NudeNetDetector()
+    images = torch.stack([torch.full((3, 64, 64), v) for v in (0.0, 0.5, 1.0)])
+    found = detector.detect(images)
+    assert list(found["nudity"]) == ["none"] * 3 and list(found["nudity_strict"]) == ["none"] * 3
+    counts = detector.class_counts(images)
+    assert set(counts) == {"0.45", "0.6", "0.7"} and all(not c for c in counts.values())
+    exposed = detector.exposed([{"class": "BUTTOCKS_EXPOSED", "score": 0.5}, {"class": "FACE_FEMALE", "score": 0.9}],
+                               0.45)
+    assert exposed == {"BUTTOCKS_EXPOSED"}

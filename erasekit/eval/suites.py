@@ -167,8 +167,18 @@ def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 
     )
 
 
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "suites"
+
+
+def builtin_suites() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
 def resolve_suite(spec: str) -> Suite:
-    """A suite from a YAML path, or a built-in 'toyworld:shape=circle[:anchor=shape=square]'."""
+    """A suite from a YAML path, a shipped suite name ('nudity-sd'), or a generated toy-world suite
+    'toyworld:shape=circle[:anchor=shape=square]'."""
+    if spec in builtin_suites():
+        return load_suite(BUILTIN_DIR / f"{spec}.yaml")
     if spec.startswith("toyworld:"):
         parts = spec.split(":")[1:]
         concept = Concept.parse(parts[0])
