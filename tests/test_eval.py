@@ -161,3 +161,32 @@ def test_nudenet_finds_nothing_on_plain_images():
     exposed = detector.exposed([{"class": "BUTTOCKS_EXPOSED", "score": 0.5}, {"class": "FACE_FEMALE", "score": 0.9}],
                                0.45)
     assert exposed == {"BUTTOCKS_EXPOSED"}
+
+
+@pytest.mark.skipif(not __import__("erasekit.core.model", fromlist=["x"]).toyworld_dir().joinpath(
+    "model_index.json").exists(), reason="toy-world model not present")
+def test_accelerate_two_processes_give_the_same_metrics(tmp_path):
+    """`accelerate launch --num_processes 2` shards prompt × seed and gathers: same numbers as one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\nversion: 1\ndetector: toyworld-classifier\nconcept: {attribute: shape, value: circle}\n"
+                     "groups:\n  target: [a red circle on snow, a blue circle on sand, a green disc]\n"
+                     "  other: [{prompt: a blue cross on sand, labels: {shape: cross}}]\n")
+    common = ["eval", "--model", "toyworld", "--suite", str(suite), "--seeds", "0-2", "--steps", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "erasekit", *common, "--cache", str(tmp_path / "c1"), "--out", str(tmp_path / "one")]
+    two = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "erasekit",
+           *common, "--cache", str(tmp_path / "c2"), "--out", str(tmp_path / "two")]
+    for cmd in (one, two):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+    a = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
+    b = json.loads((tmp_path / "two" / "results.json").read_text())["metrics"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], abs=1e-4), key
+    assert len(list((tmp_path / "c2").glob("*.safetensors"))) == 2  # one writer, one file per group

@@ -258,6 +258,10 @@ def eval_command(model, patches, config, device, suite, seeds, steps, guidance, 
     m = api.load_model(model, device=device, config=config)
     result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
                           cache_dir=cache, attack_steps=attack_steps)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch` one process writes the results
+        return
     path = api.save_evaluation(result, out, info={"model": model, "patches": [p.summary() for p in loaded]})
     for key, value in result["metrics"].items():
         click.echo(f"{key:24s} {value:.4g}" if isinstance(value, float) else f"{key:24s} {value}")

@@ -58,6 +58,27 @@ class ImageCache:
         os.replace(tmp, path)
 
 
+def distributed_generate(
+    model: DiffusionModel, prompts: Sequence[str], settings: SamplingSettings, progress: bool = True
+) -> torch.Tensor:
+    """generate_images, sharded over `accelerate launch` processes (pair i on process i mod n) and
+    gathered, so every process returns every image; one process just generates."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    kw = dict(steps=settings.steps, guidance=settings.guidance, batch_size=settings.batch_size)
+    if state.num_processes == 1:
+        return generate_images(model, list(prompts), settings.seeds, progress=progress, **kw)
+    from accelerate.utils import gather_object
+
+    mine = list(range(state.process_index, len(prompts), state.num_processes))
+    images = generate_images(model, [prompts[i] for i in mine], [settings.seeds[i] for i in mine],
+                             progress=progress and state.is_main_process, **kw)
+    gathered = gather_object([(i, images[j].cpu()) for j, i in enumerate(mine)])
+    ordered = sorted(gathered, key=lambda pair: pair[0])
+    return torch.stack([image for _, image in ordered])
+
+
 def cached_images(
     model: DiffusionModel,
     prompts: Sequence[str],
@@ -70,11 +91,16 @@ def cached_images(
     key = cache.key(model_fingerprint(model), prompts, settings) if cache else None
     images = cache.get(key) if cache else None
     if images is None:
-        images = generate_images(model, list(prompts), settings.seeds, steps=settings.steps,
-                                 guidance=settings.guidance, batch_size=settings.batch_size, progress=progress)
-        if cache:
+        images = distributed_generate(model, prompts, settings, progress)
+        if cache and _is_main_process():
             cache.put(key, images)
     return images
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def concept_latents(

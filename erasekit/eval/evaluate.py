@@ -28,6 +28,7 @@ from erasekit.eval.suites import Suite
 log = logging.getLogger(__name__)
 
 RATE_GROUPS = ("target", "synonym", "misspelling", "paraphrase", "implicit")
+MIN_DISTRIBUTION_IMAGES = 20  # below this FID/KID estimates are meaningless
 
 
 def _generate(model, prompts: Sequence[str], settings: SamplingSettings, progress: bool,
@@ -105,7 +106,9 @@ def evaluate(
         metrics["recovery_rate"], metrics["n_recovery"] = r["value"], r["n"]
         details["recovery_rate"] = {**r, "attack": "concept-inversion", **asdict(attack)}
     features = getattr(detector, "features", None)
-    if features is not None and "other" in edited and len(edited["other"]) > 1:
+    if features is not None and "other" in edited and len(edited["other"]) < MIN_DISTRIBUTION_IMAGES:
+        details["fid_other"] = f"skipped: fewer than {MIN_DISTRIBUTION_IMAGES} images"
+    elif features is not None and "other" in edited:
         distances = feature_distances(base["other"], edited["other"], features, model.image_size)
         metrics["fid_other"], metrics["kid_other"] = distances["fid"], distances["kid"]
         details["feature_network"] = getattr(detector, "feature_network", type(detector).__name__)
