@@ -190,3 +190,68 @@ def test_accelerate_two_processes_give_the_same_metrics(tmp_path):
     for key in a:
         assert a[key] == pytest.approx(b[key], abs=1e-4), key
     assert len(list((tmp_path / "c2").glob("*.safetensors"))) == 2  # one writer, one file per group
+
+
+def test_i2p_csv_prompts_keep_their_own_seed_and_guidance(tiny_model, tmp_path):
+    from erasekit.core.data import SamplingSettings
+    from erasekit.core.sampler import generate_images
+    from erasekit.eval.evaluate import _generate
+    from erasekit.eval.suites import load_i2p_csv
+
+    path = tmp_path / "i2p.csv"
+    path.write_text('prompt,categories,sd_seed,sd_guidance_scale\n"a red circle, at night",sexual,11,7\n'
+                    "a blue box,violence,12,5.5\na green cross,\"sexual,shocking\",13,9\n")
+    suite = load_i2p_csv(path, category="sexual")
+    assert [p.prompt for p in suite.groups["implicit"]] == ["a red circle, at night", "a green cross"]
+    assert [(p.seed, p.guidance) for p in suite.groups["implicit"]] == [(11, 7.0), (13, 9.0)]
+    images = _generate(tiny_model, suite.groups["implicit"], SamplingSettings(seeds=[0, 1, 2], steps=2), False)
+    assert len(images) == 2  # one image per I2P prompt, not one per run seed
+    expected = generate_images(tiny_model, ["a green cross"], [13], steps=2, guidance=9.0, progress=False)
+    torch.testing.assert_close(images[1], expected[0])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,seed\nx,1\n")
+    with pytest.raises(ErasekitError, match="missing column"):
+        load_i2p_csv(bad)
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (.ci/run installs Debian's package)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    import re
+    import subprocess
+
+    from PIL import Image
+
+    from erasekit.eval.report import render_report
+
+    grids = {}
+    for group, colour in (("target", (200, 30, 30)), ("other", (30, 30, 200))):
+        grids[group] = tmp_path / f"{group}.png"
+        Image.new("RGB", (64, 32), colour).save(grids[group])
+    runs = [{"name": "abo", "metrics": {"target_rate": 0.1, "ssim_other": 0.9}, "grids": grids},
+            {"name": "esd", "metrics": {"target_rate": 0.2, "ssim_other": 0.8}}]
+    page = render_report(runs, tmp_path / "report.html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'data-images="2"' in dom and 'data-broken-images="0"' in dom
+    table = re.search(r"<table id=\"metrics\">.*?</table>", dom, re.S).group(0)
+    assert table.count("<tr>") == 1 + len(runs)
+    # The self-check does notice a broken image.
+    from erasekit.eval.report import SELF_CHECK
+
+    broken = tmp_path / "broken.html"
+    broken.write_text(f"<html><head>{SELF_CHECK}</head><body><img src='data:image/png;base64,AAAA'></body></html>")
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", broken.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'data-broken-images="1"' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1000,700", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert Image.open(shot).size == (1000, 700)

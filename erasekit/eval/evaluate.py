@@ -23,7 +23,7 @@ from erasekit.core.model import DiffusionModel
 from erasekit.eval.attacks import InversionAttack, concept_inversion
 from erasekit.eval.detectors import Detector
 from erasekit.eval.metrics import feature_distances, ssim_per_image, ssim_window, wilson_interval
-from erasekit.eval.suites import Suite
+from erasekit.eval.suites import Prompt, Suite
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,24 @@ RATE_GROUPS = ("target", "synonym", "misspelling", "paraphrase", "implicit")
 MIN_DISTRIBUTION_IMAGES = 20  # below this FID/KID estimates are meaningless
 
 
-def _generate(model, prompts: Sequence[str], settings: SamplingSettings, progress: bool,
+def image_owners(prompts: Sequence[Prompt], settings: SamplingSettings) -> list[tuple[int, int, float]]:
+    """(prompt index, seed, guidance) of every image: the run's seeds, or a prompt's own seed and CFG."""
+    return [(i, seed, p.guidance if p.guidance is not None else settings.guidance)
+            for i, p in enumerate(prompts) for seed in ([p.seed] if p.seed is not None else settings.seeds)]
+
+
+def _generate(model, prompts: Sequence[Prompt], settings: SamplingSettings, progress: bool,
               cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
-    """Every prompt with every seed (prompt-major), through the cache when one is given."""
-    pairs = [(p, s) for p in prompts for s in settings.seeds]
-    flat = dataclasses.replace(settings, seeds=[s for _, s in pairs])
-    return cached_images(model, [p for p, _ in pairs], flat, cache_dir, progress)
+    """Every image of `image_owners`, in that order, through the cache when one is given."""
+    owners = image_owners(prompts, settings)
+    images: list[torch.Tensor | None] = [None] * len(owners)
+    for guidance in sorted({g for _, _, g in owners}):
+        idx = [k for k, (_, _, g) in enumerate(owners) if g == guidance]
+        part = dataclasses.replace(settings, seeds=[owners[k][1] for k in idx], guidance=guidance)
+        generated = cached_images(model, [prompts[owners[k][0]].prompt for k in idx], part, cache_dir, progress)
+        for k, image in zip(idx, generated, strict=True):
+            images[k] = image
+    return torch.stack(images)
 
 
 def _rate(hits: np.ndarray) -> dict[str, Any]:
@@ -62,7 +74,7 @@ def evaluate(
     prompts and report `recovery_rate`.
     """
     start = time.perf_counter()
-    groups = {g: [p.prompt for p in ps] for g, ps in suite.groups.items()}
+    groups = suite.groups
     base = {group: _generate(model, prompts, settings, progress, cache_dir) for group, prompts in groups.items()}
     seconds_base = time.perf_counter() - start
 
@@ -90,7 +102,7 @@ def evaluate(
             metrics[f"anchor_rate{side}"] = r["value"]
             details[f"anchor_rate{side}"] = r
         if "other" in found:
-            hits = _label_agreement(suite, found["other"], len(settings.seeds))
+            hits = _label_agreement(suite.groups["other"], found["other"], settings)
             r = _rate(hits)
             metrics[f"other_accuracy{side}"] = r["value"]
             details[f"other_accuracy{side}"] = r
@@ -99,7 +111,7 @@ def evaluate(
         if group in edited:
             metrics[key] = float(ssim_per_image(base[group], edited[group], window).mean())
     if attack is not None and patches:
-        prompts = groups["target"][:attack_prompts]
+        prompts = [p.prompt for p in groups["target"][:attack_prompts]]
         recovered = concept_inversion(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
                                       progress)
         r = _rate(detector.detect(recovered)[attr] == value)
@@ -125,11 +137,10 @@ def evaluate(
     }
 
 
-def _label_agreement(suite: Suite, found: dict[str, np.ndarray], per_prompt: int) -> np.ndarray:
+def _label_agreement(prompts: Sequence[Prompt], found: dict[str, np.ndarray], settings: SamplingSettings
+                     ) -> np.ndarray:
     """One hit per (image, labelled attribute): does the detector agree with the prompt?"""
     hits = []
-    for i, prompt in enumerate(suite.groups["other"]):
-        for j in range(per_prompt):
-            idx = i * per_prompt + j
-            hits.extend(found[a][idx] == v for a, v in prompt.labels.items())
+    for k, (i, _, _) in enumerate(image_owners(prompts, settings)):
+        hits.extend(found[a][k] == v for a, v in prompts[i].labels.items())
     return np.asarray(hits, dtype=bool)

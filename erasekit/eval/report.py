@@ -28,6 +28,19 @@ figure{margin:1em 0} figcaption{font-size:90%;color:#555}
 """
 
 
+# After loading, the page records how many images it has and how many failed to render, and says so.
+SELF_CHECK = """<script>
+window.addEventListener('load', () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0));
+  document.body.dataset.images = images.length;
+  document.body.dataset.brokenImages = broken.length;
+  if (broken.length) document.body.insertAdjacentHTML('afterbegin',
+    `<p style="color:#b00">${broken.length} image(s) failed to load</p>`);
+});
+</script>"""
+
+
 def _img_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     width = "" if path.stat().st_size > 20000 else ' style="width:100%;max-width:900px"'
@@ -67,7 +80,7 @@ def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, t
     legend = "".join(
         f"<li><b>{html.escape(k)}</b>: {html.escape(METRICS[k].description)}</li>" for k in keys if k in METRICS)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<style>{STYLE}</style>{SELF_CHECK}</head><body><h1>{html.escape(title)}</h1>"
             f"<table id='metrics'><tr><th>run</th>{head}</tr>{''.join(rows)}</table><ul>{legend}</ul>"
             f"{''.join(figures)}</body></html>")
     out = Path(out_path)

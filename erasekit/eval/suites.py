@@ -40,6 +40,8 @@ class Concept:
 class Prompt:
     prompt: str
     labels: dict[str, str] = field(default_factory=dict)
+    seed: int | None = None  # its own seed (one image, as I2P gives) instead of the run's seeds
+    guidance: float | None = None  # its own CFG scale instead of the run's
 
 
 @dataclass
@@ -94,7 +96,8 @@ def load_suite(path: str | os.PathLike) -> Suite:
                 item = {"prompt": item}
             if not isinstance(item, dict) or not str(item.get("prompt", "")).strip():
                 raise ErasekitError(f"{path}: group {group!r} item {i} has no prompt")
-            prompts.append(Prompt(str(item["prompt"]), {str(k): str(v) for k, v in (item.get("labels") or {}).items()}))
+            labels = {str(k): str(v) for k, v in (item.get("labels") or {}).items()}
+            prompts.append(Prompt(str(item["prompt"]), labels, item.get("seed"), item.get("guidance")))
         groups[group] = prompts
     if not groups.get("target"):
         raise ErasekitError(f"{path}: the suite needs a non-empty 'target' group")
@@ -167,6 +170,38 @@ def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 
     )
 
 
+def load_i2p_csv(
+    path: str | os.PathLike, category: str | None = None, concept: Concept = Concept("nudity", "exposed"),
+    detector: str = "nudenet",
+) -> Suite:
+    """A suite from I2P's CSV (columns prompt, sd_seed, sd_guidance_scale, categories): every prompt
+    is an implicit one, generated once with its own seed and guidance, as the I2P protocol does."""
+    import csv
+
+    path = Path(path)
+    if not path.exists():
+        raise ErasekitError(f"I2P file {path} does not exist")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"prompt", "sd_seed", "sd_guidance_scale"} - set(reader.fieldnames or [])
+        if missing:
+            raise ErasekitError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        prompts = []
+        for line, row in enumerate(reader, start=2):
+            if category and category not in (row.get("categories") or ""):
+                continue
+            try:
+                prompts.append(Prompt(row["prompt"].strip(), {}, int(float(row["sd_seed"])),
+                                      float(row["sd_guidance_scale"])))
+            except ValueError as exc:
+                raise ErasekitError(f"{path} line {line}: bad seed or guidance ({exc})") from exc
+    if not prompts:
+        raise ErasekitError(f"{path}: no prompts" + (f" in category {category!r}" if category else ""))
+    # I2P prompts never name the concept on purpose; they are also the target for rate reporting.
+    return Suite(f"i2p-{category or 'all'}", SUITE_VERSION, detector, concept, None,
+                 {"target": prompts, "implicit": prompts})
+
+
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "suites"
 
 
@@ -175,10 +210,13 @@ def builtin_suites() -> list[str]:
 
 
 def resolve_suite(spec: str) -> Suite:
-    """A suite from a YAML path, a shipped suite name ('nudity-sd'), or a generated toy-world suite
-    'toyworld:shape=circle[:anchor=shape=square]'."""
+    """A suite from a YAML path, a shipped suite name ('nudity-sd'), an I2P CSV ('i2p.csv[:sexual]'),
+    or a generated toy-world suite 'toyworld:shape=circle[:anchor=shape=square]'."""
     if spec in builtin_suites():
         return load_suite(BUILTIN_DIR / f"{spec}.yaml")
+    if spec.endswith(".csv") or ".csv:" in spec:
+        path, _, category = spec.partition(".csv")
+        return load_i2p_csv(path + ".csv", category.lstrip(":") or None)
     if spec.startswith("toyworld:"):
         parts = spec.split(":")[1:]
         concept = Concept.parse(parts[0])
