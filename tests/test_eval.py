@@ -255,3 +255,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
     subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1000,700", page.as_uri()],
                    capture_output=True, timeout=120)
     assert Image.open(shot).size == (1000, 700)
+
+
+def test_label_agreement_splits_same_and_other_kind():
+    from erasekit.core.data import SamplingSettings
+    from erasekit.eval.evaluate import _label_agreement
+    from erasekit.eval.suites import Prompt
+
+    prompts = [Prompt("a red box", {"shape": "square", "color": "red"}), Prompt("a blue cross", {"shape": "cross"})]
+    found = {"shape": np.array(["square", "circle", "cross", "cross"]), "color": np.array(["red", "red", "blue", "x"])}
+    hits, same = _label_agreement(prompts, found, SamplingSettings(seeds=[0, 1]), "shape")
+    # images: (p0,s0) (p0,s1) (p1,s0) (p1,s1); p0 has two labels, p1 one.
+    assert hits.tolist() == [True, True, False, True, True, True]
+    assert same.tolist() == [True, False, True, False, True, True]
+    assert hits[same].mean() == 0.75 and hits[~same].mean() == 1.0  # IRA, CRA

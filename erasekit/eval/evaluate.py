@@ -102,10 +102,16 @@ def evaluate(
             metrics[f"anchor_rate{side}"] = r["value"]
             details[f"anchor_rate{side}"] = r
         if "other" in found:
-            hits = _label_agreement(suite.groups["other"], found["other"], settings)
+            hits, same_kind = _label_agreement(suite.groups["other"], found["other"], settings, attr)
             r = _rate(hits)
             metrics[f"other_accuracy{side}"] = r["value"]
             details[f"other_accuracy{side}"] = r
+            # UnlearnCanvas: accuracy on other concepts of the erased kind (IRA) and of other kinds (CRA).
+            for key, mask in (("ira", same_kind), ("cra", ~same_kind)):
+                if mask.any():
+                    metrics[f"{key}{side}"] = float(hits[mask].mean())
+    if "target_rate" in metrics:
+        metrics["ua"] = 1.0 - metrics["target_rate"]
     window = ssim_window(model.image_size)
     for group, key in (("other", "ssim_other"), ("target", "ssim_target")):
         if group in edited:
@@ -137,10 +143,13 @@ def evaluate(
     }
 
 
-def _label_agreement(prompts: Sequence[Prompt], found: dict[str, np.ndarray], settings: SamplingSettings
-                     ) -> np.ndarray:
-    """One hit per (image, labelled attribute): does the detector agree with the prompt?"""
-    hits = []
+def _label_agreement(prompts: Sequence[Prompt], found: dict[str, np.ndarray], settings: SamplingSettings,
+                     erased_attribute: str) -> tuple[np.ndarray, np.ndarray]:
+    """One hit per (image, labelled attribute): does the detector agree with the prompt? Also whether
+    each label is of the erased concept's kind (e.g. another shape when a shape is erased)."""
+    hits, same_kind = [], []
     for k, (i, _, _) in enumerate(image_owners(prompts, settings)):
-        hits.extend(found[a][k] == v for a, v in prompts[i].labels.items())
-    return np.asarray(hits, dtype=bool)
+        for attribute, value in prompts[i].labels.items():
+            hits.append(found[attribute][k] == value)
+            same_kind.append(attribute == erased_attribute)
+    return np.asarray(hits, dtype=bool), np.asarray(same_kind, dtype=bool)
