@@ -128,6 +128,8 @@ def erase(
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    callback=None,
+    callback_every: int = 0,
 ) -> patching.Patch | list[patching.Patch]:
     """Run an erasure method on a loaded model; the model itself is left as it was.
 
@@ -136,13 +138,16 @@ def erase(
     checkpoint_dir: where training checkpoints go; a killed run started again with the same
     directory resumes and ends with the same patch.
     cache_dir: where images a method draws from the base model are cached (None: not cached).
+    callback: called as callback(step, trainer) every `callback_every` training steps, with the model
+    holding the weights being trained (e.g. an erasekit.eval.evaluate.Timeline).
     """
     spec = get_method(method)
     cfg = config if isinstance(config, spec.config_class) else build_config(spec.config_class, config or {})
-    spec.check_request(request)
+    spec.check_request(request, cfg)
     request.check_vocabulary(model.tokenizer)
     run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,
-                     cache_dir=Path(cache_dir) if cache_dir else None)
+                     cache_dir=Path(cache_dir) if cache_dir else None, callback=callback,
+                     callback_every=callback_every)
     return spec.erase(model, request, cfg, run)
 
 

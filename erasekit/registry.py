@@ -19,12 +19,15 @@ class MethodSpec:
     summary: str
     needs_anchor: bool = False
     multi_patch: bool = False  # returns one patch per concept (written to a directory)
+    check: Callable | None = None  # check(request, config): method-specific checks needing no model
 
-    def check_request(self, request) -> None:
+    def check_request(self, request, config=None) -> None:
         """Method-specific request checks that need no model (run before any weights load)."""
         if self.needs_anchor and (not request.anchors or not all(request.anchor_list())):
             raise ErasekitError(f"method {self.name!r} needs an anchor concept: give --anchor (one, or one "
                                 "per concept)")
+        if self.check is not None and config is not None:
+            self.check(request, config)
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -32,7 +35,12 @@ _LOADED = False
 
 
 def register_method(
-    name: str, config_class: type, summary: str, needs_anchor: bool = False, multi_patch: bool = False
+    name: str,
+    config_class: type,
+    summary: str,
+    needs_anchor: bool = False,
+    multi_patch: bool = False,
+    check: Callable | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator: `@register_method("abo", AboConfig, "...")` above a method's erase function."""
 
@@ -40,7 +48,7 @@ def register_method(
         if name in _METHODS and _METHODS[name].erase is not fn:
             raise ValueError(f"method {name!r} registered twice")
         _METHODS[name] = MethodSpec(name=name, config_class=config_class, erase=fn, summary=summary,
-                                    needs_anchor=needs_anchor, multi_patch=multi_patch)
+                                    needs_anchor=needs_anchor, multi_patch=multi_patch, check=check)
         return fn
 
     return wrap

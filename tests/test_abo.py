@@ -118,13 +118,23 @@ def test_penalty_is_zero_at_first_step_and_resume(tiny_model, tmp_path):
 
     abo_module.abo_losses = spy
     try:
-        erase(tiny_model, EraseRequest(concepts=["circle"]), AboConfig(steps=1, sampling_steps=3, lr=1e-3, t_warmup=0),
+        erase(tiny_model, EraseRequest(concepts=["circle"], anchors=["square"]),
+              AboConfig(steps=1, sampling_steps=3, lr=1e-3, t_warmup=0),
               RunOptions(progress=False))
     finally:
         abo_module.abo_losses = original
     assert captured["penalty0"] == pytest.approx(0.0, abs=1e-12)
 
     cfg = AboConfig(steps=4, sampling_steps=3, lr=1e-3, t_warmup=0, checkpoint_every=2)
-    full = erase(tiny_model, EraseRequest(concepts=["circle"]), cfg, RunOptions(progress=False))
-    again = erase(tiny_model, EraseRequest(concepts=["circle"]), cfg, RunOptions(tmp_path, progress=False))
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    full = erase(tiny_model, request, cfg, RunOptions(progress=False))
+    again = erase(tiny_model, request, cfg, RunOptions(tmp_path, progress=False))
+    assert any(d.abs().max() > 0 for d in full.deltas.values())
     assert all(torch.equal(full.deltas[n], again.deltas[n]) for n in full.deltas)
+
+
+def test_no_anchor_and_no_delta_is_refused(tiny_model):
+    from erasekit.api import erase as api_erase
+
+    with pytest.raises(ErasekitError, match="nothing is erased"):
+        api_erase(tiny_model, "abo", EraseRequest(concepts=["circle"]), AboConfig(steps=1))

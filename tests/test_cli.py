@@ -135,6 +135,7 @@ def test_erase_refuses_unknown_characters_before_loading(tiny_dir, capsys, monke
 
     monkeypatch.setattr(erasekit.api, "load_model", must_not_load)
     code, _, err = _run(["erase", "--model", str(tiny_dir), "--method", "abo", "--concept", "circle€",
+                         "--anchor", "box",
                          "--out", "p.safetensors"], capsys)
     assert code == 2 and "tokenizer does not know" in err
     code, _, err = _run(["erase", "--model", str(tiny_dir), "--method", "abo", "--concept", "circle",

@@ -269,3 +269,26 @@ def test_label_agreement_splits_same_and_other_kind():
     assert hits.tolist() == [True, True, False, True, True, True]
     assert same.tolist() == [True, False, True, False, True, True]
     assert hits[same].mean() == 0.75 and hits[~same].mean() == 1.0  # IRA, CRA
+
+
+def test_timeline_scores_live_weights_during_training(tiny_model):
+    from erasekit.api import erase
+    from erasekit.core.data import SamplingSettings
+    from erasekit.eval.evaluate import Timeline
+    from erasekit.eval.suites import Prompt, Suite
+    from erasekit.methods.abo.config import AboConfig
+    from erasekit.request import EraseRequest
+
+    class Bright:
+        def detect(self, images):
+            return {"shape": np.where(images.mean(dim=(1, 2, 3)).numpy() > 0.5, "circle", "square")}
+
+    suite = Suite("t", 1, "bright", Concept("shape", "circle"), None,
+                  {"target": [Prompt("a red circle")], "other": [Prompt("a blue box", {"shape": "square"})]})
+    timeline = Timeline(tiny_model, suite, Bright(), SamplingSettings(seeds=[0, 1], steps=2))
+    erase(tiny_model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]),
+          AboConfig(steps=4, sampling_steps=3, lr=0.05, t_warmup=0),
+          progress=False, callback=timeline, callback_every=2)
+    assert [p["step"] for p in timeline.points] == [2, 4]
+    assert all(0 <= p["target_rate"] <= 1 for p in timeline.points)
+    assert timeline.points[-1]["ssim_other"] < 1.0  # the live weights had moved when scored

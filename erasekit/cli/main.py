@@ -216,7 +216,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
         _fail(f"--out must be a directory for {method} (one patch per concept)" if spec.multi_patch
               else f"--out must end with .safetensors, got {out!r}")
     cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
-    spec.check_request(request)
+    spec.check_request(request, cfg)
     from erasekit.core.model import load_tokenizer
 
     tokenizer = load_tokenizer(model, config)

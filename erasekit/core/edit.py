@@ -27,6 +27,8 @@ class RunOptions:
     checkpoint_dir: Path | None = None
     progress: bool = True
     cache_dir: Path | None = None  # generated training images, keyed by model fingerprint
+    callback: Callback | None = None  # called every `callback_every` training steps (e.g. a Timeline)
+    callback_every: int = 0
 
 
 class EditSession:
@@ -55,10 +57,14 @@ class EditSession:
             p.copy_(self.base[name] * (1 - mask) + p * mask)
 
     def trainer(self, config: TrainerConfig, run: RunOptions, callback: Callback | None = None) -> Trainer:
-        """The shared trainer over this session's parameters; checkpoints only when the run has a directory."""
+        """The shared trainer over this session's parameters; checkpoints only when the run has a directory;
+        the run's callback (if any) every run.callback_every steps unless the method brings its own."""
         if run.checkpoint_dir is None:
             config = dataclasses.replace(config, checkpoint_every=0)
         config = dataclasses.replace(config, progress=run.progress and config.progress)
+        if callback is None and run.callback is not None:
+            callback = run.callback
+            config = dataclasses.replace(config, callback_every=run.callback_every)
         return Trainer(self.params, config, checkpoint_dir=run.checkpoint_dir, callback=callback,
                        after_step=self.after_step)
 

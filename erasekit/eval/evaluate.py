@@ -57,40 +57,27 @@ def _rate(hits: np.ndarray) -> dict[str, Any]:
     return {"value": k / n if n else float("nan"), "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
 
 
-def evaluate(
-    model: DiffusionModel,
-    patches: Sequence[patching.Patch],
+def sample_suite(model: DiffusionModel, suite: Suite, settings: SamplingSettings, progress: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
+    """The model's images for every group of the suite (as it is now: live weights, applied patches)."""
+    return {group: _generate(model, prompts, settings, progress, cache_dir) for group, prompts in suite.groups.items()}
+
+
+def score(
     suite: Suite,
     detector: Detector,
     settings: SamplingSettings,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    attack: InversionAttack | None = None,
-    attack_prompts: int = 8,
-) -> dict[str, Any]:
-    """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides.
-
-    attack: run Concept Inversion against the patched model on the first `attack_prompts` target
-    prompts and report `recovery_rate`.
-    """
-    start = time.perf_counter()
-    groups = suite.groups
-    base = {group: _generate(model, prompts, settings, progress, cache_dir) for group, prompts in groups.items()}
-    seconds_base = time.perf_counter() - start
-
-    for p in patches:
-        patching.apply(model, p)
-    try:
-        edited = {group: _generate(model, prompts, settings, progress) for group, prompts in groups.items()}
-    finally:
-        for p in reversed(list(patches)):
-            patching.remove(model, p)
-    seconds_edited = time.perf_counter() - start - seconds_base
-
+    base: dict[str, torch.Tensor],
+    edited: dict[str, torch.Tensor],
+    image_size: int,
+    with_base: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, details) comparing edited images with base images of the same prompts and seeds."""
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     attr, value = suite.concept.attribute, suite.concept.value
-    for side, images in (("", edited), ("_base", base)):
+    sides = (("", edited), ("_base", base)) if with_base else (("", edited),)
+    for side, images in sides:
         found = {g: detector.detect(imgs) for g, imgs in images.items()}
         for group in RATE_GROUPS:
             if group in found:
@@ -112,35 +99,84 @@ def evaluate(
                     metrics[f"{key}{side}"] = float(hits[mask].mean())
     if "target_rate" in metrics:
         metrics["ua"] = 1.0 - metrics["target_rate"]
-    window = ssim_window(model.image_size)
+    window = ssim_window(image_size)
     for group, key in (("other", "ssim_other"), ("target", "ssim_target")):
         if group in edited:
             metrics[key] = float(ssim_per_image(base[group], edited[group], window).mean())
-    if attack is not None and patches:
-        prompts = [p.prompt for p in groups["target"][:attack_prompts]]
-        recovered = concept_inversion(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
-                                      progress)
-        r = _rate(detector.detect(recovered)[attr] == value)
-        metrics["recovery_rate"], metrics["n_recovery"] = r["value"], r["n"]
-        details["recovery_rate"] = {**r, "attack": "concept-inversion", **asdict(attack)}
     features = getattr(detector, "features", None)
     if features is not None and "other" in edited and len(edited["other"]) < MIN_DISTRIBUTION_IMAGES:
         details["fid_other"] = f"skipped: fewer than {MIN_DISTRIBUTION_IMAGES} images"
     elif features is not None and "other" in edited:
-        distances = feature_distances(base["other"], edited["other"], features, model.image_size)
+        distances = feature_distances(base["other"], edited["other"], features, image_size)
         metrics["fid_other"], metrics["kid_other"] = distances["fid"], distances["kid"]
         details["feature_network"] = getattr(detector, "feature_network", type(detector).__name__)
     for group, images in edited.items():
         metrics[f"n_{group}"] = len(images)
+    return metrics, details
+
+
+def evaluate(
+    model: DiffusionModel,
+    patches: Sequence[patching.Patch],
+    suite: Suite,
+    detector: Detector,
+    settings: SamplingSettings,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    attack: InversionAttack | None = None,
+    attack_prompts: int = 8,
+) -> dict[str, Any]:
+    """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides.
+
+    attack: run Concept Inversion against the patched model on the first `attack_prompts` target
+    prompts and report `recovery_rate`.
+    """
+    start = time.perf_counter()
+    base = sample_suite(model, suite, settings, progress, cache_dir)
+    seconds_base = time.perf_counter() - start
+    for p in patches:
+        patching.apply(model, p)
+    try:
+        edited = sample_suite(model, suite, settings, progress)
+    finally:
+        for p in reversed(list(patches)):
+            patching.remove(model, p)
+    seconds_edited = time.perf_counter() - start - seconds_base
+    metrics, details = score(suite, detector, settings, base, edited, model.image_size)
+    if attack is not None and patches:
+        prompts = [p.prompt for p in suite.groups["target"][:attack_prompts]]
+        recovered = concept_inversion(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
+                                      progress)
+        r = _rate(detector.detect(recovered)[suite.concept.attribute] == suite.concept.value)
+        metrics["recovery_rate"], metrics["n_recovery"] = r["value"], r["n"]
+        details["recovery_rate"] = {**r, "attack": "concept-inversion", **asdict(attack)}
     return {
         "metrics": metrics,
         "details": details,
-        "ssim": {"window": window, "kernel": "uniform", "data_range": 1.0},
+        "ssim": {"window": ssim_window(model.image_size), "kernel": "uniform", "data_range": 1.0},
         "suite": {"name": suite.name, "version": suite.version, "detector": suite.detector},
         "sampling": asdict(settings),
         "timing": {"seconds_base": round(seconds_base, 2), "seconds_edited": round(seconds_edited, 2)},
         "images": {"base": base, "edited": edited},
     }
+
+
+class Timeline:
+    """A training callback: every N steps, score the live (being trained) weights against base images
+    sampled before training began — the erasure timeline of All-but-One's Fig. 4."""
+
+    def __init__(self, model: DiffusionModel, suite: Suite, detector: Detector, settings: SamplingSettings,
+                 keys: Sequence[str] = ("target_rate", "ssim_other")) -> None:
+        self.model, self.suite, self.detector, self.settings, self.keys = model, suite, detector, settings, keys
+        self.base = sample_suite(model, suite, settings, progress=False)
+        self.points: list[dict[str, Any]] = []
+
+    def __call__(self, step: int, trainer=None) -> bool:
+        edited = sample_suite(self.model, self.suite, self.settings, progress=False)
+        metrics, _ = score(self.suite, self.detector, self.settings, self.base, edited, self.model.image_size,
+                           with_base=False)
+        self.points.append({"step": step, **{k: metrics[k] for k in self.keys if k in metrics}})
+        return False
 
 
 def _label_agreement(prompts: Sequence[Prompt], found: dict[str, np.ndarray], settings: SamplingSettings,
