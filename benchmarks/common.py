@@ -15,12 +15,27 @@ from erasekit.registry import get_method
 from erasekit.request import EraseRequest, build_config
 
 
-def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], cache_dir: str | None = None):
-    """(patch or per-concept patches, seconds, the config object used)."""
+def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], cache_dir: str | None = None,
+                timeline=None, timeline_every: int = 0):
+    """(patch or per-concept patches, seconds, the config object used). Timeline time is not excluded."""
     cfg = build_config(get_method(method).config_class, config)
     start = time.perf_counter()
-    result = api.erase(model, method, request, cfg, cache_dir=cache_dir)
+    result = api.erase(model, method, request, cfg, cache_dir=cache_dir, callback=timeline,
+                       callback_every=timeline_every)
     return result, time.perf_counter() - start, cfg
+
+
+def small_timeline(model, suite: str, prompts: int = 6, seeds: tuple[int, ...] = (0, 1)):
+    """A Timeline on the first prompts of the target and other groups (cheap enough to run every N steps)."""
+    from erasekit.core.data import SamplingSettings
+    from erasekit.eval.detectors import get_detector
+    from erasekit.eval.evaluate import Timeline
+    from erasekit.eval.suites import resolve_suite
+
+    full = resolve_suite(suite)
+    small = dataclasses.replace(full, groups={g: full.groups[g][:prompts] for g in ("target", "other")
+                                              if g in full.groups})
+    return Timeline(model, small, get_detector(full.detector), SamplingSettings(seeds=list(seeds)))
 
 
 def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], steps: int, label: dict[str, Any],
@@ -33,14 +48,19 @@ def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], st
 
 
 def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], suite: str, seeds: list[int],
-             steps: int, label: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Erase with one method and evaluate on one suite."""
-    result, seconds, cfg = erase_timed(model, method, request, config)
+             steps: int, label: dict[str, Any] | None = None, timeline_every: int = 0) -> dict[str, Any]:
+    """Erase with one method and evaluate on one suite (optionally logging a timeline every N steps)."""
+    timeline = small_timeline(model, suite) if timeline_every else None
+    result, seconds, cfg = erase_timed(model, method, request, config, timeline=timeline,
+                                       timeline_every=timeline_every)
     patches = result if isinstance(result, list) else [result]
     trainable = sum(p.info.get("trainable_params", 0) for p in patches) or sum(p.num_values() for p in patches)
-    return evaluation_run(
+    run = evaluation_run(
         model, [stack(patches)] if len(patches) > 1 else patches, suite, seeds, steps,
         {"method": method, "concepts": request.concepts, "anchors": request.anchors,
          "config": dataclasses.asdict(cfg), **(label or {})},
         {"seconds": round(seconds, 1), "trainable_params": trainable},
     )
+    if timeline is not None:
+        run["timeline"] = timeline.points
+    return run

@@ -121,9 +121,11 @@ def test_report_marks_best_and_embeds_grids(tmp_path):
 
     grid = tmp_path / "target.png"
     Image.new("RGB", (40, 20), (255, 0, 0)).save(grid)
-    runs = [{"name": "a", "metrics": {"target_rate": 0.1, "ssim_other": 0.8}, "grids": {"target": grid}},
+    runs = [{"name": "a", "metrics": {"target_rate": 0.1, "ssim_other": 0.8}, "grids": {"target": grid},
+             "timeline": [{"step": 10, "target_rate": 0.9}, {"step": 20, "target_rate": 0.4}]},
             {"name": "b", "metrics": {"target_rate": 0.3, "ssim_other": 0.9}}]
     page = render_report(runs, tmp_path / "r.html").read_text()
+    assert page.count('<svg class="curve"') == 1 and "polyline" in page
     assert page.count("<tr>") == 3  # header + one row per run
     assert '<td class="best">0.100</td>' in page and '<td class="best">0.900</td>' in page
     assert page.count("data:image/png;base64,") == 1

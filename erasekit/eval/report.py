@@ -53,8 +53,30 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _curve_svg(points: list[dict[str, Any]], key: str, width: int = 320, height: int = 160) -> str:
+    """A line chart of `key` over training steps (values in [0, 1] assumed, as rates and SSIM are)."""
+    pts = [(p["step"], p[key]) for p in points if isinstance(p.get(key), (int, float))]
+    if len(pts) < 2:
+        return ""
+    x0, x1 = pts[0][0], pts[-1][0]
+    pad = 30
+
+    def xy(step: float, value: float) -> str:
+        x = pad + (width - 2 * pad) * (step - x0) / max(x1 - x0, 1)
+        y = height - pad - (height - 2 * pad) * min(max(value, 0.0), 1.0)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(s, v) for s, v in pts)
+    return (f'<svg class="curve" width="{width}" height="{height}" role="img" aria-label="{html.escape(key)}">'
+            f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" '
+            f'stroke="#ccc"/><polyline points="{line}" fill="none" stroke="#2a6" stroke-width="2"/>'
+            f'<text x="{pad}" y="{pad - 8}" font-size="12">{html.escape(key)} (0–1) over steps {x0}–{x1}</text>'
+            "</svg>")
+
+
 def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, title: str = "erasekit report") -> Path:
-    """runs: dicts with 'name', 'metrics' and optionally 'grids' ({group: png path})."""
+    """runs: dicts with 'name', 'metrics', optionally 'grids' ({group: png path}) and 'timeline'
+    ([{step, metric: value}, ...], drawn as curves)."""
     keys = [k for k in KEY_ORDER if any(k in r["metrics"] for r in runs)]
     best: dict[str, float] = {}
     for key in keys:
@@ -72,6 +94,13 @@ def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, t
             cells.append(f"<td{mark}>{_fmt(value)}</td>")
         rows.append(f'<tr><td class="name">{html.escape(run["name"])}</td>{"".join(cells)}</tr>')
     figures = []
+    for run in runs:
+        points = run.get("timeline") or []
+        keys = sorted({k for p in points for k in p if k != "step"})
+        charts = "".join(_curve_svg(points, k) for k in keys)
+        if charts:
+            figures.append(f"<figure>{charts}<figcaption>{html.escape(run['name'])}: during training"
+                           "</figcaption></figure>")
     for run in runs:
         for group, path in (run.get("grids") or {}).items():
             caption = f"{run['name']} — {group} prompts: base model (upper rows) vs edited (lower rows), same seeds"
@@ -100,7 +129,7 @@ def runs_from_result_files(paths: Sequence[str | os.PathLike]) -> list[dict[str,
         if "runs" in doc:  # a benchmark document
             for i, run in enumerate(doc["runs"]):
                 name = f"{doc['benchmark']}#{i} {run.get('method') or ''} {run.get('case', '')}".strip()
-                runs.append({"name": name, "metrics": run["metrics"]})
+                runs.append({"name": name, "metrics": run["metrics"], "timeline": run.get("timeline")})
         else:
             grids = {p.stem: p for p in sorted((path.parent / "grids").glob("*.png"))}
             runs.append({"name": path.parent.name, "metrics": doc["metrics"], "grids": grids})
