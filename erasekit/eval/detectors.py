@@ -20,9 +20,10 @@ class ToyworldDetector:
     """The toy world's ground-truth classifier: every attribute of every image."""
 
     name = "toyworld-classifier"
-    # FID/KID on the classifier's penultimate features: a stand-in for Inception, not comparable
-    # to published FID.
-    feature_network = "toyworld-classifier penultimate (128-d)"
+    # FID/KID on the classifier's per-attribute class probabilities (15-d): a stand-in for Inception,
+    # not comparable to published FID. Low-dimensional on purpose: a few hundred images estimate a
+    # 15×15 covariance well, a 128-d one (the penultimate layer) not at all.
+    feature_network = "toyworld-classifier class probabilities (15-d)"
 
     def __init__(self, classifier=None) -> None:
         from erasekit.toyworld.models import AttributeClassifier, classifier_path
@@ -30,7 +31,8 @@ class ToyworldDetector:
         self.classifier = classifier or AttributeClassifier.load(classifier_path())
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.embed(images.float().cpu())
+        logits = self.classifier(images.float().cpu())
+        return torch.cat([logits[name].softmax(-1) for name in sorted(logits)], dim=1).double()
 
     @torch.no_grad()
     def detect(self, images: torch.Tensor) -> dict[str, np.ndarray]:
