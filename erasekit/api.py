@@ -212,6 +212,7 @@ def evaluate(
     cache_dir: str | os.PathLike | None = ".cache/erasekit/base-images",
     progress: bool = True,
     attack_steps: int = 0,
+    clip_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both.
 
@@ -229,7 +230,7 @@ def evaluate(
 
     attack = InversionAttack(steps=attack_steps) if attack_steps > 0 else None
     return run_evaluation(model, loaded, resolved, get_detector(resolved.detector), settings,
-                          cache_dir=cache_dir, progress=progress, attack=attack)
+                          cache_dir=cache_dir, progress=progress, attack=attack, clip_path=clip_path)
 
 
 def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: dict | None = None) -> Path:

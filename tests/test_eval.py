@@ -294,3 +294,41 @@ def test_timeline_scores_live_weights_during_training(tiny_model):
     assert [p["step"] for p in timeline.points] == [2, 4]
     assert all(0 <= p["target_rate"] <= 1 for p in timeline.points)
     assert timeline.points[-1]["ssim_other"] < 1.0  # the live weights had moved when scored
+
+
+@pytest.fixture
+def tiny_clip(tokenizer_dir, tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=tok.model_max_length, eos_token_id=tok.eos_token_id,
+                bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path / "clip")
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tok).save_pretrained(tmp_path / "clip")
+    return tmp_path / "clip"
+
+
+def test_clip_score_and_zero_shot_with_a_local_tiny_clip(tiny_clip):
+    from erasekit.eval.clip import ClipDetector, clip_score
+
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    score = clip_score(images, ["a red circle", "a blue box", "a green cross"], tiny_clip)
+    assert 0.0 <= score <= 100.0
+    detector = ClipDetector(tiny_clip, {"shape": ["circle", "square", "cross"]})
+    found = detector.detect(images)
+    assert found["shape"].shape == (3,) and set(found["shape"]) <= {"circle", "square", "cross"}
+    # The detector's choice is the argmax of its own similarities: recompute it independently.
+    sims = detector.image_features(images) @ detector.text["shape"].T
+    assert list(found["shape"]) == [["circle", "square", "cross"][i] for i in sims.argmax(-1).tolist()]
+
+
+def test_missing_clip_is_one_clear_error(tmp_path):
+    from erasekit.eval.clip import clip_score
+
+    with pytest.raises(ErasekitError, match="no CLIP model"):
+        clip_score(torch.rand(1, 3, 8, 8), ["x"], tmp_path / "nowhere")

@@ -241,9 +241,11 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
               type=click.Path(file_okay=False), help="base-image cache (keyed by model, prompts, seeds, sampler).")
 @click.option("--attack-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="run a Concept Inversion recovery attack of this many steps (0: none).")
+@click.option("--clip", "clip_path", default=None, type=click.Path(file_okay=False),
+              help="local CLIP model directory for clip_score (skipped when not given).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
 def eval_command(model, patches, config, device, suite, seeds, steps, guidance, batch_size, cache, attack_steps,
-                 out):
+                 clip_path, out):
     """Evaluate MODEL with its patches against MODEL alone on a prompt suite, same seeds for both.
 
     Writes results.json (rates with sample counts and 95% Wilson intervals, SSIM, timing) and
@@ -254,10 +256,16 @@ def eval_command(model, patches, config, device, suite, seeds, steps, guidance, 
     from erasekit.eval.suites import resolve_suite
 
     resolve_suite(suite)  # a bad suite fails before the model loads
+    if clip_path is None:
+        click.echo("clip_score skipped: no --clip directory given (CLIP weights are never downloaded)", err=True)
+    else:
+        from erasekit.eval.clip import load_clip
+
+        load_clip(clip_path)  # a missing CLIP fails before the model loads
     loaded = [Patch.load(p) for p in patches]
     m = api.load_model(model, device=device, config=config)
     result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
-                          cache_dir=cache, attack_steps=attack_steps)
+                          cache_dir=cache, attack_steps=attack_steps, clip_path=clip_path)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch` one process writes the results

@@ -125,11 +125,12 @@ def evaluate(
     progress: bool = True,
     attack: InversionAttack | None = None,
     attack_prompts: int = 8,
+    clip_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides.
 
     attack: run Concept Inversion against the patched model on the first `attack_prompts` target
-    prompts and report `recovery_rate`.
+    prompts and report `recovery_rate`. clip_path: a local CLIP for `clip_score` on the other prompts.
     """
     start = time.perf_counter()
     base = sample_suite(model, suite, settings, progress, cache_dir)
@@ -143,6 +144,13 @@ def evaluate(
             patching.remove(model, p)
     seconds_edited = time.perf_counter() - start - seconds_base
     metrics, details = score(suite, detector, settings, base, edited, model.image_size)
+    if clip_path is not None and "other" in edited:
+        from erasekit.eval.clip import clip_score
+
+        owners = image_owners(suite.groups["other"], settings)
+        texts = [suite.groups["other"][i].prompt for i, _, _ in owners]
+        metrics["clip_score"] = clip_score(edited["other"], texts, clip_path)
+        metrics["clip_score_base"] = clip_score(base["other"], texts, clip_path)
     if attack is not None and patches:
         prompts = [p.prompt for p in suite.groups["target"][:attack_prompts]]
         recovered = concept_inversion(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,

@@ -68,6 +68,7 @@ METRICS.update({
     for m in [
         MetricInfo("fid_other", False, "FID base vs edited images of other prompts (feature net stated in the result)"),
         MetricInfo("kid_other", False, "KID base vs edited images of other prompts"),
+        MetricInfo("clip_score", True, "CLIP score of edited other-prompt images with their prompts (local CLIP)"),
         MetricInfo("ua", True, "UnlearnCanvas unlearning accuracy: 1 − target_rate"),
         MetricInfo("ira", True, "UnlearnCanvas in-domain retain accuracy: other concepts of the erased kind"),
         MetricInfo("cra", True, "UnlearnCanvas cross-domain retain accuracy: concepts of other kinds"),

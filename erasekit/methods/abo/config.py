@@ -28,7 +28,7 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 
 
 # The toy world's tuned settings (the paper's are for SD 1.4 at 512 px): see docs/methods/abo.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "steps": 200}
+TOYWORLD_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "steps": 200}
 
 
 @dataclass
