@@ -40,14 +40,17 @@ def _config_note(run: dict) -> str:
     return f"({', '.join(parts)})" if parts else ""
 
 
-def main() -> None:
+def render_readme(text: str) -> str:
+    """The README text with its results block regenerated from benchmarks/results/*.json."""
     docs = [json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks" / "results").glob("*.json"))]
     body = "\n\n".join(table(d) for d in docs) or "_No results yet._"
+    return re.sub(f"{re.escape(START)}.*?{re.escape(END)}", lambda _: f"{START}\n{body}\n{END}", text, flags=re.S)
+
+
+def main() -> None:
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = re.sub(f"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{body}\n{END}", text, flags=re.S)
-    readme.write_text(new)
-    print(f"README tables regenerated from {len(docs)} result files")
+    readme.write_text(render_readme(readme.read_text()))
+    print("README tables regenerated from benchmarks/results/*.json")
 
 
 if __name__ == "__main__":
