@@ -18,8 +18,9 @@ from erasekit.request import EraseRequest
 CASES = {
     "circle": dict(request=EraseRequest(concepts=["circle"], anchors=["square"]),
                    suite="toyworld:shape=circle:anchor=shape=square", config={}),
-    "striped": dict(request=EraseRequest(concepts=["striped"]), suite="toyworld:pattern=striped",
-                    config={"preset": "toyworld-striped"}),
+    # The request names only "striped"; it is measured on context prompts that never say it.
+    "striped": dict(request=EraseRequest(concepts=["striped"], anchors=["solid"]), suite="toyworld:pattern=striped",
+                    config={"lr": 3e-4}),
 }
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     if not args.quick:
         plan += [("circle", {"lam": 0.0}), ("circle", {"lam": 1.0})]
         plan += [("circle", {"scope": "xattn"}), ("circle", {"scope": "full"})]
-        plan += [("striped", {"delta": "implicit", "preset": None})]
+        plan += [("striped", {"preset": "toyworld-striped"}), ("striped", {"delta": "implicit"})]
     runs = []
     for name, overrides in plan:
         entry = run(model, name, overrides, seeds, args.steps)

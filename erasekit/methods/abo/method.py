@@ -68,7 +68,9 @@ class _Teacher:
         self.instructions = config.instruction_concepts() if config.delta == "explicit" else []
         with torch.no_grad():
             self.uncond = model.encode([""])[0]
-            anchors = [a if a else c for c, a in zip(request.concepts, request.anchor_list(), strict=True)]
+            # The implicit δ is the teacher's own guidance toward c with c's tokens suppressed: no anchor.
+            anchors = [c if config.delta == "implicit" or not a else a
+                       for c, a in zip(request.concepts, request.anchor_list(), strict=True)]
             self.anchors = model.encode(anchors)
             self.instruction_embeds = model.encode([i.text for i in self.instructions]) if self.instructions else None
         self.scales = None
