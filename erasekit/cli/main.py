@@ -352,7 +352,7 @@ def toyworld_train(out, work, threads, unet_steps, init_from):
 @cli.command()
 @click.option("--out", default="outputs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seeds", default="0-1", show_default=True, help=SEEDS_HELP)
-@click.option("--erase-steps", default=100, show_default=True, type=click.IntRange(min=1),
+@click.option("--erase-steps", default=200, show_default=True, type=click.IntRange(min=1),
               help="training steps of the erasure.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 def demo(out, seeds, erase_steps, device):
