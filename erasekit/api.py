@@ -213,10 +213,12 @@ def evaluate(
     progress: bool = True,
     attack_steps: int = 0,
     clip_path: str | os.PathLike | None = None,
+    attack: str = "concept-inversion",
 ) -> dict[str, Any]:
     """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both.
 
-    attack_steps > 0 also runs a Concept Inversion recovery attack of that many steps.
+    attack_steps > 0 also runs a recovery attack of that many steps: 'concept-inversion' (a learned
+    embedding) or 'prompt' (learned tokens projected to real words).
     """
     from erasekit.core.data import SamplingSettings
     from erasekit.eval.detectors import get_detector
@@ -226,11 +228,15 @@ def evaluate(
     resolved = resolve_suite(suite)
     loaded = [p if isinstance(p, patching.Patch) else patching.Patch.load(p) for p in patches]
     settings = SamplingSettings(seeds=parse_seeds(seeds), steps=steps, guidance=guidance, batch_size=batch_size)
-    from erasekit.eval.attacks import InversionAttack
+    from erasekit.eval.attacks import InversionAttack, prompt_attack
 
-    attack = InversionAttack(steps=attack_steps) if attack_steps > 0 else None
+    attacks = {"concept-inversion": lambda: InversionAttack(steps=attack_steps), "prompt": lambda: prompt_attack(
+        attack_steps)}
+    if attack not in attacks:
+        raise ErasekitError(f"unknown attack {attack!r} (choose from: {', '.join(attacks)})")
+    chosen = attacks[attack]() if attack_steps > 0 else None
     return run_evaluation(model, loaded, resolved, get_detector(resolved.detector), settings,
-                          cache_dir=cache_dir, progress=progress, attack=attack, clip_path=clip_path)
+                          cache_dir=cache_dir, progress=progress, attack=chosen, clip_path=clip_path)
 
 
 def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: dict | None = None) -> Path:

@@ -26,3 +26,28 @@ def test_concept_inversion_learns_a_row_and_leaves_the_model_as_it_was(tiny_mode
     after = {n: p.detach() for n, p in named_parameters(tiny_model.named_modules()).items()}
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert patching.applied(tiny_model) == []
+
+
+def test_nearest_tokens_projects_to_real_vocabulary():
+    from erasekit.eval.attacks import nearest_tokens
+
+    table = torch.eye(4)
+    rows = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.2, 1.0]])
+    assert nearest_tokens(table, rows, exclude=set()) == [0, 3]
+    assert nearest_tokens(table, rows, exclude={0, 3}) == [1, 2]
+
+
+def test_prompt_attack_returns_real_words_and_restores_the_model(tiny_model):
+    from erasekit.eval.attacks import prompt_attack, recover
+
+    params = select(tiny_model.named_modules(), "xattn-kv").params
+    base = {n: p.detach().clone() for n, p in params.items()}
+    patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"])
+    before = {n: p.detach().clone() for n, p in named_parameters(tiny_model.named_modules()).items()}
+    images, text = recover(tiny_model, [patch], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2),
+                           prompt_attack(steps=3))
+    assert images.shape[0] == 1 and text and "circle" not in text.split()
+    ids = tiny_model.tokenizer(text, add_special_tokens=False).input_ids
+    assert tiny_model.tokenizer.unk_token_id not in ids
+    after = {n: p.detach() for n, p in named_parameters(tiny_model.named_modules()).items()}
+    assert all(torch.equal(before[n], after[n]) for n in before)

@@ -240,12 +240,15 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
 @click.option("--cache", default=".cache/erasekit/base-images", show_default=True,
               type=click.Path(file_okay=False), help="base-image cache (keyed by model, prompts, seeds, sampler).")
 @click.option("--attack-steps", default=0, show_default=True, type=click.IntRange(min=0),
-              help="run a Concept Inversion recovery attack of this many steps (0: none).")
+              help="run a recovery attack of this many steps (0: none).")
+@click.option("--attack", default="concept-inversion", show_default=True,
+              type=click.Choice(["concept-inversion", "prompt"]),
+              help="concept-inversion: a learned embedding; prompt: learned tokens projected to real words.")
 @click.option("--clip", "clip_path", default=None, type=click.Path(file_okay=False),
               help="local CLIP model directory for clip_score (skipped when not given).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
 def eval_command(model, patches, config, device, suite, seeds, steps, guidance, batch_size, cache, attack_steps,
-                 clip_path, out):
+                 attack, clip_path, out):
     """Evaluate MODEL with its patches against MODEL alone on a prompt suite, same seeds for both.
 
     Writes results.json (rates with sample counts and 95% Wilson intervals, SSIM, timing) and
@@ -265,7 +268,7 @@ def eval_command(model, patches, config, device, suite, seeds, steps, guidance, 
     loaded = [Patch.load(p) for p in patches]
     m = api.load_model(model, device=device, config=config)
     result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
-                          cache_dir=cache, attack_steps=attack_steps, clip_path=clip_path)
+                          cache_dir=cache, attack_steps=attack_steps, clip_path=clip_path, attack=attack)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch` one process writes the results

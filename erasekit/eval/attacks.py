@@ -1,10 +1,14 @@
 """Recovery attacks: can the erased concept be brought back without changing the UNet?
 
-Concept Inversion (Pham et al., "Circumventing Concept Erasure Methods"): textual inversion
-on the *edited* model. A placeholder token's embedding row is trained with the ordinary
-denoising loss on base-model images of the concept, then target prompts are generated with
-the placeholder in place of the concept's word. The attack's success rate is the
-detector's concept rate on those images (`recovery_rate`).
+Both attacks train placeholder token rows of the text encoder with the ordinary denoising
+loss on base-model images of the concept, against the *edited* model, then generate the
+target prompts with the concept's word replaced; the detector's concept rate on those images
+is the attack's success rate (`recovery_rate`).
+
+- Concept Inversion (Pham et al., "Circumventing Concept Erasure Methods"): one learned
+  embedding, used as is (textual inversion).
+- A prompt attack in the spirit of UnlearnDiffAtk: a few learned embeddings projected to their
+  nearest real vocabulary tokens, i.e. an adversarial *text* prompt anyone could type.
 """
 
 from __future__ import annotations
@@ -28,11 +32,35 @@ class InversionAttack:
     steps: int = 200
     lr: float = 5e-3
     batch_size: int = 4
-    placeholder: str = "z"  # an existing rarely used token whose row is hijacked (no new vocabulary)
+    placeholders: tuple[str, ...] = ("z",)  # existing rarely used tokens whose rows are hijacked
+    project: bool = False  # True: snap the learned rows to real tokens (the prompt attack)
     seed: int = 0
 
+    @property
+    def name(self) -> str:
+        return "prompt-attack" if self.project else "concept-inversion"
 
-def concept_inversion(
+
+def prompt_attack(steps: int = 200) -> InversionAttack:
+    """The hard-prompt attack: three learned tokens, projected to the vocabulary."""
+    return InversionAttack(steps=steps, lr=1e-2, placeholders=("z", "q", "x"), project=True)
+
+
+def _pairs(prompts: Sequence[str], settings: SamplingSettings):
+    pairs = [(p, s) for p in prompts for s in settings.seeds]
+    return pairs, SamplingSettings(seeds=[s for _, s in pairs], steps=settings.steps, guidance=settings.guidance,
+                                   batch_size=settings.batch_size)
+
+
+def nearest_tokens(weight: torch.Tensor, rows: torch.Tensor, exclude: set[int]) -> list[int]:
+    """For each row, the vocabulary id whose embedding is closest in cosine similarity."""
+    sims = F.normalize(rows, dim=-1) @ F.normalize(weight, dim=-1).T
+    if exclude:
+        sims[:, sorted(exclude)] = -float("inf")
+    return sims.argmax(-1).tolist()
+
+
+def recover(
     model: DiffusionModel,
     patches: Sequence[patching.Patch],
     concept_word: str,
@@ -41,22 +69,24 @@ def concept_inversion(
     attack: InversionAttack,
     cache_dir=None,
     progress: bool = False,
-) -> torch.Tensor:
-    """Images of `prompts` (word → learned placeholder) from the patched model after the attack."""
+) -> tuple[torch.Tensor, str]:
+    """(images of `prompts` with the concept word replaced after the attack, the replacement text)."""
     tok = model.tokenizer
-    ids = tok(attack.placeholder, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        raise ValueError(f"placeholder {attack.placeholder!r} must be a single token")
-    pairs = [(p, s) for p in prompts for s in settings.seeds]
-    flat = SamplingSettings(seeds=[s for _, s in pairs], steps=settings.steps, guidance=settings.guidance)
+    ids = [tok(p, add_special_tokens=False).input_ids for p in attack.placeholders]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"placeholders {attack.placeholders} must each be a single token")
+    ids = [i[0] for i in ids]
+    pairs, flat = _pairs(prompts, settings)
     real = cached_images(model, [p for p, _ in pairs], flat, cache_dir, progress)  # the base model's concept
     latents = torch.cat([model.encode_images(real[i : i + 64]) for i in range(0, len(real), 64)])
-    attacked = [p.replace(concept_word, attack.placeholder) for p in prompts]
+    placeholder_text = " ".join(attack.placeholders)
+    attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
     alphas = model.scheduler.alphas_cumprod.to(model.device)
     for p in patches:
         patching.apply(model, p)
     try:
         with EditSession(model, "embedding", token_ids=ids) as session:
+            (table,) = session.params.values()
 
             def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
                 idx = torch.randint(len(latents), (attack.batch_size,), generator=gen)
@@ -69,13 +99,27 @@ def concept_inversion(
                 return F.mse_loss(pred, noise)
 
             trainer = session.trainer(TrainerConfig(steps=attack.steps, lr=attack.lr, seed=attack.seed,
-                                                    grad_clip=None, description="concept inversion"),
+                                                    grad_clip=None, description=attack.name),
                                       RunOptions(progress=progress))
             trainer.fit(loss_fn)
+            if attack.project:
+                concept_ids = set(tok(concept_word, add_special_tokens=False).input_ids)
+                special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+                hard = nearest_tokens(session.base[next(iter(session.base))], table.detach()[ids],
+                                      set(ids) | concept_ids | special)
+                session.restore()  # the hard prompt runs on the untouched vocabulary
+                placeholder_text = tok.decode(hard).strip()
+                attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
             with torch.no_grad():
-                return generate_images(model, [attacked[i // len(settings.seeds)] for i in range(len(pairs))],
-                                       flat.seeds, steps=settings.steps, guidance=settings.guidance,
-                                       batch_size=settings.batch_size, progress=progress)
+                images = generate_images(model, [attacked[i // len(settings.seeds)] for i in range(len(pairs))],
+                                         flat.seeds, steps=settings.steps, guidance=settings.guidance,
+                                         batch_size=settings.batch_size, progress=progress)
+            return images, placeholder_text
     finally:
         for p in reversed(list(patches)):
             patching.remove(model, p)
+
+
+def concept_inversion(model, patches, concept_word, prompts, settings, attack, cache_dir=None, progress=False):
+    """Concept Inversion's images (see `recover`)."""
+    return recover(model, patches, concept_word, prompts, settings, attack, cache_dir, progress)[0]

@@ -20,7 +20,7 @@ import torch
 from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.model import DiffusionModel
-from erasekit.eval.attacks import InversionAttack, concept_inversion
+from erasekit.eval.attacks import InversionAttack, recover
 from erasekit.eval.detectors import Detector
 from erasekit.eval.metrics import feature_distances, ssim_per_image, ssim_window, wilson_interval
 from erasekit.eval.suites import Prompt, Suite
@@ -153,11 +153,13 @@ def evaluate(
         metrics["clip_score_base"] = clip_score(base["other"], texts, clip_path)
     if attack is not None and patches:
         prompts = [p.prompt for p in suite.groups["target"][:attack_prompts]]
-        recovered = concept_inversion(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
-                                      progress)
+        recovered, text = recover(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
+                                  progress)
         r = _rate(detector.detect(recovered)[suite.concept.attribute] == suite.concept.value)
-        metrics["recovery_rate"], metrics["n_recovery"] = r["value"], r["n"]
-        details["recovery_rate"] = {**r, "attack": "concept-inversion", **asdict(attack)}
+        key, n_key = ("recovery_rate_prompt", "n_recovery_prompt") if attack.project else ("recovery_rate",
+                                                                                          "n_recovery")
+        metrics[key], metrics[n_key] = r["value"], r["n"]
+        details[key] = {**r, "attack": attack.name, "replacement": text, **asdict(attack)}
     return {
         "metrics": metrics,
         "details": details,

@@ -31,7 +31,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("other_accuracy_base", None, "the same on the base model"),
         MetricInfo("ssim_other", True, "SSIM base vs edited, same seed, non-erased prompts"),
         MetricInfo("ssim_target", True, "SSIM base vs edited, same seed, target prompts"),
-        MetricInfo("recovery_rate", False, "target rate after a recovery attack"),
+        MetricInfo("recovery_rate", False, "target rate after the Concept Inversion recovery attack"),
+        MetricInfo("recovery_rate_prompt", False, "target rate after the hard-prompt (UnlearnDiffAtk-style) attack"),
         MetricInfo("seconds", False, "wall time of the erasure"),
     ]
 }
