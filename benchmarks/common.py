@@ -39,16 +39,17 @@ def small_timeline(model, suite: str, prompts: int = 6, seeds: tuple[int, ...] =
 
 
 def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], steps: int, label: dict[str, Any],
-                   extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate `patches` on `suite`; a run entry in BENCHMARKS.md's format."""
-    result = api.evaluate(model, patches, suite, seeds=seeds, steps=steps)
+                   extra_metrics: dict[str, Any] | None = None, attack_steps: int = 0) -> dict[str, Any]:
+    """Evaluate `patches` on `suite` (with a Concept Inversion attack when attack_steps > 0)."""
+    result = api.evaluate(model, patches, suite, seeds=seeds, steps=steps, attack_steps=attack_steps)
     metrics = {**result["metrics"], "ssim_window": result["ssim"]["window"], **(extra_metrics or {})}
     return {**label, "model": "toyworld", "suite": suite, "seeds": seeds, "metrics": metrics,
             "details": result["details"]}
 
 
 def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], suite: str, seeds: list[int],
-             steps: int, label: dict[str, Any] | None = None, timeline_every: int = 0) -> dict[str, Any]:
+             steps: int, label: dict[str, Any] | None = None, timeline_every: int = 0,
+             attack_steps: int = 0) -> dict[str, Any]:
     """Erase with one method and evaluate on one suite (optionally logging a timeline every N steps)."""
     timeline = small_timeline(model, suite) if timeline_every else None
     result, seconds, cfg = erase_timed(model, method, request, config, timeline=timeline,
@@ -59,7 +60,7 @@ def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], 
         model, [stack(patches)] if len(patches) > 1 else patches, suite, seeds, steps,
         {"method": method, "concepts": request.concepts, "anchors": request.anchors,
          "config": dataclasses.asdict(cfg), **(label or {})},
-        {"seconds": round(seconds, 1), "trainable_params": trainable},
+        {"seconds": round(seconds, 1), "trainable_params": trainable}, attack_steps=attack_steps,
     )
     if timeline is not None:
         run["timeline"] = timeline.points

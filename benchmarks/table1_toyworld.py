@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--timeline-every", type=int, default=50, help="training steps between timeline points")
+    parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps per run")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     if args.threads:
@@ -56,7 +57,8 @@ def main() -> None:
             if method == "ca":  # CA maps onto a superset concept: the toy world's unnamed shape / pattern
                 request = EraseRequest(concepts=concepts, anchors=["thing" if case == "circle" else "solid"])
             entry = run_case(model, method, request, config, suite, seeds, args.steps,
-                             label={"case": case, "label": label}, timeline_every=args.timeline_every)
+                             label={"case": case, "label": label}, timeline_every=args.timeline_every,
+                             attack_steps=args.attack_steps)
             runs.append(entry)
             print(case, label, {k: round(v, 3) for k, v in entry["metrics"].items() if isinstance(v, float)},
                   flush=True)
