@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional image backends are never used here
 
 import numpy as np
 import torch

@@ -46,7 +46,7 @@ class ToyTrainConfig:
     n_vae: int = 20_000
     vae_steps: int = 2500
     n_unet: int = 60_000
-    unet_steps: int = 40_000
+    unet_steps: int = 4_000  # the shipped weights: EMA at this step (export_every divides it)
     unet_batch: int = 64
     unet_lr: float = 5e-4
     ema_decay: float = 0.9995
