@@ -5,12 +5,9 @@ Writes benchmarks/results/abo_toyworld.json (format: ../shared/BENCHMARKS.md).
 
 from __future__ import annotations
 
-import argparse
-
-import torch
+import common
 from common import run_case
 
-from erasekit import api
 from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS
 from erasekit.request import EraseRequest
@@ -31,17 +28,10 @@ def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0-3")
-    parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
-    parser.add_argument("--threads", type=int, default=0)
+    parser = common.parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="only the two main cases (no sweeps)")
-    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seeds = api.parse_seeds(args.seeds)
-    model = api.load_model("toyworld", device="cpu")
+    seeds, model = common.setup(args)
     plan = [("circle", {}), ("striped", {})]
     if not args.quick:
         plan += [("circle", {"lam": 0.0}), ("circle", {"lam": 1.0})]

@@ -6,12 +6,9 @@ scopes. Writes benchmarks/results/ca_toyworld.json (format: ../shared/BENCHMARKS
 
 from __future__ import annotations
 
-import argparse
-
-import torch
+import common
 from common import run_case
 
-from erasekit import api
 from erasekit.eval.results import write_result
 from erasekit.methods.ca.config import TOYWORLD_DEFAULTS
 from erasekit.request import EraseRequest
@@ -21,17 +18,10 @@ REQUEST = EraseRequest(concepts=["circle"], anchors=["thing"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0-3")
-    parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
+    parser = common.parser(__doc__)
     parser.add_argument("--train-steps", default="25,50,100,200", help="training steps of the convergence curve")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seeds = api.parse_seeds(args.seeds)
-    model = api.load_model("toyworld", device="cpu")
+    seeds, model = common.setup(args)
     plan = [{"variant": v, "steps": int(n)} for v in ("model", "noise") for n in args.train_steps.split(",")]
     plan += [{"scope": "embedding"}]
     runs = []

@@ -65,3 +65,24 @@ def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], 
     if timeline is not None:
         run["timeline"] = timeline.points
     return run
+
+
+def parser(description: str):
+    """The options every toy-world benchmark takes (seeds, DDIM steps, threads, output directory)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seeds", default="0-3", help="evaluation seeds per prompt")
+    p.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", default="benchmarks/results")
+    return p
+
+
+def setup(args) -> tuple[list[int], Any]:
+    """Apply the thread count; return the seeds and the loaded toy-world model."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return api.parse_seeds(args.seeds), api.load_model("toyworld", device="cpu")

@@ -5,12 +5,9 @@ cycles. Writes benchmarks/results/sepme_toyworld.json (format: ../shared/BENCHMA
 
 from __future__ import annotations
 
-import argparse
-
-import torch
+import common
 from common import erase_timed, evaluation_run
 
-from erasekit import api
 from erasekit.core.patch import stack
 from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
@@ -26,17 +23,10 @@ def evaluate_all(model, patches, seeds, steps, label) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0-3")
-    parser.add_argument("--steps", type=int, default=35)
+    parser = common.parser(__doc__)
     parser.add_argument("--cycles", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seeds = api.parse_seeds(args.seeds)
-    model = api.load_model("toyworld", device="cpu")
+    seeds, model = common.setup(args)
     runs: list[dict] = []
 
     def record(entries):

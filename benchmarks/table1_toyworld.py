@@ -6,12 +6,9 @@ Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md)
 
 from __future__ import annotations
 
-import argparse
-
-import torch
+import common
 from common import evaluation_run, run_case
 
-from erasekit import api
 from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
 from erasekit.methods.ca.config import TOYWORLD_DEFAULTS as CA_TOY
@@ -35,19 +32,12 @@ METHODS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0-3")
-    parser.add_argument("--steps", type=int, default=35)
+    parser = common.parser(__doc__)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--timeline-every", type=int, default=50, help="training steps between timeline points")
     parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps per run")
-    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seeds = api.parse_seeds(args.seeds)
-    model = api.load_model("toyworld", device="cpu")
+    seeds, model = common.setup(args)
     runs: list[dict] = []
     for case, (suite, concepts, anchor) in CASES.items():
         runs.append(evaluation_run(model, [], suite, seeds, args.steps, {"method": "base", "case": case}))
