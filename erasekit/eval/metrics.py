@@ -34,6 +34,12 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("recovery_rate", False, "target rate after the Concept Inversion recovery attack"),
         MetricInfo("recovery_rate_prompt", False, "target rate after the hard-prompt (UnlearnDiffAtk-style) attack"),
         MetricInfo("seconds", False, "wall time of the erasure"),
+        MetricInfo("fid_other", False, "FID base vs edited images of other prompts (feature net stated in the result)"),
+        MetricInfo("kid_other", False, "KID base vs edited images of other prompts"),
+        MetricInfo("clip_score", True, "CLIP score of edited other-prompt images with their prompts (local CLIP)"),
+        MetricInfo("ua", True, "UnlearnCanvas unlearning accuracy: 1 − target_rate"),
+        MetricInfo("ira", True, "UnlearnCanvas in-domain retain accuracy: other concepts of the erased kind"),
+        MetricInfo("cra", True, "UnlearnCanvas cross-domain retain accuracy: concepts of other kinds"),
     ]
 }
 
@@ -62,19 +68,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-METRICS.update({
-    m.name: m
-    for m in [
-        MetricInfo("fid_other", False, "FID base vs edited images of other prompts (feature net stated in the result)"),
-        MetricInfo("kid_other", False, "KID base vs edited images of other prompts"),
-        MetricInfo("clip_score", True, "CLIP score of edited other-prompt images with their prompts (local CLIP)"),
-        MetricInfo("ua", True, "UnlearnCanvas unlearning accuracy: 1 − target_rate"),
-        MetricInfo("ira", True, "UnlearnCanvas in-domain retain accuracy: other concepts of the erased kind"),
-        MetricInfo("cra", True, "UnlearnCanvas cross-domain retain accuracy: concepts of other kinds"),
-    ]
-})
 
 
 class _Features(torch.nn.Module):
