@@ -7,7 +7,7 @@ import pytest
 from erasekit.cli.main import cli, main
 
 COMMANDS = [
-    [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["generate"], ["erase"], ["demo"],
+    [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["ls", "suites"], ["generate"], ["erase"], ["demo"],
     ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
     ["toyworld"], ["toyworld", "train"], ["purify"], ["eval"], ["report"],
 ]

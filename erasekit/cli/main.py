@@ -43,7 +43,7 @@ def cli(verbose: int) -> None:
 # --------------------------------------------------------------------- ls
 @cli.group("ls")
 def ls() -> None:
-    """List what erasekit knows: methods, parameter scopes."""
+    """List what erasekit knows: methods, parameter scopes, prompt suites."""
 
 
 @ls.command("methods")
@@ -53,6 +53,18 @@ def ls_methods() -> None:
 
     for spec in list_methods():
         click.echo(f"{spec.name:8s} {spec.summary}")
+
+
+@ls.command("suites")
+def ls_suites() -> None:
+    """Prompt suites: the shipped ones, and how to name generated toy-world and I2P suites."""
+    from erasekit.eval.suites import builtin_suites
+
+    for name in builtin_suites():
+        click.echo(f"{name:28s} shipped")
+    click.echo(f"{'toyworld:shape=circle':28s} generated; any shape or pattern, optional :anchor=shape=square")
+    click.echo(f"{'path/to/i2p.csv[:sexual]':28s} I2P's CSV (prompt, sd_seed, sd_guidance_scale), optional category")
+    click.echo(f"{'path/to/suite.yaml':28s} your own suite file")
 
 
 @ls.command("scopes")
