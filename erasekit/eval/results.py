@@ -31,6 +31,10 @@ def git_commit(repo: Path | None = None) -> str:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# The commit a benchmark's code came from is the one checked out when it started, not when it ends.
+_GIT_AT_IMPORT = git_commit()
+
+
 def device_description() -> str:
     parts = [f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()} ({platform.machine()})"]
     if torch.cuda.is_available():
@@ -61,7 +65,7 @@ def write_result(
         "benchmark": name,
         "schema": SCHEMA,
         "erasekit_version": erasekit.__version__,
-        "git": git_commit(),
+        "git": _GIT_AT_IMPORT,
         "command": command_line(),
         "device": device_description(),
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
