@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch: the pinned CPU build only when no torch is importable, so a user's GPU build stays.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,nsfw]"
+	$(PIP) install --quiet -e ".[dev,nsfw,imagenet]"
 	touch $(STAMP)
 
 demo: setup

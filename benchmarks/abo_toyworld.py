@@ -17,8 +17,13 @@ CASES = {
                    suite="toyworld:shape=circle:anchor=shape=square", config={}),
     # The request names only "striped"; it is measured on context prompts that never say it.
     "striped": dict(request=EraseRequest(concepts=["striped"], anchors=["solid"]), suite="toyworld:pattern=striped",
-                    config={"lr": 3e-4}),
+                    config={"lr": 6e-4}),
 }
+# The paper's purification settings (λ = 0, cross-attention scope); the toy world's striped learning rate.
+PURIFY_CONFIG = {"lam": 0.0, "scope": "xattn", "lr": 6e-4}
+# (condition, CFG scale when regenerating, which weights invert): the CLI default first.
+PURIFY_SETTINGS = [("", 1.0, "edited"), ("striped", 1.0, "edited"), ("striped", 7.5, "edited"),
+                   ("striped", 7.5, "base")]
 
 
 def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict:
@@ -27,9 +32,57 @@ def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict
     return run_case(model, "abo", case["request"], config, case["suite"], seeds, steps, label={"case": name})
 
 
+def striped_renders(n: int, seed: int = 0):
+    """n ground-truth renders of striped objects over every shape, colour and background."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from erasekit.toyworld import domain
+
+    rng = random.Random(seed)
+    striped = domain.PATTERNS.index("striped")
+    scenes = [domain.Scene(i % 5, (i // 5) % 5, i % 3, striped, *domain.random_geometry(rng)) for i in range(n)]
+    return torch.from_numpy(np.stack([domain.render(s, noise_seed=seed * 7919 + i) for i, s in enumerate(scenes)]))
+
+
+def purification(model, n_images: int) -> dict:
+    """Erase stripes with the purification settings, then invert + regenerate rendered striped images."""
+    import time
+
+    from erasekit import api
+    from erasekit.core import patch as patching
+    from erasekit.eval.detectors import get_detector
+    from erasekit.eval.metrics import ssim_per_image, wilson_interval
+
+    case = CASES["striped"]
+    config = {**TOYWORLD_DEFAULTS, **PURIFY_CONFIG}
+    start = time.perf_counter()
+    patch = api.erase(model, "abo", case["request"], config, progress=False)
+    seconds = time.perf_counter() - start
+    images = striped_renders(n_images)
+    detector = get_detector("toyworld-classifier")
+    metrics = {"seconds": round(seconds, 1), "n_images": n_images}
+    for edited in (False, True):
+        if edited:
+            patching.apply(model, patch)
+        for prompt, guidance, invert_with in PURIFY_SETTINGS if edited else PURIFY_SETTINGS[:2]:
+            out = api.purify(model, images, prompt=prompt, guidance=guidance, invert_with=invert_with)
+            removed = detector.detect(out)["pattern"] != "striped"
+            key = f"{'edited' if edited else 'base'}[{prompt or '∅'},cfg{guidance:g},inv-{invert_with}]"
+            metrics[f"stripes_removed {key}"] = float(removed.mean())
+            metrics[f"stripes_removed_ci95 {key}"] = list(wilson_interval(int(removed.sum()), len(removed)))
+            metrics[f"ssim_input {key}"] = ssim_per_image(images, out).mean().item()
+    patching.remove(model, patch)
+    return {"method": "abo", "case": "purification", "concepts": ["striped"], "anchors": ["solid"],
+            "config": config, "model": "toyworld", "metrics": metrics}
+
+
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="only the two main cases (no sweeps)")
+    parser.add_argument("--purify-images", type=int, default=64, help="rendered striped images to purify")
     args = parser.parse_args()
     seeds, model = common.setup(args)
     plan = [("circle", {}), ("striped", {})]
@@ -44,6 +97,10 @@ def main() -> None:
         shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry["metrics"].items()}
         print(name, overrides, shown, flush=True)
         write_result("abo_toyworld", runs, out_dir=args.out)  # partial results survive a stop
+    if not args.quick:
+        runs.append(purification(model, args.purify_images))
+        print("purification", runs[-1]["metrics"], flush=True)
+        write_result("abo_toyworld", runs, out_dir=args.out)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,17 @@ from common import erase_timed, evaluation_run
 from erasekit.core.patch import stack
 from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
+from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
 from erasekit.methods.sepme.config import TOYWORLD_DEFAULTS as SEPME_TOY
 from erasekit.request import EraseRequest
 
 CONCEPTS = ["circle", "cross", "striped"]
-SUITES = {"circle": "toyworld:shape=circle", "cross": "toyworld:shape=cross", "striped": "toyworld:pattern=striped"}
+ATTRIBUTE = {"circle": "shape", "cross": "shape", "striped": "pattern"}
+# Each concept's suite leaves the other erased concepts out of its 'other' group.
+SUITES = {c: f"toyworld:{ATTRIBUTE[c]}={c}" + "".join(f":also={ATTRIBUTE[o]}={o}" for o in CONCEPTS if o != c)
+          for c in CONCEPTS}
+# Single-concept settings of the stacked baselines: abo's toy-world case settings (abo_toyworld.py).
+ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", {"lr": 6e-4})}
 
 
 def evaluate_all(model, patches, seeds, steps, label) -> list[dict]:
@@ -40,16 +46,26 @@ def main() -> None:
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
     record(evaluate_all(model, kept, seeds, args.steps, {"method": "sepme", "case": "restore-circle"}))
 
-    for method, config in (("abo", ABO_TOY), ("esd", {"variant": "x", "steps": 200, "lr": 1e-4})):
-        singles = [erase_timed(model, method, EraseRequest(concepts=[c]), config)[0] for c in CONCEPTS]
-        record(evaluate_all(model, [stack(singles)], seeds, args.steps, {"method": method, "case": "stacked"}))
+    singles = {
+        "abo": [erase_timed(model, "abo", EraseRequest(concepts=[c], anchors=[ABO_SINGLE[c][0]]),
+                            {**ABO_TOY, **ABO_SINGLE[c][1]})[0] for c in CONCEPTS],
+        "esd-x": [erase_timed(model, "esd", EraseRequest(concepts=[c]), {**ESD_TOY, "variant": "x"})[0]
+                  for c in CONCEPTS],
+    }
+    for label, patches_of_method in singles.items():
+        record(evaluate_all(model, [stack(patches_of_method)], seeds, args.steps,
+                            {"method": label, "case": "stacked"}))
 
+    # Erase → restore cycles of "circle" on top of the two kept increments: each cycle trains a new
+    # circle increment (its own seed, the kept concepts protected), applies it, then removes it.
     for cycle in range(args.cycles):
-        record([evaluation_run(model, kept + [by_concept["circle"]], SUITES["cross"], seeds, args.steps,
-                               {"method": "sepme", "case": f"cycle-{cycle}-erased"}),
-                evaluation_run(model, kept, SUITES["cross"], seeds, args.steps,
-                               {"method": "sepme", "case": f"cycle-{cycle}-restored"})])
-
+        config = {**SEPME_TOY, "seed": cycle + 1, "protect": [c for c in CONCEPTS if c != "circle"]}
+        (circle,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["circle"]), config)
+        record([evaluation_run(model, kept + [circle], SUITES["circle"], seeds, args.steps,
+                               {"method": "sepme", "case": f"cycle-{cycle}-erased", "measured": "circle",
+                                "seconds": round(seconds, 1)}),
+                evaluation_run(model, kept, SUITES["circle"], seeds, args.steps,
+                               {"method": "sepme", "case": f"cycle-{cycle}-restored", "measured": "circle"})])
 
 if __name__ == "__main__":
     main()

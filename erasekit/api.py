@@ -183,11 +183,20 @@ def purify(
     steps: int = 35,
     guidance: float = 1.0,
     batch_size: int = 16,
+    invert_with: str = "edited",
 ) -> torch.Tensor:
-    """Concept purification (All-but-One §5): DDIM-invert real images with the (edited) model,
-    conditioned on `prompt` (∅ by default), and regenerate them from the inverted noise."""
+    """Concept purification (All-but-One §5): DDIM-invert real images conditioned on `prompt`
+    (∅ by default) and regenerate them from the inverted noise with the (edited) model.
+
+    invert_with: 'edited' inverts with the model as loaded; 'base' inverts with its UNet's weights
+    before any patch, so that only the regeneration sees the erasure.
+    """
     from erasekit.core.sampler import DDIMSampler
 
+    if invert_with not in ("edited", "base"):
+        raise ErasekitError(f"invert_with must be 'edited' or 'base', got {invert_with!r}")
+    inverter = DDIMSampler(model, steps=steps, guidance=1.0,
+                           weights=_base_unet_weights(model) if invert_with == "base" else None)
     sampler = DDIMSampler(model, steps=steps, guidance=guidance)
     cond_one, uncond_one = model.encode([prompt])[0], model.encode([""])[0]
     out = []
@@ -195,10 +204,18 @@ def purify(
         batch = images[start : start + batch_size]
         cond = cond_one.expand(len(batch), *cond_one.shape)
         latents = model.encode_images(batch)
-        x_T = sampler.invert(latents, cond).latents
+        x_T = inverter.invert(latents, cond).latents
         regenerated = sampler.sample(x_T, cond, uncond_one.expand_as(cond)).latents
         out.append(model.decode(regenerated).cpu())
     return torch.cat(out)
+
+
+def _base_unet_weights(model: DiffusionModel) -> dict[str, torch.Tensor] | None:
+    """The UNet tensors the applied patches changed, at their unpatched values (None: no patch)."""
+    names = {n for p in patching.applied(model) for n in p.deltas if n.startswith("unet.")}
+    if not names:
+        return None
+    return {n.removeprefix("unet."): t for n, t in patching.base_tensors(model, names).items()}
 
 
 def evaluate(

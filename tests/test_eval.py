@@ -34,6 +34,19 @@ def test_toyworld_suite_groups_and_labels():
     assert all("striped" not in p.prompt and "solid" not in p.prompt for p in striped.groups["implicit"])
 
 
+def test_suite_spec_also_drops_jointly_erased_concepts_from_other():
+    full = resolve_suite("toyworld:pattern=striped")
+    joint = resolve_suite("toyworld:pattern=striped:also=shape=circle:also=shape=cross")
+    kept = {p.labels["shape"] for p in joint.groups["other"]}
+    assert kept == {"square", "triangle", "diamond"}
+    assert len(joint.groups["other"]) == sum(p.labels["shape"] in kept for p in full.groups["other"])
+    assert joint.groups["target"] == full.groups["target"]
+    with pytest.raises(ErasekitError, match="not a toy-world attribute"):
+        resolve_suite("toyworld:shape=circle:also=shape=blob")
+    with pytest.raises(ErasekitError, match="bad suite spec"):
+        resolve_suite("toyworld:shape=circle:with=shape=cross")
+
+
 def test_suite_yaml_round_trip(tmp_path):
     suite = resolve_suite("toyworld:pattern=striped:anchor=pattern=solid")
     again = load_suite(suite.to_yaml(tmp_path / "s.yaml"))
@@ -163,6 +176,24 @@ def test_nudenet_finds_nothing_on_plain_images():
     exposed = detector.exposed([{"class": "BUTTOCKS_EXPOSED", "score": 0.5}, {"class": "FACE_FEMALE", "score": 0.9}],
                                0.45)
     assert exposed == {"BUTTOCKS_EXPOSED"}
+
+
+def test_efficientnet_detector_loads_shipped_weights_and_names_imagenette_classes(monkeypatch):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from erasekit.eval.detectors import ImageNetDetector, get_detector
+
+    detector = get_detector("efficientnet-lite0")  # strict state-dict load: a layout mismatch fails here
+    assert isinstance(detector, ImageNetDetector)
+    images = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    x = detector._inputs(torch.stack([torch.zeros(3, 8, 8), torch.ones(3, 8, 8)]))
+    assert x.shape[-1] == 224 and x[0].max() == pytest.approx(-127 / 128) and x[1].min() == pytest.approx(1.0)
+    together = detector.logits(images)
+    detector.batch_size = 1  # eval mode: an image's logits do not depend on its batch
+    torch.testing.assert_close(detector.logits(images), together, atol=1e-4, rtol=1e-4)
+    assert detector.features(images).shape == (3, 1280)
+    monkeypatch.setattr(detector, "logits", lambda imgs: torch.nn.functional.one_hot(
+        torch.tensor([497, 5, 701]), 1000).float())
+    assert list(detector.detect(images)["object"]) == ["church", "imagenet-5", "parachute"]
 
 
 @pytest.mark.skipif(not __import__("erasekit.core.model", fromlist=["x"]).toyworld_dir().joinpath(

@@ -106,3 +106,22 @@ def test_export_refuses_non_empty_directory(tiny_model, tmp_path):
     (tmp_path / "x" / "keep.txt").write_text("mine")
     with pytest.raises(Exception, match="not an empty directory"):
         patching.export_pipeline(tiny_model, tmp_path / "x")
+
+
+def test_purify_inverts_with_base_weights_and_regenerates_with_the_patch(tiny_model):
+    from erasekit import api
+    from erasekit.core.sampler import DDIMSampler
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    patch = _random_patch(tiny_model, "xattn", seed=4, scale=0.2)
+    cond = tiny_model.encode(["circle"])[0].expand(2, -1, -1)
+    sampler = DDIMSampler(tiny_model, steps=3, guidance=1.0)
+    with torch.no_grad():
+        x_T = sampler.invert(tiny_model.encode_images(images), cond).latents  # unpatched weights invert
+        patching.apply(tiny_model, patch)
+        expected = tiny_model.decode(sampler.sample(x_T, cond, cond).latents).cpu()
+        got = api.purify(tiny_model, images, prompt="circle", steps=3, invert_with="base")
+        edited = api.purify(tiny_model, images, prompt="circle", steps=3, invert_with="edited")
+    patching.remove(tiny_model, patch)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got - edited).abs().max() > 1e-3  # the inverting weights matter

@@ -43,7 +43,7 @@ def cli(verbose: int) -> None:
 # --------------------------------------------------------------------- ls
 @cli.group("ls")
 def ls() -> None:
-    """List what erasekit knows: methods, parameter scopes, prompt suites."""
+    """List what erasekit knows: methods, parameter scopes, prompt suites, detectors."""
 
 
 @ls.command("methods")
@@ -65,6 +65,16 @@ def ls_suites() -> None:
     click.echo(f"{'toyworld:shape=circle':28s} generated; any shape or pattern, optional :anchor=shape=square")
     click.echo(f"{'path/to/i2p.csv[:sexual]':28s} I2P's CSV (prompt, sd_seed, sd_guidance_scale), optional category")
     click.echo(f"{'path/to/suite.yaml':28s} your own suite file")
+
+
+@ls.command("detectors")
+def ls_detectors() -> None:
+    """Detectors a suite can name, with what each reads from an image."""
+    from erasekit.eval.detectors import DETECTORS
+
+    for name, cls in DETECTORS.items():
+        click.echo(f"{name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    click.echo(f"{'clip (--clip PATH)':20s} CLIP zero-shot and clip_score from a local CLIP directory")
 
 
 @ls.command("scopes")
@@ -311,8 +321,10 @@ def report(results, out, title):
 @click.option("--prompt", default="", help="condition for inversion and regeneration (default: ∅).")
 @click.option("--steps", default=35, show_default=True, type=click.IntRange(min=1), help="DDIM steps.")
 @click.option("--guidance", default=1.0, show_default=True, type=float, help="CFG scale when regenerating.")
+@click.option("--invert-with", type=click.Choice(["edited", "base"]), default="edited", show_default=True,
+              help="weights that invert: the patched model, or its UNet before the patches.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
-def purify(images, model, patches, config, device, prompt, steps, guidance, out):
+def purify(images, model, patches, config, device, prompt, steps, guidance, invert_with, out):
     """Concept purification: DDIM-invert IMAGES with the edited model and regenerate them.
 
     With an All-but-One patch trained at λ = 0 on the cross-attention scope, the regenerated
@@ -322,13 +334,14 @@ def purify(images, model, patches, config, device, prompt, steps, guidance, out)
 
     m = api.load_model(model, patches, device=device, config=config)
     x = api.load_images(images, m.image_size)
-    result = api.purify(m, x, prompt=prompt, steps=steps, guidance=guidance)
+    result = api.purify(m, x, prompt=prompt, steps=steps, guidance=guidance, invert_with=invert_with)
     pairs = [(prompt, 0)] * len(images)
     import torch
 
     both = torch.cat([x, result])  # inputs in the first row, purified below
     path = api.save_images(result, pairs, out, columns=len(images),
-                           info={"inputs": list(images), "patches": list(patches), "steps": steps})
+                           info={"inputs": list(images), "patches": list(patches), "steps": steps,
+                                 "guidance": guidance, "invert_with": invert_with})
     api.image_grid(both, columns=len(images)).save(path / "before_after.png")
     click.echo(f"{len(images)} purified images in {path} (before/after: {path / 'before_after.png'})")
 

