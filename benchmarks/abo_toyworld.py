@@ -89,7 +89,8 @@ def main() -> None:
     if not args.quick:
         plan += [("circle", {"lam": 0.0}), ("circle", {"lam": 1.0})]
         plan += [("circle", {"scope": "xattn"}), ("circle", {"scope": "full"})]
-        plan += [("striped", {"preset": "toyworld-striped"}), ("striped", {"delta": "implicit"})]
+        plan += [("striped", {"preset": "toyworld-striped"}), ("striped", {"delta": "implicit"}),
+                 ("striped", {"delta": "implicit", "suppress_eos": True})]
     runs = []
     for name, overrides in plan:
         entry = run(model, name, overrides, seeds, args.steps)

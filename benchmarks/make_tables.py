@@ -16,28 +16,53 @@ def _fmt(value) -> str:
     return str(value)
 
 
+# The columns of a multi-run table, in this order (every other metric stays in the JSON).
+COLUMNS = ("target_rate", "synonym_rate", "misspelling_rate", "implicit_rate", "anchor_rate", "recovery_rate",
+           "other_accuracy", "other_accuracy_base", "ssim_other", "fid_other", "kid_other", "seconds",
+           "trainable_params")
+
+
 def table(doc: dict) -> str:
     runs = doc["runs"]
-    keys: list[str] = []
-    for run in runs:
-        keys += [k for k, v in run["metrics"].items() if k not in keys and isinstance(v, (int, float))]
-    label = [f"{run.get('method') or '—'} {run.get('case', '')} {_config_note(run)}".strip() for run in runs]
     lines = [f"### {doc['benchmark']}", "",
              f"`{doc['command']}` at `{doc['git'][:12]}` on {doc['device']} ({doc['created']})", ""]
-    if len(runs) == 1:
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(runs[0]['metrics'][k])} |" for k in keys]
-    else:
+    varying = _varying(runs)
+    standard = [r for r in runs if len(runs) > 1 and any(k in r["metrics"] for k in COLUMNS)]
+    if standard:
+        keys = [k for k in COLUMNS if any(k in r["metrics"] for r in standard)]
         lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for name, run in zip(label, runs, strict=True):
-            lines.append(f"| {name} | " + " | ".join(_fmt(run["metrics"].get(k, "")) for k in keys) + " |")
+        for run in standard:
+            cells = " | ".join(_fmt(run["metrics"].get(k, "")) for k in keys)
+            lines.append(f"| {_label(run, varying)} | {cells} |")
+    for run in (r for r in runs if not any(r is s for s in standard)):  # runs with metrics of their own
+        if standard or len(runs) > 1:
+            lines += ["", f"{_label(run, varying)}:", ""]
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in run["metrics"].items() if isinstance(v, (int, float))]
     return "\n".join(lines)
 
 
-def _config_note(run: dict) -> str:
+def _label(run: dict, varying: list[str]) -> str:
+    text = " ".join(str(run[k]) for k in ("label", "case", "measured") if run.get(k))
+    return f"{'' if run.get('label') else run.get('method') or '—'} {text} {_config_note(run, varying)}".strip()
+
+
+def _config_note(run: dict, varying: list[str]) -> str:
     cfg = run.get("config") or {}
-    parts = [f"{k}={cfg[k]}" for k in ("scope", "lam", "delta") if k in cfg]
+    parts = [f"{k}={cfg[k]}" for k in varying if k in cfg]
     return f"({', '.join(parts)})" if parts else ""
+
+
+def _varying(runs: list[dict]) -> list[str]:
+    """Scalar config keys whose value differs between runs of the same method (what the rows compare)."""
+    keys: list[str] = []
+    for method in {r.get("method") for r in runs}:
+        cfgs = [r.get("config") or {} for r in runs if r.get("method") == method]
+        for key in dict.fromkeys(k for c in cfgs for k in c):
+            values = {repr(c.get(key)) for c in cfgs}
+            if len(values) > 1 and all(isinstance(c.get(key), (int, float, str, type(None))) for c in cfgs):
+                keys += [key] if key not in keys and key not in ("seed", "checkpoint_every") else []
+    return keys
 
 
 def render_readme(text: str) -> str:

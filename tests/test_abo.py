@@ -138,3 +138,13 @@ def test_no_anchor_and_no_delta_is_refused(tiny_model):
 
     with pytest.raises(ErasekitError, match="nothing is erased"):
         api_erase(tiny_model, "abo", EraseRequest(concepts=["circle"]), AboConfig(steps=1))
+
+
+def test_implicit_delta_token_scale_covers_word_and_optionally_eos(tiny_model):
+    from erasekit.methods.abo.method import concept_token_scale
+
+    n_word = len(tiny_model.tokenizer("circle box", add_special_tokens=False).input_ids)
+    words = concept_token_scale(tiny_model, "circle box", 0.25)
+    assert words[0] == 1 and torch.all(words[1 : 1 + n_word] == 0.25) and torch.all(words[1 + n_word :] == 1)
+    with_eos = concept_token_scale(tiny_model, "circle box", 0.0, with_eos=True)
+    assert with_eos[0] == 1 and torch.all(with_eos[1:] == 0)

@@ -48,6 +48,9 @@ class AboConfig:
     instructions: list[dict[str, Any]] = field(default_factory=list)
     t_warmup: int = 5
     attention_scale: float = 0.0
+    # Implicit δ: also reweight the EOS/padding positions after the concept. A causal text encoder
+    # copies the concept into them, so suppressing only its word tokens can leave it in place.
+    suppress_eos: bool = False
     grad_clip: float | None = None
     seed: int = 0
     checkpoint_every: int = 0

@@ -49,12 +49,13 @@ def abo_losses(
     return concept, penalty
 
 
-def concept_token_scale(model: DiffusionModel, concept: str, factor: float) -> torch.Tensor:
-    """(L,) attention multipliers: `factor` on the tokens spelling `concept` in its own prompt."""
+def concept_token_scale(model: DiffusionModel, concept: str, factor: float, with_eos: bool = False) -> torch.Tensor:
+    """(L,) attention multipliers: `factor` on the tokens spelling `concept` in its own prompt
+    (and on every EOS/padding position after them when `with_eos`)."""
     ids = model.tokenize([concept])[0]
     n_tokens = len(model.tokenizer(concept, add_special_tokens=False).input_ids)
     scale = torch.ones(ids.shape[0], device=model.device)
-    scale[1 : 1 + n_tokens] = factor
+    scale[1 : (None if with_eos else 1 + n_tokens)] = factor
     return scale
 
 
@@ -75,7 +76,8 @@ class _Teacher:
             self.instruction_embeds = model.encode([i.text for i in self.instructions]) if self.instructions else None
         self.scales = None
         if config.delta == "implicit":
-            self.scales = [concept_token_scale(model, c, config.attention_scale) for c in request.concepts]
+            self.scales = [concept_token_scale(model, c, config.attention_scale, config.suppress_eos)
+                           for c in request.concepts]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, tau: int, k: int):
