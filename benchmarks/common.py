@@ -49,13 +49,18 @@ def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], st
 
 def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], suite: str, seeds: list[int],
              steps: int, label: dict[str, Any] | None = None, timeline_every: int = 0,
-             attack_steps: int = 0) -> dict[str, Any]:
-    """Erase with one method and evaluate on one suite (optionally logging a timeline every N steps)."""
+             attack_steps: int = 0, save_to: str | None = None) -> dict[str, Any]:
+    """Erase with one method and evaluate on one suite (optionally logging a timeline every N steps).
+
+    save_to: also write the (stacked) patch there, for figures drawn from the benchmark's own edits.
+    """
     timeline = small_timeline(model, suite) if timeline_every else None
     result, seconds, cfg = erase_timed(model, method, request, config, timeline=timeline,
                                        timeline_every=timeline_every)
     patches = result if isinstance(result, list) else [result]
     trainable = sum(p.info.get("trainable_params", 0) for p in patches) or sum(p.num_values() for p in patches)
+    if save_to:
+        (stack(patches) if len(patches) > 1 else patches[0]).save(save_to)
     run = evaluation_run(
         model, [stack(patches)] if len(patches) > 1 else patches, suite, seeds, steps,
         {"method": method, "concepts": request.concepts, "anchors": request.anchors,

@@ -6,29 +6,47 @@ Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import common
 from common import evaluation_run, run_case
 
 from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
 from erasekit.methods.ca.config import TOYWORLD_DEFAULTS as CA_TOY
+from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
+from erasekit.methods.fmn.config import TOYWORLD_DEFAULTS as FMN_TOY
+from erasekit.methods.sdd.config import TOYWORLD_DEFAULTS as SDD_TOY
 from erasekit.request import EraseRequest
+from erasekit.toyworld.domain import caption_templates
 
 CASES = {
-    "circle": ("toyworld:shape=circle:anchor=shape=square", ["circle"], "square"),
-    "striped": ("toyworld:pattern=striped", ["striped"], "solid"),
+    "circle": ("toyworld:shape=circle:anchor=shape=square", ["circle"], "square", "shape"),
+    "striped": ("toyworld:pattern=striped", ["striped"], "solid", "pattern"),
 }
 # Toy-world settings per method: the papers' optimisers and objectives, with the learning rate
 # raised for the toy UNet where the paper's SD value does not move it (see docs/methods/).
+# (method, settings, anchor per case: None = the method takes none)
 METHODS = {
-    "abo": ("abo", ABO_TOY, True),
-    "ca": ("ca", CA_TOY, True),
-    "esd-x": ("esd", {"variant": "x", "steps": 200, "lr": 1e-4}, False),
-    "esd-u": ("esd", {"variant": "u", "steps": 200, "lr": 1e-4}, False),
-    "sdd": ("sdd", {"steps": 300, "lr": 1e-4}, False),
-    "uce": ("uce", {}, True),
-    "fmn": ("fmn", {"steps": 35, "lr": 1e-4, "n_images": 32}, False),
+    "abo": ("abo", ABO_TOY, {"circle": "square", "striped": "solid"}),
+    # CA maps onto a superset concept: the toy world's unnamed shape, or the solid pattern.
+    "ca": ("ca", CA_TOY, {"circle": "thing", "striped": "solid"}),
+    "esd-x": ("esd", {**ESD_TOY, "variant": "x"}, None),
+    "esd-u": ("esd", {**ESD_TOY, "variant": "u"}, None),
+    "sdd": ("sdd", SDD_TOY, None),
+    "uce": ("uce", {}, {"circle": "square", "striped": "solid"}),
+    "fmn": ("fmn", FMN_TOY, None),
 }
+# Per-case settings that differ from a method's toy defaults (from that method's own benchmark).
+CASE_SETTINGS = {("abo", "striped"): {"lr": 6e-4}}
+
+
+def case_config(label: str, case: str) -> dict:
+    method, config, _ = METHODS[label]
+    config = {**config, **CASE_SETTINGS.get((label, case), {})}
+    if method == "ca":  # anchor prompts in the toy world's caption styles (ca_toyworld.py)
+        config["prompt_templates"] = caption_templates(50, CASES[case][3])
+    return config
 
 
 def main() -> None:
@@ -36,19 +54,20 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--timeline-every", type=int, default=50, help="training steps between timeline points")
     parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps per run")
+    parser.add_argument("--patches", default=".cache/erasekit/table1-patches",
+                        help="where each run's patch is kept (benchmarks/table1_grid.py draws from them)")
     args = parser.parse_args()
     seeds, model = common.setup(args)
     runs: list[dict] = []
-    for case, (suite, concepts, anchor) in CASES.items():
+    Path(args.patches).mkdir(parents=True, exist_ok=True)
+    for case, (suite, concepts, _, _) in CASES.items():
         runs.append(evaluation_run(model, [], suite, seeds, args.steps, {"method": "base", "case": case}))
         for label in args.methods.split(","):
-            method, config, uses_anchor = METHODS[label]
-            request = EraseRequest(concepts=concepts, anchors=[anchor] if uses_anchor else [])
-            if method == "ca":  # CA maps onto a superset concept: the toy world's unnamed shape / pattern
-                request = EraseRequest(concepts=concepts, anchors=["thing" if case == "circle" else "solid"])
-            entry = run_case(model, method, request, config, suite, seeds, args.steps,
+            method, _, anchors = METHODS[label]
+            request = EraseRequest(concepts=concepts, anchors=[anchors[case]] if anchors else [])
+            entry = run_case(model, method, request, case_config(label, case), suite, seeds, args.steps,
                              label={"case": case, "label": label}, timeline_every=args.timeline_every,
-                             attack_steps=args.attack_steps)
+                             attack_steps=args.attack_steps, save_to=f"{args.patches}/{label}-{case}.safetensors")
             runs.append(entry)
             print(case, label, {k: round(v, 3) for k, v in entry["metrics"].items() if isinstance(v, float)},
                   flush=True)
