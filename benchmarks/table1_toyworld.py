@@ -15,6 +15,7 @@ from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
 from erasekit.methods.ca.config import TOYWORLD_DEFAULTS as CA_TOY
 from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
+from erasekit.methods.esd.config import TOYWORLD_U_LR as ESD_U_LR
 from erasekit.methods.fmn.config import TOYWORLD_DEFAULTS as FMN_TOY
 from erasekit.methods.sdd.config import TOYWORLD_DEFAULTS as SDD_TOY
 from erasekit.request import EraseRequest
@@ -32,7 +33,7 @@ METHODS = {
     # CA maps onto a superset concept: the toy world's unnamed shape, or the solid pattern.
     "ca": ("ca", CA_TOY, {"circle": "thing", "striped": "solid"}),
     "esd-x": ("esd", {**ESD_TOY, "variant": "x"}, None),
-    "esd-u": ("esd", {**ESD_TOY, "variant": "u"}, None),
+    "esd-u": ("esd", {**ESD_TOY, "variant": "u", "lr": ESD_U_LR}, None),
     "sdd": ("sdd", SDD_TOY, None),
     "uce": ("uce", {}, {"circle": "square", "striped": "solid"}),
     "fmn": ("fmn", FMN_TOY, None),
