@@ -36,6 +36,17 @@ def test_momentum_early_stopping_fires_on_constructed_sequence():
     assert fired == [False, False, False, False, True, True]
     never = MomentumStopper(momentum=0.9, warmup=0, tau=-1.0, tau_rel=0.1)
     assert not any(never.update(v) for v in [1.0, 0.5, 0.2])
+    anti = MomentumStopper(momentum=0.5, warmup=0, tau=None, tau_rel=-0.25)
+    # τ = −0.25·|L_0| = −0.25; L_mom: 1, 0 (uncorrelated is not enough), −0.5 (< τ)
+    assert [anti.update(v) for v in [1.0, -1.0, -1.0]] == [False, False, True]
+
+
+@pytest.mark.parametrize("tau_rel", [0.0, 1.5, float("nan")])
+def test_bad_relative_tau_is_refused(tau_rel):
+    from erasekit.methods.sepme.config import SepmeConfig
+
+    with pytest.raises(ValueError, match="tau_rel"):
+        SepmeConfig(tau_rel=tau_rel)
 
 
 @pytest.fixture

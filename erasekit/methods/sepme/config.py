@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The toy world's settings: fewer concept images; docs/methods/sepme.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 300, "lr": 0.05}
+TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 400, "lr": 0.05, "beta": 1e-2, "tau_rel": -0.25}
 
 
 @dataclass
@@ -19,7 +19,7 @@ class SepmeConfig:
     warmup: int = 10  # early stopping is checked after this many steps
     momentum: float = 0.9  # L_mom ← m·L_mom + (1 − m)·L_cor
     tau: float | None = None  # absolute stopping threshold (SD 1.4: 1e-4); None: tau_rel · initial L_cor
-    tau_rel: float = 0.05
+    tau_rel: float = 0.05  # negative: stop only once the representations are anti-correlated
     reg: float = 1e-6  # λ of the L1 term (1/M) Σ_l ‖β P_l S‖₁
     rank_tol: float = 1e-6  # singular values below tol · σ_max count as zero when building null spaces
     n_images: int = 1000
@@ -34,7 +34,9 @@ class SepmeConfig:
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
         if self.max_steps < 1 or self.n_images < 1 or self.image_steps < 1 or self.warmup < 0:
             raise ValueError("max_steps, n_images and image_steps must be >= 1, warmup >= 0")
-        for name in ("beta", "lr", "tau_rel", "rank_tol"):
+        if not (math.isfinite(self.tau_rel) and -1 < self.tau_rel < 1 and self.tau_rel != 0):
+            raise ValueError(f"tau_rel must lie in (-1, 1) and not be 0, got {self.tau_rel}")
+        for name in ("beta", "lr", "rank_tol"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
