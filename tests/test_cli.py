@@ -7,7 +7,8 @@ import pytest
 from erasekit.cli.main import cli, main
 
 COMMANDS = [
-    [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["ls", "suites"], ["generate"], ["erase"], ["demo"],
+    [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["ls", "suites"], ["ls", "detectors"], ["generate"],
+    ["erase"], ["demo"],
     ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
     ["toyworld"], ["toyworld", "train"], ["purify"], ["eval"], ["report"],
 ]
@@ -25,6 +26,14 @@ def test_every_command_has_help(command, capsys):
     code, out, _ = _run([*command, "--help"], capsys)
     assert code == 0
     assert "Usage:" in out and len(out.splitlines()) > 3
+
+
+def test_ls_detectors_names_every_registered_detector(capsys):
+    from erasekit.eval.detectors import DETECTORS
+
+    code, out, _ = _run(["ls", "detectors"], capsys)
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[: len(DETECTORS)]] == list(DETECTORS)
 
 
 def test_version(capsys):
