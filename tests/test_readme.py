@@ -17,3 +17,23 @@ def test_readme_results_match_the_json_files():
 def test_readme_shows_the_two_commands_first():
     head = (ROOT / "README.md").read_text().split("\n## ")[0]
     assert "make demo" in head and "make test" in head
+
+
+def test_git_commit_ignores_result_files_but_not_code(tmp_path):
+    import subprocess
+
+    from erasekit.eval.results import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "x.json").write_text("{}")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    (tmp_path / "benchmarks" / "results" / "x.json").write_text('{"runs": []}')
+    assert not git_commit(tmp_path).endswith("+dirty")
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert git_commit(tmp_path).endswith("+dirty")
