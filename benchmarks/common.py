@@ -14,6 +14,10 @@ from erasekit.core.patch import Patch, stack
 from erasekit.registry import get_method
 from erasekit.request import EraseRequest, build_config
 
+# All-but-One's setting for the implicit stripes (its lr 2e-4 default is tuned on the shape case):
+# every benchmark that erases stripes with abo uses it (docs/methods/abo.md).
+ABO_STRIPED = {"lr": 1e-3, "steps": 300}
+
 
 def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], cache_dir: str | None = None,
                 timeline=None, timeline_every: int = 0):

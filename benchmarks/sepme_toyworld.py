@@ -21,7 +21,7 @@ ATTRIBUTE = {"circle": "shape", "cross": "shape", "striped": "pattern"}
 SUITES = {c: f"toyworld:{ATTRIBUTE[c]}={c}" + "".join(f":also={ATTRIBUTE[o]}={o}" for o in CONCEPTS if o != c)
           for c in CONCEPTS}
 # Single-concept settings of the stacked baselines: abo's toy-world case settings (abo_toyworld.py).
-ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", {"lr": 6e-4})}
+ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", common.ABO_STRIPED)}
 
 
 def evaluate_all(model, patches, seeds, steps, label) -> list[dict]:

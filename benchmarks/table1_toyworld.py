@@ -39,7 +39,7 @@ METHODS = {
     "fmn": ("fmn", FMN_TOY, None),
 }
 # Per-case settings that differ from a method's toy defaults (from that method's own benchmark).
-CASE_SETTINGS = {("abo", "striped"): {"lr": 6e-4}}
+CASE_SETTINGS = {("abo", "striped"): common.ABO_STRIPED}
 
 
 def case_config(label: str, case: str) -> dict:
