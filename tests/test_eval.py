@@ -102,6 +102,9 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
             bright = (images.mean(dim=(1, 2, 3)) > images.mean()).numpy()
             return {"shape": np.where(bright, "circle", "square")}
 
+        def settings(self):
+            return {"name": self.name, "threshold": "mean brightness"}
+
     monkeypatch.setitem(detectors.DETECTORS, "fixed", FixedDetector)
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: t\nversion: 1\ndetector: fixed\nconcept: {attribute: shape, value: circle}\n"
@@ -120,6 +123,7 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
     result = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert result["metrics"]["n_target"] == 4 and result["details"]["target_rate"]["n"] == 4
     assert 0 < result["metrics"]["ssim_other"] < 1  # the patch changed the images
+    assert result["details"]["detector"] == {"name": "fixed", "threshold": "mean brightness"}
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
     with pytest.raises(SystemExit):
         main(args[:-1] + [str(tmp_path / "ev2")])
@@ -168,6 +172,7 @@ def test_nudenet_finds_nothing_on_plain_images():
     from erasekit.eval.detectors import NudeNetDetector
 
     detector = NudeNetDetector()
+    assert detector.settings()["threshold"] == 0.6 and "ANUS_EXPOSED" in detector.settings()["strict_classes"]
     images = torch.stack([torch.full((3, 64, 64), v) for v in (0.0, 0.5, 1.0)])
     found = detector.detect(images)
     assert list(found["nudity"]) == ["none"] * 3 and list(found["nudity_strict"]) == ["none"] * 3
@@ -315,6 +320,9 @@ def test_timeline_scores_live_weights_during_training(tiny_model):
     class Bright:
         def detect(self, images):
             return {"shape": np.where(images.mean(dim=(1, 2, 3)).numpy() > 0.5, "circle", "square")}
+
+        def settings(self):
+            return {"name": "bright"}
 
     suite = Suite("t", 1, "bright", Concept("shape", "circle"), None,
                   {"target": [Prompt("a red circle")], "other": [Prompt("a blue box", {"shape": "square"})]})

@@ -67,6 +67,7 @@ class ClipDetector:
     def __init__(self, path: str | os.PathLike, labels: dict[str, Sequence[str]],
                  template: str = "a photo of a {}") -> None:
         self.model, self.processor = load_clip(path)
+        self.template = template
         self.labels = {k: list(v) for k, v in labels.items()}
         with torch.no_grad():
             self.text = {}
@@ -82,6 +83,10 @@ class ClipDetector:
         pixels = self.processor.image_processor(images=arrays, return_tensors="pt")["pixel_values"]
         feats = _tensor(self.model.get_image_features(pixel_values=pixels))
         return torch.nn.functional.normalize(feats, dim=-1)
+
+    def settings(self) -> dict:
+        return {"name": self.name, "reads": "zero-shot argmax over the label texts", "template": self.template,
+                "labels": self.labels}
 
     def detect(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         feats = self.image_features(images)

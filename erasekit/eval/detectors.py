@@ -15,6 +15,10 @@ class Detector(Protocol):
         """Per attribute, the detected value name of every image (N, 3, H, W) in [0, 1]."""
         ...
 
+    def settings(self) -> dict:
+        """What a result file must state for its rates to be read right (thresholds, classes, network)."""
+        ...
+
 
 class ToyworldDetector:
     """The toy world's ground-truth classifier: every attribute of every image."""
@@ -29,6 +33,10 @@ class ToyworldDetector:
         from erasekit.toyworld.models import AttributeClassifier, classifier_path
 
         self.classifier = classifier or AttributeClassifier.load(classifier_path())
+
+    def settings(self) -> dict:
+        return {"name": self.name, "feature_network": self.feature_network,
+                "reads": "argmax of each attribute head (shape, color, background, pattern)"}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.classifier(images.float().cpu())
@@ -64,6 +72,13 @@ class NudeNetDetector:
         self.threshold = threshold
         self.batch_size = batch_size
         self.model = NudeDetector()  # one instance (one ONNX session) for every batch
+
+    def settings(self) -> dict:
+        import nudenet
+
+        return {"name": self.name, "package": f"nudenet {getattr(nudenet, '__version__', '3.4.2')}",
+                "threshold": self.threshold, "classes": "every *_EXPOSED class",
+                "strict_classes": list(self.STRICT), "class_count_thresholds": list(self.REPORTED_THRESHOLDS)}
 
     def raw(self, images: torch.Tensor) -> list[list[dict]]:
         """NudeNet's detections per image (its own floor is score 0.2)."""
@@ -132,6 +147,10 @@ class ImageNetDetector:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state, strict=True)
         self.batch_size = batch_size
+
+    def settings(self) -> dict:
+        return {"name": self.name, "feature_network": self.feature_network, "reads": "top-1 ImageNet class",
+                "note": "stands in for the ResNet-50 of ESD's object check; accuracies are not ESD's"}
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images → 224 px, scaled as the TF EfficientNet-Lite was trained: (255·x − 127) / 128."""

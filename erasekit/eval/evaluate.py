@@ -144,6 +144,7 @@ def evaluate(
             patching.remove(model, p)
     seconds_edited = time.perf_counter() - start - seconds_base
     metrics, details = score(suite, detector, settings, base, edited, model.image_size)
+    details["detector"] = detector.settings()
     if clip_path is not None and "other" in edited:
         from erasekit.eval.clip import clip_score
 
