@@ -184,17 +184,23 @@ def purify(
     guidance: float = 1.0,
     batch_size: int = 16,
     invert_with: str = "edited",
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Concept purification (All-but-One §5): DDIM-invert real images conditioned on `prompt`
     (∅ by default) and regenerate them from the inverted noise with the (edited) model.
 
     invert_with: 'edited' inverts with the model as loaded; 'base' inverts with its UNet's weights
     before any patch, so that only the regeneration sees the erasure.
+    strength: the share of the DDIM steps inverted (1: all the way to x_T); lower keeps more of
+    the input and leaves the edited model fewer steps to change it.
     """
     from erasekit.core.sampler import DDIMSampler
 
     if invert_with not in ("edited", "base"):
         raise ErasekitError(f"invert_with must be 'edited' or 'base', got {invert_with!r}")
+    if not 0 < strength <= 1:
+        raise ErasekitError(f"strength must lie in (0, 1], got {strength}")
+    depth = max(1, round(strength * steps))
     inverter = DDIMSampler(model, steps=steps, guidance=1.0,
                            weights=_base_unet_weights(model) if invert_with == "base" else None)
     sampler = DDIMSampler(model, steps=steps, guidance=guidance)
@@ -204,8 +210,8 @@ def purify(
         batch = images[start : start + batch_size]
         cond = cond_one.expand(len(batch), *cond_one.shape)
         latents = model.encode_images(batch)
-        x_T = inverter.invert(latents, cond).latents
-        regenerated = sampler.sample(x_T, cond, uncond_one.expand_as(cond)).latents
+        x_t = inverter.invert(latents, cond, stop_at=depth).latents
+        regenerated = sampler.sample(x_t, cond, uncond_one.expand_as(cond), start_at=steps - depth).latents
         out.append(model.decode(regenerated).cpu())
     return torch.cat(out)
 

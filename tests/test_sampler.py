@@ -83,6 +83,24 @@ def test_ddim_inversion_converges_with_steps(tiny_model, monkeypatch):
     assert errors[2] < 0.02, errors
 
 
+def test_partial_inversion_meets_sampling_at_the_same_timestep(tiny_model, monkeypatch):
+    def smooth_eps(x, t, cond, weights=None):
+        return (0.5 * torch.tanh(x)).expand(cond.shape[0], *x.shape)
+
+    monkeypatch.setattr(tiny_model, "eps", smooth_eps)
+    sampler = DDIMSampler(tiny_model, steps=200, guidance=1.0)
+    cond = tiny_model.encode(["a red circle"])
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    with torch.no_grad():
+        half = sampler.invert(x0, cond, stop_at=100)
+        back = sampler.sample(half.latents, cond, cond, start_at=100)
+        full = sampler.invert(x0, cond)
+    assert half.timesteps[-1] == back.timesteps[0] == sampler.timesteps()[100]
+    assert half.timesteps == full.timesteps[:100]
+    assert float((back.latents - x0).norm() / x0.norm()) < 0.02
+    assert float((half.latents - x0).norm()) < float((full.latents - x0).norm())
+
+
 def test_ddim_inversion_on_toyworld():
     # A trained denoiser on its own data is smooth enough for 50-step inversion. Measured on
     # latents of rendered toy images: 0.086 / 0.038 / 0.020 relative error at 20 / 50 / 100 steps.

@@ -95,18 +95,22 @@ class DDIMSampler:
         return_trajectory: bool = False,
         stop_at: int | None = None,
         progress: bool = False,
+        start_at: int = 0,
     ) -> SampleResult:
         """Denoise x_T under per-sample conditions cond/uncond (B, L, D).
 
         stop_at: return after that many steps (x_t of an intermediate timestep), for methods that
         train on points of the teacher's trajectory.
+        start_at: skip that many steps: x_T is then the latent at timesteps()[start_at] (a partial
+        inversion's end point).
         """
         scheduler = self.model.scheduler
         timesteps = self.timesteps()
         n = len(timesteps) if stop_at is None else stop_at
         x = x_T
         trajectory = [x] if return_trajectory else []
-        for i, t in enumerate(tqdm(timesteps[:n], desc="sampling", disable=not progress, leave=False)):
+        for i, t in enumerate(tqdm(timesteps[start_at:n], desc="sampling", disable=not progress, leave=False),
+                              start=start_at):
             ctx = StepContext(index=i, timestep=t, latents=x, cond=cond, uncond=uncond)
             for hook in hooks:
                 hook.on_latent(ctx)
@@ -116,20 +120,25 @@ class DDIMSampler:
             x = scheduler.step(ctx.eps, t, ctx.latents, eta=0.0).prev_sample
             if return_trajectory:
                 trajectory.append(x)
-        return SampleResult(latents=x, timesteps=[int(t) for t in timesteps[:n]], trajectory=trajectory)
+        return SampleResult(latents=x, timesteps=[int(t) for t in timesteps[start_at:n]], trajectory=trajectory)
 
-    def invert(self, latents: torch.Tensor, cond: torch.Tensor, return_trajectory: bool = False) -> SampleResult:
-        """DDIM inversion x_0 → x_T with the conditional ε (no guidance, as in DDIM inversion)."""
+    def invert(self, latents: torch.Tensor, cond: torch.Tensor, return_trajectory: bool = False,
+               stop_at: int | None = None) -> SampleResult:
+        """DDIM inversion x_0 → x_T with the conditional ε (no guidance, as in DDIM inversion).
+
+        stop_at: invert only that many steps; `sample(..., start_at=steps - stop_at)` continues from there.
+        """
         inverse = DDIMInverseScheduler.from_config(self.model.scheduler.config)
         inverse.set_timesteps(self.steps, device=self.model.device)
         x = latents
         trajectory = [x] if return_trajectory else []
-        for t in inverse.timesteps:
+        for t in inverse.timesteps[:stop_at]:
             eps = self.model.eps(x, t, cond[None], self.weights)[0]
             x = inverse.step(eps, t, x).prev_sample
             if return_trajectory:
                 trajectory.append(x)
-        return SampleResult(latents=x, timesteps=[int(t) for t in inverse.timesteps], trajectory=trajectory)
+        return SampleResult(latents=x, timesteps=[int(t) for t in inverse.timesteps[:stop_at]],
+                            trajectory=trajectory)
 
 
 @torch.no_grad()
