@@ -148,6 +148,20 @@ def test_report_marks_best_and_embeds_grids(tmp_path):
     assert page.count("data:image/png;base64,") == 1
 
 
+def test_report_overlays_timelines_of_one_case_in_one_chart(tmp_path):
+    from erasekit.eval.report import render_report
+
+    def run(name, group, rates):
+        return {"name": name, "group": group, "metrics": {"target_rate": rates[-1]},
+                "timeline": [{"step": 10 * (i + 1), "target_rate": r, "ssim_other": 0.9} for i, r in enumerate(rates)]}
+
+    runs = [run("abo", "circle", [0.9, 0.2]), run("esd", "circle", [0.5, 0.0]), run("abo", "striped", [1.0, 0.1])]
+    page = render_report(runs, tmp_path / "r.html").read_text()
+    assert page.count('<svg class="curve"') == 4  # (target_rate, ssim_other) × (circle, striped)
+    assert page.count("<polyline") == 6  # a line per run in each of its group's charts
+    assert "(circle): one line per run" in page and "(striped): one line per run" in page
+
+
 def test_feature_distances_zero_for_same_set_and_grow_with_shift():
     from erasekit.eval.metrics import feature_distances
 

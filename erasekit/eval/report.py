@@ -53,12 +53,20 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _curve_svg(points: list[dict[str, Any]], key: str, width: int = 320, height: int = 160) -> str:
-    """A line chart of `key` over training steps (values in [0, 1] assumed, as rates and SSIM are)."""
-    pts = [(p["step"], p[key]) for p in points if isinstance(p.get(key), (int, float))]
-    if len(pts) < 2:
+PALETTE = ("#2a6", "#c33", "#36c", "#e90", "#939", "#0aa", "#777", "#a52")
+
+
+def _curve_svg(series: list[tuple[str, list[dict[str, Any]]]], key: str, width: int = 420,
+               height: int = 200) -> str:
+    """One line chart of `key` over training steps, a line per (name, points) series, with a legend
+    (values in [0, 1] assumed, as rates and SSIM are)."""
+    lines = [(name, [(p["step"], p[key]) for p in points if isinstance(p.get(key), (int, float))])
+             for name, points in series]
+    lines = [(name, pts) for name, pts in lines if len(pts) >= 2]
+    if not lines:
         return ""
-    x0, x1 = pts[0][0], pts[-1][0]
+    x0 = min(pts[0][0] for _, pts in lines)
+    x1 = max(pts[-1][0] for _, pts in lines)
     pad = 30
 
     def xy(step: float, value: float) -> str:
@@ -66,17 +74,24 @@ def _curve_svg(points: list[dict[str, Any]], key: str, width: int = 320, height:
         y = height - pad - (height - 2 * pad) * min(max(value, 0.0), 1.0)
         return f"{x:.1f},{y:.1f}"
 
-    line = " ".join(xy(s, v) for s, v in pts)
-    return (f'<svg class="curve" width="{width}" height="{height}" role="img" aria-label="{html.escape(key)}">'
-            f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" '
-            f'stroke="#ccc"/><polyline points="{line}" fill="none" stroke="#2a6" stroke-width="2"/>'
-            f'<text x="{pad}" y="{pad - 8}" font-size="12">{html.escape(key)} (0–1) over steps {x0}–{x1}</text>'
-            "</svg>")
+    legend_height = 14 * len(lines)
+    parts = [f'<svg class="curve" width="{width}" height="{height + legend_height}" role="img" '
+             f'aria-label="{html.escape(key)}">',
+             f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" '
+             'stroke="#ccc"/>',
+             f'<text x="{pad}" y="{pad - 8}" font-size="12">{html.escape(key)} (0–1) over steps {x0}–{x1}</text>']
+    for i, (name, pts) in enumerate(lines):
+        colour = PALETTE[i % len(PALETTE)]
+        parts.append(f'<polyline points="{" ".join(xy(s, v) for s, v in pts)}" fill="none" stroke="{colour}" '
+                     'stroke-width="2"/>')
+        parts.append(f'<text x="{pad}" y="{height + 12 * i}" font-size="11" fill="{colour}">'
+                     f'{html.escape(name)}</text>')
+    return "".join(parts) + "</svg>"
 
 
 def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, title: str = "erasekit report") -> Path:
-    """runs: dicts with 'name', 'metrics', optionally 'grids' ({group: png path}) and 'timeline'
-    ([{step, metric: value}, ...], drawn as curves)."""
+    """runs: dicts with 'name', 'metrics', optionally 'grids' ({group: png path}), 'timeline'
+    ([{step, metric: value}, ...], drawn as curves) and 'group' (runs of one group share a chart)."""
     keys = [k for k in KEY_ORDER if any(k in r["metrics"] for r in runs)]
     best: dict[str, float] = {}
     for key in keys:
@@ -94,13 +109,15 @@ def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, t
             cells.append(f"<td{mark}>{_fmt(value)}</td>")
         rows.append(f'<tr><td class="name">{html.escape(run["name"])}</td>{"".join(cells)}</tr>')
     figures = []
-    for run in runs:
-        points = run.get("timeline") or []
-        keys = sorted({k for p in points for k in p if k != "step"})
-        charts = "".join(_curve_svg(points, k) for k in keys)
+    # Timelines overlaid per group (a benchmark case): All-but-One's Fig. 4, one line per run.
+    timed = [r for r in runs if r.get("timeline")]
+    for group in dict.fromkeys(r.get("group", "") for r in timed):
+        series = [(r["name"], r["timeline"]) for r in timed if r.get("group", "") == group]
+        metric_keys = sorted({k for _, points in series for p in points for k in p if k != "step"})
+        charts = "".join(_curve_svg(series, k) for k in metric_keys)
         if charts:
-            figures.append(f"<figure>{charts}<figcaption>{html.escape(run['name'])}: during training"
-                           "</figcaption></figure>")
+            caption = f"during training{f' ({group})' if group else ''}: one line per run"
+            figures.append(f"<figure>{charts}<figcaption>{html.escape(caption)}</figcaption></figure>")
     for run in runs:
         for group, path in (run.get("grids") or {}).items():
             caption = f"{run['name']} — {group} prompts: base model (upper rows) vs edited (lower rows), same seeds"
@@ -128,8 +145,10 @@ def runs_from_result_files(paths: Sequence[str | os.PathLike]) -> list[dict[str,
         doc = json.loads(path.read_text())
         if "runs" in doc:  # a benchmark document
             for i, run in enumerate(doc["runs"]):
-                name = f"{doc['benchmark']}#{i} {run.get('method') or ''} {run.get('case', '')}".strip()
-                runs.append({"name": name, "metrics": run["metrics"], "timeline": run.get("timeline")})
+                who = run.get("label") or run.get("method") or ""
+                name = f"{doc['benchmark']}#{i} {who} {run.get('case', '')}".strip()
+                runs.append({"name": name, "metrics": run["metrics"], "timeline": run.get("timeline"),
+                             "group": run.get("case", "")})
         else:
             grids = {p.stem: p for p in sorted((path.parent / "grids").glob("*.png"))}
             runs.append({"name": path.parent.name, "metrics": doc["metrics"], "grids": grids})
