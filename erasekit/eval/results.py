@@ -22,14 +22,15 @@ SCHEMA = 1
 def git_commit(repo: Path | None = None) -> str:
     """The commit the numbers are measured at; '+dirty' when tracked code differs from it.
 
-    Result files themselves (benchmarks/results/) do not count: a benchmark started while another
-    one's results await their commit still runs the committed code.
+    Result files (benchmarks/results/) and prose (*.md, docs/) do not count: a benchmark started
+    while another one's results or write-up await their commit still runs the committed code.
     """
     cwd = repo or Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/results"], cwd=cwd, capture_output=True, text=True, check=True)
+        code_only = [".", ":(exclude)benchmarks/results", ":(exclude)docs", ":(exclude)*.md"]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *code_only], cwd=cwd,
+                               capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
