@@ -56,7 +56,7 @@ def _config_note(run: dict, varying: list[str]) -> str:
 def _varying(runs: list[dict]) -> list[str]:
     """Scalar config keys whose value differs between runs of the same method (what the rows compare)."""
     keys: list[str] = []
-    for method in {r.get("method") for r in runs}:
+    for method in dict.fromkeys(r.get("method") for r in runs):  # run order, not hash order
         cfgs = [r.get("config") or {} for r in runs if r.get("method") == method]
         for key in dict.fromkeys(k for c in cfgs for k in c):
             values = {repr(c.get(key)) for c in cfgs}
