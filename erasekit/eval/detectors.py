@@ -159,13 +159,14 @@ class ImageNetDetector:
         return (x * 255.0 - 127.0) / 128.0
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.model(self._inputs(b)) for b in images.split(self.batch_size)])
+    def _batched(self, fn, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(self._inputs(b)) for b in images.split(self.batch_size)])
 
-    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self._batched(self.model, images)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        feats = [self.model.extract_features(self._inputs(b)).mean(dim=(2, 3)) for b in images.split(self.batch_size)]
-        return torch.cat(feats).double()
+        return self._batched(lambda x: self.model.extract_features(x).mean(dim=(2, 3)), images).double()
 
     def detect(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         top1 = self.logits(images).argmax(-1).tolist()
