@@ -185,6 +185,8 @@ def purify(
     batch_size: int = 16,
     invert_with: str = "edited",
     strength: float = 1.0,
+    noise: str = "inversion",
+    seed: int = 0,
 ) -> torch.Tensor:
     """Concept purification (All-but-One §5): DDIM-invert real images conditioned on `prompt`
     (∅ by default) and regenerate them from the inverted noise with the (edited) model.
@@ -193,6 +195,9 @@ def purify(
     before any patch, so that only the regeneration sees the erasure.
     strength: the share of the DDIM steps inverted (1: all the way to x_T); lower keeps more of
     the input and leaves the edited model fewer steps to change it.
+    noise: 'inversion' reaches that timestep by DDIM inversion (deterministic: what the latent
+    holds survives); 'random' by the forward process q(x_t | x_0) with seeded Gaussian noise
+    (SDEdit), which drowns fine detail and leaves the edited model to redraw it.
     """
     from erasekit.core.sampler import DDIMSampler
 
@@ -200,6 +205,8 @@ def purify(
         raise ErasekitError(f"invert_with must be 'edited' or 'base', got {invert_with!r}")
     if not 0 < strength <= 1:
         raise ErasekitError(f"strength must lie in (0, 1], got {strength}")
+    if noise not in ("inversion", "random"):
+        raise ErasekitError(f"noise must be 'inversion' or 'random', got {noise!r}")
     depth = max(1, round(strength * steps))
     inverter = DDIMSampler(model, steps=steps, guidance=1.0,
                            weights=_base_unet_weights(model) if invert_with == "base" else None)
@@ -210,7 +217,13 @@ def purify(
         batch = images[start : start + batch_size]
         cond = cond_one.expand(len(batch), *cond_one.shape)
         latents = model.encode_images(batch)
-        x_t = inverter.invert(latents, cond, stop_at=depth).latents
+        if noise == "inversion":
+            x_t = inverter.invert(latents, cond, stop_at=depth).latents
+        else:
+            t = sampler.timesteps()[steps - depth]
+            eps = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(seed + start + i))
+                               for i in range(len(batch))]).to(latents.device, latents.dtype)
+            x_t = model.scheduler.add_noise(latents, eps, t)
         regenerated = sampler.sample(x_t, cond, uncond_one.expand_as(cond), start_at=steps - depth).latents
         out.append(model.decode(regenerated).cpu())
     return torch.cat(out)

@@ -125,3 +125,26 @@ def test_purify_inverts_with_base_weights_and_regenerates_with_the_patch(tiny_mo
     patching.remove(tiny_model, patch)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got - edited).abs().max() > 1e-3  # the inverting weights matter
+
+
+def test_purify_with_random_noise_starts_from_the_forward_process(tiny_model):
+    from erasekit import api
+    from erasekit.core.sampler import DDIMSampler
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    sampler = DDIMSampler(tiny_model, steps=4, guidance=1.0)
+    cond = tiny_model.encode([""])[0].expand(2, -1, -1)
+    with torch.no_grad():
+        latents = tiny_model.encode_images(images)
+        t = sampler.timesteps()[2]  # strength 0.5 of 4 steps: the last two steps regenerate
+        alpha = tiny_model.scheduler.alphas_cumprod[int(t)]
+        eps = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(s))
+                           for s in (7, 8)])
+        x_t = alpha.sqrt() * latents + (1 - alpha).sqrt() * eps
+        expected = tiny_model.decode(sampler.sample(x_t, cond, cond, start_at=2).latents).cpu()
+        got = api.purify(tiny_model, images, steps=4, strength=0.5, noise="random", seed=7)
+        other_seed = api.purify(tiny_model, images, steps=4, strength=0.5, noise="random", seed=9)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got - other_seed).abs().max() > 1e-3
+    with pytest.raises(Exception, match="noise must be"):
+        api.purify(tiny_model, images, steps=4, noise="sdedit")

@@ -7,7 +7,12 @@ from erasekit.core.model import DiffusionModel
 from erasekit.core.scopes import named_parameters
 from erasekit.errors import ErasekitError
 from erasekit.methods.sepme.config import SepmeConfig
-from erasekit.methods.sepme.method import MomentumStopper, correlation_loss, null_space_basis
+from erasekit.methods.sepme.method import (
+    MomentumStopper,
+    correlation_loss,
+    null_space_basis,
+    relative_kv_change,
+)
 from erasekit.request import EraseRequest
 
 
@@ -76,6 +81,8 @@ def test_increments_keep_other_keys_values_and_restore_exactly(wide_model):
         assert (empty @ delta.T).abs().max() < 1e-5 * scale
         assert (cross_emb @ delta.T).abs().max() < 1e-5 * scale
     assert max((circle_emb @ d.T).abs().max() for d in circle.deltas.values()) > 0
+    assert relative_kv_change(wide_model, [circle], "cross") < 1e-5
+    assert relative_kv_change(wide_model, [circle], "circle") > 1e-4
 
     for p in patches:
         patching.apply(wide_model, p)
@@ -111,3 +118,21 @@ def test_cli_writes_one_patch_per_concept_and_combined(tokenizer_dir, tmp_path):
     assert exc.value.code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "circle.safetensors", "combined.safetensors", "cross.safetensors"]
+
+
+def test_training_pairs_phrase_null_drops_only_the_concept():
+    from erasekit.methods.sepme.method import training_pairs
+
+    templates = ["a picture of a {} painting", "{}"]
+    assert training_pairs("VanGogh", templates, phrase_null=True) == [
+        ("a picture of a VanGogh painting", "a picture of a painting"), ("VanGogh", "")]
+    assert training_pairs("VanGogh", templates, phrase_null=False) == [
+        ("a picture of a VanGogh painting", ""), ("VanGogh", "")]
+
+
+def test_captions_must_name_erased_concepts_and_hold_a_slot(wide_model):
+    with pytest.raises(ErasekitError, match="not among the concepts"):
+        erase(wide_model, "sepme", EraseRequest(concepts=["circle"]),
+              SepmeConfig(**CFG, captions={"cross": ["a {}"]}), progress=False)
+    with pytest.raises(ValueError, match="captions"):
+        SepmeConfig(captions={"circle": ["no slot"]})

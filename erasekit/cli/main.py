@@ -324,9 +324,13 @@ def report(results, out, title):
 @click.option("--invert-with", type=click.Choice(["edited", "base"]), default="edited", show_default=True,
               help="weights that invert: the patched model, or its UNet before the patches.")
 @click.option("--strength", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="share of the DDIM steps inverted (1: to pure noise; lower keeps more of the input).")
+              help="share of the DDIM steps noised (1: to pure noise; lower keeps more of the input).")
+@click.option("--noise", type=click.Choice(["inversion", "random"]), default="inversion", show_default=True,
+              help="reach that step by DDIM inversion (the paper), or by seeded forward noise (SDEdit).")
+@click.option("--seed", default=0, show_default=True, type=int, help="first noise seed for --noise random.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
-def purify(images, model, patches, config, device, prompt, steps, guidance, invert_with, strength, out):
+def purify(images, model, patches, config, device, prompt, steps, guidance, invert_with, strength, noise, seed,
+           out):
     """Concept purification: DDIM-invert IMAGES with the edited model and regenerate them.
 
     With an All-but-One patch trained at λ = 0 on the cross-attention scope, the regenerated
@@ -337,14 +341,15 @@ def purify(images, model, patches, config, device, prompt, steps, guidance, inve
     m = api.load_model(model, patches, device=device, config=config)
     x = api.load_images(images, m.image_size)
     result = api.purify(m, x, prompt=prompt, steps=steps, guidance=guidance, invert_with=invert_with,
-                        strength=strength)
+                        strength=strength, noise=noise, seed=seed)
     pairs = [(prompt, 0)] * len(images)
     import torch
 
     both = torch.cat([x, result])  # inputs in the first row, purified below
     path = api.save_images(result, pairs, out, columns=len(images),
                            info={"inputs": list(images), "patches": list(patches), "steps": steps,
-                                 "guidance": guidance, "invert_with": invert_with, "strength": strength})
+                                 "guidance": guidance, "invert_with": invert_with, "strength": strength,
+                                 "noise": noise, "seed": seed})
     api.image_grid(both, columns=len(images)).save(path / "before_after.png")
     click.echo(f"{len(images)} purified images in {path} (before/after: {path / 'before_after.png'})")
 

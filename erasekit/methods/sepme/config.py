@@ -25,7 +25,11 @@ class SepmeConfig:
     n_images: int = 1000
     image_steps: int = 50
     image_guidance: float = 7.5
-    template: str = "{}"  # the concept prompt; ∅ is ""
+    template: str = "{}"  # the concept's prompt: its per-token embeddings constrain the other concepts' increments
+    # Per concept, caption templates ('{}' where the concept goes) to train its representation in; default: template.
+    captions: dict[str, list[str]] = field(default_factory=dict)
+    # ∅ of each training prompt: "" (False) or the same caption without the concept ("a picture of a painting").
+    phrase_null: bool = False
     protect: list[str] = field(default_factory=list)  # extra prompts whose keys/values must not change
     seed: int = 0
 
@@ -46,3 +50,6 @@ class SepmeConfig:
             raise ValueError("tau must be finite")
         if "{}" not in self.template:
             raise ValueError("template must contain {} for the concept")
+        for concept, captions in self.captions.items():
+            if not captions or any("{}" not in c for c in captions):
+                raise ValueError(f"captions for {concept!r} must be a non-empty list of templates containing {{}}")

@@ -20,6 +20,7 @@ import logging
 
 import torch
 
+from erasekit.core import patch as patching
 from erasekit.core.data import concept_latents
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
@@ -39,6 +40,11 @@ def null_space_basis(constraints: torch.Tensor, rank_tol: float) -> torch.Tensor
     _, sigma, vh = torch.linalg.svd(constraints.double(), full_matrices=True)
     rank = int((sigma > rank_tol * sigma.max()).sum()) if sigma.numel() else 0
     return vh[rank:].to(constraints.dtype)
+
+
+def training_pairs(concept: str, templates: list[str], phrase_null: bool) -> list[tuple[str, str]]:
+    """(concept prompt, its ∅) per template: ∅ is "" or, with phrase_null, the template without the concept."""
+    return [(t.format(concept), " ".join(t.format("").split()) if phrase_null else "") for t in templates]
 
 
 def correlation_loss(edited_cond, edited_uncond, base_cond, base_uncond) -> torch.Tensor:
@@ -64,6 +70,21 @@ class MomentumStopper:
         return self.steps > self.warmup and self.value < self.tau
 
 
+def relative_kv_change(model: DiffusionModel, patches: list[Patch], prompt: str) -> float:
+    """max over cross-attention k/v layers of |Σ ΔW e| / max |W e| for the prompt's token embeddings e:
+    how far the patches move that prompt's keys and values (0 when it lies in their null spaces)."""
+    names = sorted({n for p in patches for n in p.deltas})
+    with torch.no_grad():
+        tokens = model.encode([prompt])[0].float().cpu()
+        base = patching.base_tensors(model, names)
+        worst = 0.0
+        for name in names:
+            delta = sum(p.deltas[name].float() for p in patches if name in p.deltas)
+            moved = (tokens @ delta.T).abs().max() / (tokens @ base[name].float().cpu().T).abs().max()
+            worst = max(worst, float(moved))
+    return worst
+
+
 def _token_embeddings(model: DiffusionModel, texts: list[str]) -> torch.Tensor:
     with torch.no_grad():
         return model.encode(texts).reshape(-1, model.text_encoder.config.hidden_size) if texts else None
@@ -76,6 +97,9 @@ def erase(
 ) -> list[Patch]:
     run = run or RunOptions()
     concepts = request.concepts
+    unknown = sorted(set(config.captions) - set(concepts))
+    if unknown:
+        raise ErasekitError(f"captions given for {unknown}, which are not among the concepts {concepts}")
     if len(concepts) == 1 and not request.preserve and not config.protect:
         log.warning("sepme with one concept: only the empty prompt constrains its increment")
     layers = {n.removeprefix("unet."): p for n, p in named_parameters({"unet": model.unet}).items()
@@ -93,11 +117,15 @@ def erase(
                 f"the embeddings of ∅ and the other concepts span the whole text space: {concept!r} has an "
                 "empty null space (erase fewer concepts at once)")
         bases.append(basis)
+    # Image i of concept k comes from its training prompt i mod P and is paired with that prompt's ∅.
+    prompt_pairs = [training_pairs(c, config.captions.get(c, [config.template]), config.phrase_null)
+                    for c in concepts]
     with torch.no_grad():
-        uncond = model.encode([""])[0]
-        cond = model.encode(prompts)
-    latents = [concept_latents(model, [p], config.n_images, config.image_steps, config.image_guidance,
-                               config.seed, run.cache_dir, run.progress) for p in prompts]
+        pairs = [torch.stack([model.encode([c for c, _ in pp]), model.encode([n for _, n in pp])], dim=1)
+                 for pp in prompt_pairs]
+    latents = [concept_latents(model, [c for c, _ in pp], config.n_images, config.image_steps,
+                               config.image_guidance, config.seed, run.cache_dir, run.progress)
+               for pp in prompt_pairs]
     coeffs = {
         f"{k}/{name}": torch.nn.Parameter(torch.zeros(w.shape[0], bases[k].shape[0], device=w.device))
         for k in range(len(concepts)) for name, w in layers.items()
@@ -111,11 +139,12 @@ def erase(
         return {name: w.detach() + sum(increment(k, name) for k in ks) for name, w in layers.items()}
 
     def concept_loss(k: int, step: int, gen: torch.Generator, ks) -> torch.Tensor:
-        z0 = latents[k][step % len(latents[k])][None]  # each image once per pass, as the authors
+        index = step % len(latents[k])  # each image once per pass, as the authors
+        z0 = latents[k][index][None]
         t = torch.randint(0, len(alphas), (1,), generator=gen).to(model.device)
         noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
         x = alphas[t].sqrt() * z0 + (1 - alphas[t]).sqrt() * noise
-        pair = torch.stack([cond[k], uncond])
+        pair = pairs[k][index % len(pairs[k])]
         with torch.no_grad():
             base = model.eps(x, t, pair)
         edited = model.eps(x, t, pair, edited_weights(ks))
