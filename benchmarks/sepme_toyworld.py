@@ -13,6 +13,7 @@ from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
 from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
 from erasekit.methods.sepme.config import TOYWORLD_DEFAULTS as SEPME_TOY
+from erasekit.methods.sepme.method import relative_kv_change
 from erasekit.request import EraseRequest
 
 CONCEPTS = ["circle", "cross", "striped"]
@@ -44,7 +45,11 @@ def main() -> None:
     record(evaluate_all(model, patches, seeds, args.steps, {"method": "sepme", "case": "erase-all",
                                                            "seconds": round(seconds, 1)}))
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
-    record(evaluate_all(model, kept, seeds, args.steps, {"method": "sepme", "case": "restore-circle"}))
+    # How far the kept increments move the restored concept's keys/values (0 by construction).
+    record(evaluate_all(model, kept, seeds, args.steps, {
+        "method": "sepme", "case": "restore-circle",
+        "kv_change_restored": relative_kv_change(model, kept, "circle"),
+        "kv_change_erased": relative_kv_change(model, [by_concept["circle"]], "circle")}))
 
     singles = {
         "abo": [erase_timed(model, "abo", EraseRequest(concepts=[c], anchors=[ABO_SINGLE[c][0]]),
@@ -55,6 +60,17 @@ def main() -> None:
     for label, patches_of_method in singles.items():
         record(evaluate_all(model, [stack(patches_of_method)], seeds, args.steps,
                             {"method": label, "case": "stacked"}))
+
+    # Why the stripes resist: the same SepME erasure of "striped" alone, run to its step cap (no early
+    # stop), once with only ∅ constraining its increment and once with circle and cross added, as in
+    # the joint run.
+    no_stop = {**SEPME_TOY, "warmup": SEPME_TOY["max_steps"]}
+    for case, protect in (("striped-alone-free", []), ("striped-alone-decoupled", ["circle", "cross"])):
+        (alone,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["striped"]),
+                                           {**no_stop, "protect": protect})
+        record([evaluation_run(model, [alone], "toyworld:pattern=striped", seeds, args.steps,
+                               {"method": "sepme", "case": case, "measured": "striped", "protect": protect,
+                                "seconds": round(seconds, 1), "null_space_dim": alone.info["null_space_dim"]})])
 
     # Erase → restore cycles of "circle" on top of the two kept increments: each cycle trains a new
     # circle increment (its own seed, the kept concepts protected), applies it, then removes it.
