@@ -47,6 +47,19 @@ def striped_renders(n: int, seed: int = 0):
     return torch.from_numpy(np.stack([domain.render(s, noise_seed=seed * 7919 + i) for i, s in enumerate(scenes)]))
 
 
+def purification_metrics(model, images, detector, key: str, **settings) -> dict[str, float | list[float]]:
+    """Purify rendered striped images with api.purify(**settings): share whose stripes are gone
+    (classifier, with its 95 % interval) and mean SSIM to the input, under `key`."""
+    from erasekit import api
+    from erasekit.eval.metrics import ssim_per_image, wilson_interval
+
+    out = api.purify(model, images, **settings)
+    removed = detector.detect(out)["pattern"] != "striped"
+    return {f"stripes_removed {key}": float(removed.mean()),
+            f"stripes_removed_ci95 {key}": list(wilson_interval(int(removed.sum()), len(removed))),
+            f"ssim_input {key}": ssim_per_image(images, out).mean().item()}
+
+
 def purification(model, n_images: int) -> dict:
     """Erase stripes with the purification settings, then invert + regenerate rendered striped images."""
     import time
@@ -54,7 +67,6 @@ def purification(model, n_images: int) -> dict:
     from erasekit import api
     from erasekit.core import patch as patching
     from erasekit.eval.detectors import get_detector
-    from erasekit.eval.metrics import ssim_per_image, wilson_interval
 
     case = CASES["striped"]
     config = {**TOYWORLD_DEFAULTS, **PURIFY_CONFIG}
@@ -68,12 +80,9 @@ def purification(model, n_images: int) -> dict:
         if edited:
             patching.apply(model, patch)
         for prompt, guidance, invert_with in PURIFY_SETTINGS if edited else PURIFY_SETTINGS[:2]:
-            out = api.purify(model, images, prompt=prompt, guidance=guidance, invert_with=invert_with)
-            removed = detector.detect(out)["pattern"] != "striped"
             key = f"{'edited' if edited else 'base'}[{prompt or '∅'},cfg{guidance:g},inv-{invert_with}]"
-            metrics[f"stripes_removed {key}"] = float(removed.mean())
-            metrics[f"stripes_removed_ci95 {key}"] = list(wilson_interval(int(removed.sum()), len(removed)))
-            metrics[f"ssim_input {key}"] = ssim_per_image(images, out).mean().item()
+            metrics.update(purification_metrics(model, images, detector, key, prompt=prompt, guidance=guidance,
+                                                invert_with=invert_with))
     patching.remove(model, patch)
     return {"method": "abo", "case": "purification", "concepts": ["striped"], "anchors": ["solid"],
             "config": config, "model": "toyworld", "metrics": metrics}

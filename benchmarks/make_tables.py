@@ -27,7 +27,8 @@ def table(doc: dict) -> str:
     lines = [f"### {doc['benchmark']}", "",
              f"`{doc['command']}` at `{doc['git'][:12]}` on {doc['device']} ({doc['created']})", ""]
     varying = _varying(runs)
-    standard = [r for r in runs if len(runs) > 1 and any(k in r["metrics"] for k in COLUMNS)]
+    standard = [r for r in runs if len(runs) > 1 and any(k in r["metrics"] for k in COLUMNS)
+                and not any(" " in k for k in r["metrics"])]  # runs with per-setting metrics get their own
     if standard:
         keys = [k for k in COLUMNS if any(k in r["metrics"] for r in standard)]
         lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -37,9 +38,24 @@ def table(doc: dict) -> str:
     for run in (r for r in runs if not any(r is s for s in standard)):  # runs with metrics of their own
         if standard or len(runs) > 1:
             lines += ["", f"{_label(run, varying)}:", ""]
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in run["metrics"].items() if isinstance(v, (int, float))]
+        lines += _metric_table(run["metrics"])
     return "\n".join(lines)
+
+
+def _metric_table(metrics: dict) -> list[str]:
+    """Plain metrics one per row; metrics named '<name> <setting>' pivoted: a row per setting."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    plain = {k: v for k, v in numbers.items() if " " not in k}
+    lines = ["| metric | value |", "|---|---|"] if plain else []
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in plain.items()]
+    keyed = [k.split(" ", 1) for k in numbers if " " in k]
+    names = list(dict.fromkeys(n for n, _ in keyed))
+    settings = list(dict.fromkeys(s for _, s in keyed))
+    if keyed:
+        lines += ([""] if plain else []) + ["| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(_fmt(numbers.get(f"{n} {s}", "")) for n in names) + " |"
+                  for s in settings]
+    return lines
 
 
 def _label(run: dict, varying: list[str]) -> str:
