@@ -5,6 +5,9 @@ cycles. Writes benchmarks/results/sepme_toyworld.json (format: ../shared/BENCHMA
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import common
 from common import erase_timed, evaluation_run
 
@@ -22,6 +25,7 @@ ATTRIBUTE = {"circle": "shape", "cross": "shape", "striped": "pattern"}
 SUITES = {c: f"toyworld:{ATTRIBUTE[c]}={c}" + "".join(f":also={ATTRIBUTE[o]}={o}" for o in CONCEPTS if o != c)
           for c in CONCEPTS}
 # Single-concept settings of the stacked baselines: abo's toy-world case settings (abo_toyworld.py).
+PARTS = ("joint", "stacked", "diagnosis", "cycles")
 ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", common.ABO_STRIPED)}
 
 
@@ -32,25 +36,46 @@ def evaluate_all(model, patches, seeds, steps, label) -> list[dict]:
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, of {', '.join(PARTS)} (the joint erasure always runs)")
+    parser.add_argument("--append", action="store_true",
+                        help="add these runs to the result file already in --out (its command is kept)")
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if not set(parts) <= set(PARTS):
+        parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
     seeds, model = common.setup(args)
-    runs: list[dict] = []
+    runs, earlier = [], []
+    if args.append:
+        previous = json.loads((Path(args.out) / "sepme_toyworld.json").read_text())
+        runs = previous["runs"]
+        earlier = previous.get("earlier_commands", []) + [{"command": previous["command"], "git": previous["git"]}]
 
     def record(entries):
         runs.extend(entries)
-        write_result("sepme_toyworld", runs, out_dir=args.out)
+        write_result("sepme_toyworld", runs, out_dir=args.out, extra={"earlier_commands": earlier} if earlier else None)
 
     patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS), SEPME_TOY)
     by_concept = dict(zip(CONCEPTS, patches, strict=True))
-    record(evaluate_all(model, patches, seeds, args.steps, {"method": "sepme", "case": "erase-all",
-                                                           "seconds": round(seconds, 1)}))
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
-    # How far the kept increments move the restored concept's keys/values (0 by construction).
-    record(evaluate_all(model, kept, seeds, args.steps, {
-        "method": "sepme", "case": "restore-circle",
-        "kv_change_restored": relative_kv_change(model, kept, "circle"),
-        "kv_change_erased": relative_kv_change(model, [by_concept["circle"]], "circle")}))
+    if "joint" in parts:
+        record(evaluate_all(model, patches, seeds, args.steps, {"method": "sepme", "case": "erase-all",
+                                                               "seconds": round(seconds, 1)}))
+        # How far the kept increments move the restored concept's keys/values (0 by construction).
+        record(evaluate_all(model, kept, seeds, args.steps, {
+            "method": "sepme", "case": "restore-circle",
+            "kv_change_restored": relative_kv_change(model, kept, "circle"),
+            "kv_change_erased": relative_kv_change(model, [by_concept["circle"]], "circle")}))
+    if "stacked" in parts:
+        stacked_baselines(model, seeds, args.steps, record)
+    if "diagnosis" in parts:
+        striped_diagnosis(model, seeds, args.steps, record)
+    if "cycles" in parts:
+        cycles(model, kept, args.cycles, seeds, args.steps, record)
 
+
+def stacked_baselines(model, seeds, steps, record) -> None:
+    """The three concepts erased by stacking single-concept abo and esd-x patches."""
     singles = {
         "abo": [erase_timed(model, "abo", EraseRequest(concepts=[c], anchors=[ABO_SINGLE[c][0]]),
                             {**ABO_TOY, **ABO_SINGLE[c][1]})[0] for c in CONCEPTS],
@@ -58,30 +83,34 @@ def main() -> None:
                   for c in CONCEPTS],
     }
     for label, patches_of_method in singles.items():
-        record(evaluate_all(model, [stack(patches_of_method)], seeds, args.steps,
-                            {"method": label, "case": "stacked"}))
+        record(evaluate_all(model, [stack(patches_of_method)], seeds, steps, {"method": label, "case": "stacked"}))
 
-    # Why the stripes resist: the same SepME erasure of "striped" alone, run to its step cap (no early
-    # stop), once with only ∅ constraining its increment and once with circle and cross added, as in
-    # the joint run.
+
+def striped_diagnosis(model, seeds, steps, record) -> None:
+    """Why the stripes resist: the same SepME erasure of "striped" alone, run to its step cap (no early
+    stop), once with only ∅ constraining its increment and once with circle and cross added, as in
+    the joint run."""
     no_stop = {**SEPME_TOY, "warmup": SEPME_TOY["max_steps"]}
     for case, protect in (("striped-alone-free", []), ("striped-alone-decoupled", ["circle", "cross"])):
         (alone,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["striped"]),
                                            {**no_stop, "protect": protect})
-        record([evaluation_run(model, [alone], "toyworld:pattern=striped", seeds, args.steps,
+        record([evaluation_run(model, [alone], "toyworld:pattern=striped", seeds, steps,
                                {"method": "sepme", "case": case, "measured": "striped", "protect": protect,
                                 "seconds": round(seconds, 1), "null_space_dim": alone.info["null_space_dim"]})])
 
-    # Erase → restore cycles of "circle" on top of the two kept increments: each cycle trains a new
-    # circle increment (its own seed, the kept concepts protected), applies it, then removes it.
-    for cycle in range(args.cycles):
+
+def cycles(model, kept, n_cycles, seeds, steps, record) -> None:
+    """Erase → restore cycles of "circle" on top of the two kept increments: each cycle trains a new
+    circle increment (its own seed, the kept concepts protected), applies it, then removes it."""
+    for cycle in range(n_cycles):
         config = {**SEPME_TOY, "seed": cycle + 1, "protect": [c for c in CONCEPTS if c != "circle"]}
         (circle,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["circle"]), config)
-        record([evaluation_run(model, kept + [circle], SUITES["circle"], seeds, args.steps,
+        record([evaluation_run(model, kept + [circle], SUITES["circle"], seeds, steps,
                                {"method": "sepme", "case": f"cycle-{cycle}-erased", "measured": "circle",
                                 "seconds": round(seconds, 1)}),
-                evaluation_run(model, kept, SUITES["circle"], seeds, args.steps,
+                evaluation_run(model, kept, SUITES["circle"], seeds, steps,
                                {"method": "sepme", "case": f"cycle-{cycle}-restored", "measured": "circle"})])
+
 
 if __name__ == "__main__":
     main()
