@@ -5,9 +5,6 @@ cycles. Writes benchmarks/results/sepme_toyworld.json (format: ../shared/BENCHMA
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import common
 from common import erase_timed, evaluation_run
 
@@ -37,23 +34,18 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--parts", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of {', '.join(PARTS)} (the joint erasure always runs)")
-    parser.add_argument("--append", action="store_true",
-                        help="add these runs to the result file already in --out (its command is kept)")
+                        help=f"comma-separated parts to run, of {', '.join(PARTS)} (the joint erasure always runs); "
+                        "parts run in separate processes are joined by benchmarks/merge_results.py")
     args = parser.parse_args()
     parts = args.parts.split(",")
     if not set(parts) <= set(PARTS):
         parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
     seeds, model = common.setup(args)
-    runs, earlier = [], []
-    if args.append:
-        previous = json.loads((Path(args.out) / "sepme_toyworld.json").read_text())
-        runs = previous["runs"]
-        earlier = previous.get("earlier_commands", []) + [{"command": previous["command"], "git": previous["git"]}]
+    runs: list[dict] = []
 
     def record(entries):
         runs.extend(entries)
-        write_result("sepme_toyworld", runs, out_dir=args.out, extra={"earlier_commands": earlier} if earlier else None)
+        write_result("sepme_toyworld", runs, out_dir=args.out)
 
     patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS), SEPME_TOY)
     by_concept = dict(zip(CONCEPTS, patches, strict=True))
