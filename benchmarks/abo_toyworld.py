@@ -32,8 +32,9 @@ def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict
     return run_case(model, "abo", case["request"], config, case["suite"], seeds, steps, label={"case": name})
 
 
-def striped_renders(n: int, seed: int = 0):
-    """n ground-truth renders of striped objects over every shape, colour and background."""
+def striped_renders(n: int, seed: int = 0, pattern: str = "striped"):
+    """n ground-truth renders of striped objects over every shape, colour and background
+    (pattern="solid": the very same scenes without their stripes)."""
     import random
 
     import numpy as np
@@ -42,8 +43,8 @@ def striped_renders(n: int, seed: int = 0):
     from erasekit.toyworld import domain
 
     rng = random.Random(seed)
-    striped = domain.PATTERNS.index("striped")
-    scenes = [domain.Scene(i % 5, (i // 5) % 5, i % 3, striped, *domain.random_geometry(rng)) for i in range(n)]
+    index = domain.PATTERNS.index(pattern)
+    scenes = [domain.Scene(i % 5, (i // 5) % 5, i % 3, index, *domain.random_geometry(rng)) for i in range(n)]
     return torch.from_numpy(np.stack([domain.render(s, noise_seed=seed * 7919 + i) for i, s in enumerate(scenes)]))
 
 

@@ -21,18 +21,38 @@ from erasekit.methods.abo.config import TOYWORLD_DEFAULTS
 
 STRENGTHS = (0.45, 0.6, 0.8, 1.0)
 CONDITIONS = (("", 1.0), ("striped", 7.5))
-PATCHES = {"paper (λ 0, xattn)": PURIFY_CONFIG, "main (λ 5, to_out)": common.ABO_STRIPED, "none (base model)": None}
+PATCHES = {"paper": ("paper (λ 0, xattn)", PURIFY_CONFIG), "main": ("main (λ 5, to_out)", common.ABO_STRIPED),
+           "none": ("none (base model)", None)}
+
+
+def oracle_run(images, detector, n_images: int) -> dict:
+    """The best purification can do: the same scenes rendered solid, compared with the striped input."""
+    from erasekit.eval.metrics import ssim_per_image
+
+    solid = striped_renders(n_images, pattern="solid")
+    removed = detector.detect(solid)["pattern"] != "striped"
+    return {"method": "oracle", "case": "purify oracle (same scenes rendered solid)", "model": "toyworld",
+            "n_images": n_images, "metrics": {"stripes_removed": float(removed.mean()),
+                                              "ssim_input": ssim_per_image(images, solid).mean().item()}}
 
 
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--images", type=int, default=64, help="rendered striped images per measurement")
+    parser.add_argument("--patches", default="oracle," + ",".join(PATCHES),
+                        help=f"comma-separated, of oracle, {', '.join(PATCHES)}")
     args = parser.parse_args()
+    chosen = args.patches.split(",")
+    if not set(chosen) <= {"oracle", *PATCHES}:
+        parser.error(f"unknown entry in --patches {args.patches!r}")
     _, model = common.setup(args)
     images = striped_renders(args.images)
     detector = get_detector("toyworld-classifier")
     runs: list[dict] = []
-    for label, overrides in PATCHES.items():
+    if "oracle" in chosen:
+        runs.append(oracle_run(images, detector, args.images))
+        write_result("purify_toyworld", runs, out_dir=args.out)
+    for label, overrides in (PATCHES[name] for name in chosen if name != "oracle"):
         run = {"method": "abo" if overrides is not None else "base", "case": f"purify {label}",
                "model": "toyworld", "n_images": args.images, "metrics": {}}
         patch = None
