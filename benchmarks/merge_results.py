@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
-from erasekit.eval.results import write_result
+from erasekit.eval.results import without_out_option, write_result
 
 
 def main() -> None:
@@ -22,7 +23,8 @@ def main() -> None:
     names = {d["benchmark"] for d in docs}
     if len(names) != 1:
         parser.error(f"files of different benchmarks: {sorted(names)}")
-    parts = [{k: d[k] for k in ("command", "git", "device", "created")} | {"runs": len(d["runs"])} for d in docs]
+    parts = [{k: d[k] for k in ("git", "device", "created")} | {"runs": len(d["runs"]), "command": " ".join(
+        shlex.quote(a) for a in without_out_option(shlex.split(d["command"])))} for d in docs]
     runs = [r for d in docs for r in d["runs"]]
     print(write_result(names.pop(), runs, out_dir=args.out, extra={"parts": parts}))
 

@@ -385,3 +385,10 @@ def test_missing_clip_is_one_clear_error(tmp_path):
 
     with pytest.raises(ErasekitError, match="no CLIP model"):
         clip_score(torch.rand(1, 3, 8, 8), ["x"], tmp_path / "nowhere")
+
+
+def test_result_command_leaves_out_the_output_directory():
+    from erasekit.eval.results import without_out_option
+
+    argv = ["bench.py", "--threads", "1", "--out", "/somewhere/x", "--seeds", "0-3", "--out=/else"]
+    assert without_out_option(argv) == ["bench.py", "--threads", "1", "--seeds", "0-3"]

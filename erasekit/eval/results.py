@@ -55,7 +55,21 @@ def command_line() -> str:
         argv[0] = str(Path(argv[0]).resolve().relative_to(root))
     except ValueError:
         argv[0] = Path(argv[0]).name
-    return "python " + " ".join(shlex.quote(a) for a in argv)
+    return "python " + " ".join(shlex.quote(a) for a in without_out_option(argv))
+
+
+def without_out_option(argv: list[str]) -> list[str]:
+    """argv less `--out DIR`: where a result was written is not part of reproducing it (and would
+    put a machine path into the file)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return kept
 
 
 def write_result(
