@@ -26,7 +26,9 @@ def main() -> None:
     parts = [{k: d[k] for k in ("git", "device", "created")} | {"runs": len(d["runs"]), "command": " ".join(
         shlex.quote(a) for a in without_out_option(shlex.split(d["command"])))} for d in docs]
     runs = [r for d in docs for r in d["runs"]]
-    print(write_result(names.pop(), runs, out_dir=args.out, extra={"parts": parts}))
+    # The command that reproduces the merged file: its parts' commands (the files merged are local paths).
+    command = " && ".join(p["command"] for p in parts) + " (parts merged by benchmarks/merge_results.py)"
+    print(write_result(names.pop(), runs, out_dir=args.out, extra={"parts": parts, "command": command}))
 
 
 if __name__ == "__main__":
