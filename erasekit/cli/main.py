@@ -334,7 +334,8 @@ def purify(images, model, patches, config, device, prompt, steps, guidance, inve
     """Concept purification: DDIM-invert IMAGES with the edited model and regenerate them.
 
     With an All-but-One patch trained at λ = 0 on the cross-attention scope, the regenerated
-    images lose the erased concept while keeping their layout (paper §5).
+    images lose the erased concept while keeping their layout (paper §5; on the toy world they do
+    not, at any noise level: docs/methods/abo.md and benchmarks/results/purify_toyworld.json).
     """
     from erasekit import api
 
