@@ -221,9 +221,8 @@ def purify(
             x_t = inverter.invert(latents, cond, stop_at=depth).latents
         else:
             t = sampler.timesteps()[steps - depth]
-            eps = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(seed + start + i))
-                               for i in range(len(batch))]).to(latents.device, latents.dtype)
-            x_t = model.scheduler.add_noise(latents, eps, t)
+            eps = model.seeded_noise(range(seed + start, seed + start + len(batch)), latents.shape[1:])
+            x_t = model.scheduler.add_noise(latents, eps.to(latents.dtype), t)
         regenerated = sampler.sample(x_t, cond, uncond_one.expand_as(cond), start_at=steps - depth).latents
         out.append(model.decode(regenerated).cpu())
     return torch.cat(out)

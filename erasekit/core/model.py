@@ -226,9 +226,13 @@ class DiffusionModel:
         x = images.to(self.device, self.vae.dtype) * 2 - 1
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
+    def seeded_noise(self, seeds: Sequence[int], shape: Sequence[int] | None = None) -> torch.Tensor:
+        """Standard normal noise of `shape` (default: the latent shape) per seed, drawn on the CPU so
+        that images match across devices."""
+        shape = tuple(shape or self.latent_shape)
+        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        return torch.stack(noise).to(self.device, self.dtype)
+
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
-        """x_T for each seed, drawn on the CPU so that images match across devices."""
-        noise = [
-            torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds
-        ]
-        return torch.stack(noise).to(self.device, self.dtype) * self.scheduler.init_noise_sigma
+        """x_T for each seed."""
+        return self.seeded_noise(seeds) * self.scheduler.init_noise_sigma
