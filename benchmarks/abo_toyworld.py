@@ -86,7 +86,7 @@ def purification(model, n_images: int) -> dict:
                                                 invert_with=invert_with))
     patching.remove(model, patch)
     return {"method": "abo", "case": "purification", "concepts": ["striped"], "anchors": ["solid"],
-            "config": config, "model": "toyworld", "metrics": metrics}
+            "config": config, "model": model.source, "metrics": metrics}
 
 
 def main() -> None:

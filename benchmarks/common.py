@@ -47,7 +47,7 @@ def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], st
     """Evaluate `patches` on `suite` (with a Concept Inversion attack when attack_steps > 0)."""
     result = api.evaluate(model, patches, suite, seeds=seeds, steps=steps, attack_steps=attack_steps)
     metrics = {**result["metrics"], "ssim_window": result["ssim"]["window"], **(extra_metrics or {})}
-    return {**label, "model": "toyworld", "suite": suite, "seeds": seeds, "metrics": metrics,
+    return {**label, "model": model.source, "suite": suite, "seeds": seeds, "metrics": metrics,
             "details": result["details"]}
 
 
@@ -81,6 +81,9 @@ def parser(description: str):
     import argparse
 
     p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", default="toyworld",
+                   help="the toy-world pipeline to measure: 'toyworld' (shipped) or a directory trained by "
+                   "`erasekit toyworld train`")
     p.add_argument("--seeds", default="0-3", help="evaluation seeds per prompt")
     p.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -89,9 +92,9 @@ def parser(description: str):
 
 
 def setup(args) -> tuple[list[int], Any]:
-    """Apply the thread count; return the seeds and the loaded toy-world model."""
+    """Apply the thread count; return the seeds and the loaded toy-world model (--model)."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return api.parse_seeds(args.seeds), api.load_model("toyworld", device="cpu")
+    return api.parse_seeds(args.seeds), api.load_model(args.model, device="cpu")

@@ -34,7 +34,7 @@ def main() -> None:
     per_side = sum(v for k, v in result["metrics"].items() if k.startswith("n_"))
     metrics = {"images_per_side": per_side, **timings,
                "images_per_second_cached_base": round(per_side / timings["seconds_cached_base"], 2)}
-    run = {"method": "uce", "concepts": ["circle"], "anchors": ["square"], "model": "toyworld", "suite": SUITE,
+    run = {"method": "uce", "concepts": ["circle"], "anchors": ["square"], "model": model.source, "suite": SUITE,
            "seeds": seeds, "sampler": f"DDIM {args.steps} steps, CFG 7.5", "metrics": metrics}
     print(metrics, flush=True)
     write_result("eval_speed", [run], out_dir=args.out)

@@ -54,7 +54,7 @@ def main() -> None:
         write_result("purify_toyworld", runs, out_dir=args.out)
     for label, overrides in (PATCHES[name] for name in chosen if name != "oracle"):
         run = {"method": "abo" if overrides is not None else "base", "case": f"purify {label}",
-               "model": "toyworld", "n_images": args.images, "noise_seed": 0, "metrics": {}}  # api.purify's seed
+               "model": model.source, "n_images": args.images, "noise_seed": 0, "metrics": {}}  # api.purify's seed
         patch = None
         if overrides is not None:
             config = {**TOYWORLD_DEFAULTS, **overrides}

@@ -38,6 +38,7 @@ def classifier_accuracy(model, classifier, n: int, seed: int) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline directory")
     parser.add_argument("--seeds", default="0-1", help="seeds per prompt (150 named prompts x seeds images)")
     parser.add_argument("--steps", type=int, default=35)
     parser.add_argument("--guidance", type=float, default=7.5)
@@ -47,7 +48,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
-    model = load_model("toyworld", device="cpu")
+    model = load_model(args.model, device="cpu")
     classifier = AttributeClassifier.load(classifier_path())
     kw = dict(steps=args.steps, guidance=args.guidance)
 
@@ -83,7 +84,7 @@ def main() -> None:
     training = (toyworld_dir() / "training.json")
     run = {
         "method": None,
-        "model": "toyworld",
+        "model": model.source,
         "concepts": [],
         "config": {"steps": args.steps, "guidance": args.guidance},
         "seeds": seeds,

@@ -88,3 +88,18 @@ def test_classifier_reads_held_out_renders():
     for name in domain.ATTRIBUTES:
         accuracy = float((pred[name].numpy() == labels[name]).mean())
         assert accuracy >= 0.98, (name, accuracy)
+
+
+def test_text_width_sets_encoder_and_cross_attention(tokenizer_dir):
+    from transformers import CLIPTokenizer
+
+    from erasekit.toyworld.models import build_text_encoder, build_unet
+
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    encoder, unet = build_text_encoder(tok, text_dim=48), build_unet(text_dim=48)
+    ids = tok(["a red circle"], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        hidden = encoder(ids).last_hidden_state
+        out = unet(torch.zeros(1, 4, 8, 8), 10, hidden).sample
+    assert hidden.shape[-1] == 48 and out.shape == (1, 4, 8, 8)
+    assert all(m.to_k.in_features == 48 for n, m in unet.named_modules() if n.endswith("attn2"))

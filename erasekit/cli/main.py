@@ -370,7 +370,9 @@ def toyworld() -> None:
 @click.option("--unet-steps", default=None, type=click.IntRange(min=1), help="UNet training steps.")
 @click.option("--init-from", default=None, type=click.Path(file_okay=False),
               help="start the UNet and text encoder from this pipeline's weights.")
-def toyworld_train(out, work, threads, unet_steps, init_from):
+@click.option("--text-dim", default=None, type=click.IntRange(min=8),
+              help="text encoder width = UNet cross-attention width (default: the shipped world's 128).")
+def toyworld_train(out, work, threads, unet_steps, init_from, text_dim):
     """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
     import torch
 
@@ -379,7 +381,8 @@ def toyworld_train(out, work, threads, unet_steps, init_from):
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = ToyTrainConfig() if unet_steps is None else ToyTrainConfig(unet_steps=unet_steps)
+    overrides = {"unet_steps": unet_steps, "text_dim": text_dim}
+    cfg = ToyTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     target = Path(out) if out else toyworld_dir()
     train_all(target, Path(work), cfg, Path(init_from) if init_from else None)
     click.echo(f"toy world written to {target}")

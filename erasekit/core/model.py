@@ -112,6 +112,7 @@ class DiffusionModel:
 
     def __init__(self, pipe: StableDiffusionPipeline, device: str | torch.device | None = None) -> None:
         self.pipe = pipe
+        self.source = "in-memory pipeline"  # what load() was given, for result records
         if device is not None:
             pipe.to(device)
         for module in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -124,6 +125,7 @@ class DiffusionModel:
         from erasekit.core.patch import restore_applied
 
         model = cls(load_pipeline(source, **kwargs), device=device)
+        model.source = str(source)
         resolved = resolve_source(source)
         if isinstance(resolved, Path) and resolved.is_dir():
             restore_applied(model, resolved)

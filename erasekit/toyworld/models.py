@@ -31,11 +31,11 @@ def build_vae() -> AutoencoderKL:
     )
 
 
-def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def build_text_encoder(tokenizer: CLIPTokenizer, text_dim: int = TEXT_DIM) -> CLIPTextModel:
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_DIM,
-        intermediate_size=4 * TEXT_DIM,
+        hidden_size=text_dim,
+        intermediate_size=4 * text_dim,
         num_hidden_layers=3,
         num_attention_heads=4,
         max_position_embeddings=MAX_LENGTH,
@@ -46,7 +46,7 @@ def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def build_unet() -> UNet2DConditionModel:
+def build_unet(text_dim: int = TEXT_DIM) -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
         in_channels=4,
@@ -55,7 +55,7 @@ def build_unet() -> UNet2DConditionModel:
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_DIM,
+        cross_attention_dim=text_dim,
         attention_head_dim=8,
         norm_num_groups=16,
     )

@@ -25,6 +25,7 @@ from transformers import CLIPTokenizer
 from erasekit.core.trainer import Trainer, TrainerConfig
 from erasekit.toyworld import domain
 from erasekit.toyworld.models import (
+    TEXT_DIM,
     AttributeClassifier,
     build_scheduler,
     build_text_encoder,
@@ -54,6 +55,8 @@ class ToyTrainConfig:
     min_snr_gamma: float = 5.0
     export_every: int = 1000
     checkpoint_every: int = 250
+    # Width of the text encoder and of the UNet's cross-attention inputs; the shipped world uses 128.
+    text_dim: int = TEXT_DIM
 
 
 def _images_to_model(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -210,7 +213,7 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
     scale = float(json.loads((out_dir / "vae" / "config.json").read_text())["scaling_factor"])
     tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
     torch.manual_seed(cfg.seed)
-    unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
+    unet, text_encoder = build_unet(cfg.text_dim), build_text_encoder(tokenizer, cfg.text_dim)
     if init_from is not None:
         from diffusers import UNet2DConditionModel
         from transformers import CLIPTextModel
@@ -245,7 +248,7 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
 
     def export(step: int, trainer: Trainer) -> bool:
         ema = trainer.ema_state()
-        u, te = build_unet(), build_text_encoder(tokenizer)
+        u, te = build_unet(cfg.text_dim), build_text_encoder(tokenizer, cfg.text_dim)
         u.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")})
         te.load_state_dict({k[13:]: v for k, v in ema.items() if k.startswith("text_encoder.")})
         _save_component(u, out_dir / "unet")
@@ -310,8 +313,9 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--unet-steps", type=int, default=ToyTrainConfig.unet_steps)
     parser.add_argument("--init-from", type=Path, default=None)
+    parser.add_argument("--text-dim", type=int, default=ToyTrainConfig.text_dim)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_all(args.out, args.work, ToyTrainConfig(unet_steps=args.unet_steps), args.init_from)
+    train_all(args.out, args.work, ToyTrainConfig(unet_steps=args.unet_steps, text_dim=args.text_dim), args.init_from)
