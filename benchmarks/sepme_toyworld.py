@@ -6,6 +6,7 @@ cycles. Writes benchmarks/results/sepme_toyworld.json (format: ../shared/BENCHMA
 from __future__ import annotations
 
 import common
+import torch
 from common import erase_timed, evaluation_run
 
 from erasekit.core.patch import stack
@@ -13,7 +14,8 @@ from erasekit.eval.results import write_result
 from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
 from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
 from erasekit.methods.sepme.config import TOYWORLD_DEFAULTS as SEPME_TOY
-from erasekit.methods.sepme.method import relative_kv_change
+from erasekit.methods.sepme.config import SepmeConfig
+from erasekit.methods.sepme.method import null_space_basis, relative_kv_change
 from erasekit.request import EraseRequest
 
 CONCEPTS = ["circle", "cross", "striped"]
@@ -88,7 +90,17 @@ def striped_diagnosis(model, seeds, steps, record) -> None:
                                            {**no_stop, "protect": protect})
         record([evaluation_run(model, [alone], "toyworld:pattern=striped", seeds, steps,
                                {"method": "sepme", "case": case, "measured": "striped", "protect": protect,
-                                "seconds": round(seconds, 1), "null_space_dim": alone.info["null_space_dim"]})])
+                                "seconds": round(seconds, 1), "null_space_dim": alone.info["null_space_dim"],
+                                "striped_share_outside": share_outside(model, "striped", ["", *protect])})])
+
+
+def share_outside(model, concept: str, constraints: list[str]) -> float:
+    """‖(E(c) − E(∅)) S_kᵀ‖ / ‖E(c) − E(∅)‖ over the token positions: the share of what the concept's
+    prompt adds to the empty prompt's embeddings that its null space (of `constraints`) can act on."""
+    with torch.no_grad():
+        added = (model.encode([concept]) - model.encode([""]))[0].double().cpu()
+        basis = null_space_basis(model.encode(constraints).flatten(0, 1).cpu(), SepmeConfig.rank_tol).double()
+    return round(float((added @ basis.T).norm() / added.norm()), 4)
 
 
 def cycles(model, kept, n_cycles, seeds, steps, record) -> None:
