@@ -91,6 +91,13 @@ def parser(description: str):
     return p
 
 
+def result_name(benchmark: str, model: str) -> str:
+    """'<benchmark>_toyworld', or '<benchmark>_<variant>' for another built-in toy world (e.g. toyworld-wide)."""
+    from erasekit.core.model import TOYWORLD_VARIANTS
+
+    return f"{benchmark}_{model if model in TOYWORLD_VARIANTS else 'toyworld'}"
+
+
 def setup(args) -> tuple[list[int], Any]:
     """Apply the thread count; return the seeds and the loaded toy-world model (--model)."""
     import torch

@@ -1,6 +1,7 @@
 """SepME on the toy world: erase circle, cross and the implicit stripes at once, restore one,
 compare interference with stacked single-concept abo / esd-x patches, and five erase → restore
-cycles. Writes benchmarks/results/sepme_toyworld.json (format: ../shared/BENCHMARKS.md).
+cycles. Writes benchmarks/results/sepme_toyworld.json (format: ../shared/BENCHMARKS.md);
+with --model toyworld-wide, sepme_toyworld-wide.json.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
 
     def record(entries):
         runs.extend(entries)
-        write_result("sepme_toyworld", runs, out_dir=args.out)
+        write_result(common.result_name("sepme", args.model), runs, out_dir=args.out)
 
     patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS), SEPME_TOY)
     by_concept = dict(zip(CONCEPTS, patches, strict=True))

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional image backends are never used here
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from erasekit.api import load_model, parse_seeds
-from erasekit.core.model import toyworld_dir
+from erasekit.core.model import TOYWORLD_VARIANTS, toyworld_dir
 from erasekit.core.sampler import generate_images
 from erasekit.eval.results import write_result
 from erasekit.toyworld import domain, fidelity
@@ -81,7 +82,7 @@ def main() -> None:
     generate_images(model, speed_prompts, list(range(64)), steps=35, guidance=7.5, batch_size=64, progress=False)
     metrics["seconds_generate_64"] = round(time.perf_counter() - start, 2)
 
-    training = (toyworld_dir() / "training.json")
+    training = (toyworld_dir(args.model) if args.model in TOYWORLD_VARIANTS else Path(args.model)) / "training.json"
     run = {
         "method": None,
         "model": model.source,
@@ -91,7 +92,8 @@ def main() -> None:
         "metrics": {**metrics, "fidelity_per_shape": per_shape},
     }
     extra = {"toyworld_training": json.loads(training.read_text()) if training.exists() else None}
-    path = write_result("toyworld_fidelity", [run], metrics={"seconds_generate_64": metrics["seconds_generate_64"]},
+    name = args.model if args.model in TOYWORLD_VARIANTS else "toyworld"
+    path = write_result(f"{name}_fidelity", [run], metrics={"seconds_generate_64": metrics["seconds_generate_64"]},
                         out_dir=args.out, extra=extra)
     for key, value in metrics.items():
         print(f"{key:36s} {value}")

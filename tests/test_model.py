@@ -80,3 +80,21 @@ def test_loads_from_single_safetensors_file(tiny_dir, tmp_path):
         assert a.keys() == b.keys(), component
         for key in a:
             assert torch.equal(a[key].reshape(b[key].shape), b[key]), (component, key)
+
+
+@pytest.mark.parametrize("name", ["toyworld", "toyworld-wide"])
+def test_builtin_toy_worlds_resolve_to_their_own_directories(name, monkeypatch):
+    from erasekit.core import model as model_module
+
+    monkeypatch.delenv("ERASEKIT_TOYWORLD", raising=False)
+    path = model_module.toyworld_dir(name)
+    assert path.name == name and path.parent.name == "models"
+    if (path / "model_index.json").exists():
+        assert resolve_source(name) == path
+    else:
+        with pytest.raises(ErasekitError, match=f"'{name}' is missing"):
+            resolve_source(name)
+
+
+def test_load_records_its_source(tiny_dir):
+    assert DiffusionModel.load(tiny_dir, device="cpu").source == str(tiny_dir)

@@ -94,7 +94,8 @@ def model_options(fn):
     fn = click.option("--patch", "patches", multiple=True, type=click.Path(dir_okay=False),
                       help="erasekit patch to apply (repeatable; applied in order).")(fn)
     fn = click.option("--model", "model", default="toyworld", show_default=True,
-                      help="diffusers directory, hub id, .safetensors file, or 'toyworld'.")(fn)
+                      help="diffusers directory, hub id, .safetensors file, or a built-in toy world: 'toyworld' or "
+                      "'toyworld-wide' (256-wide text encoder).")(fn)
     return fn
 
 

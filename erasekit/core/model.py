@@ -22,12 +22,15 @@ log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 TOYWORLD = "toyworld"
+# The built-in pipelines under models/: the toy world every table is measured on, and the same world
+# with a 256-wide text encoder, SD's ratio of prompt tokens to text width (docs/methods/sepme.md).
+TOYWORLD_VARIANTS = (TOYWORLD, "toyworld-wide")
 
 
-def toyworld_dir() -> Path:
-    """The shipped toy-world pipeline directory (overridable with ERASEKIT_TOYWORLD)."""
-    env = os.environ.get("ERASEKIT_TOYWORLD")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models" / TOYWORLD
+def toyworld_dir(name: str = TOYWORLD) -> Path:
+    """A shipped toy-world pipeline directory ('toyworld' is overridable with ERASEKIT_TOYWORLD)."""
+    env = os.environ.get("ERASEKIT_TOYWORLD") if name == TOYWORLD else None
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models" / name
 
 
 def resolve_source(source: str | os.PathLike) -> str | Path:
@@ -36,10 +39,10 @@ def resolve_source(source: str | os.PathLike) -> str | Path:
     if not text.strip():
         raise ErasekitError("model must not be empty: give a diffusers directory, a hub id, a .safetensors file "
                             "or 'toyworld'")
-    if text == TOYWORLD:
-        path = toyworld_dir()
+    if text in TOYWORLD_VARIANTS:
+        path = toyworld_dir(text)
         if not (path / "model_index.json").exists():
-            raise ErasekitError(f"the toy-world model is missing at {path}; run `erasekit toyworld train`")
+            raise ErasekitError(f"the toy-world model {text!r} is missing at {path}; run `erasekit toyworld train`")
         return path
     path = Path(text).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES:
