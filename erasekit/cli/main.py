@@ -373,7 +373,9 @@ def toyworld() -> None:
               help="start the UNet and text encoder from this pipeline's weights.")
 @click.option("--text-dim", default=None, type=click.IntRange(min=8),
               help="text encoder width = UNet cross-attention width (default: the shipped world's 128).")
-def toyworld_train(out, work, threads, unet_steps, init_from, text_dim):
+@click.option("--vae-from", default=None, type=click.Path(file_okay=False, exists=True),
+              help="reuse this toy world's tokenizer, VAE and classifier; train only the text encoder and UNet.")
+def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from):
     """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
     import torch
 
@@ -385,7 +387,7 @@ def toyworld_train(out, work, threads, unet_steps, init_from, text_dim):
     overrides = {"unet_steps": unet_steps, "text_dim": text_dim}
     cfg = ToyTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     target = Path(out) if out else toyworld_dir()
-    train_all(target, Path(work), cfg, Path(init_from) if init_from else None)
+    train_all(target, Path(work), cfg, Path(init_from) if init_from else None, Path(vae_from) if vae_from else None)
     click.echo(f"toy world written to {target}")
 
 

@@ -294,11 +294,19 @@ def quick_fidelity(pipe: StableDiffusionPipeline, classifier: AttributeClassifie
     return {f"fidelity_{name}": fidelity.agreement(prompts, pred, name) for name in domain.ATTRIBUTES}
 
 
-def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | None = None) -> None:
+def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | None = None,
+              vae_from: Path | None = None) -> None:
+    """vae_from: a trained toy world whose tokenizer, VAE and classifier are reused (only the text
+    encoder and UNet train), e.g. for a variant with another text width."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if vae_from is not None:
+        for part in ("tokenizer", "vae"):
+            if not (out_dir / part).exists():
+                shutil.copytree(vae_from / part, out_dir / part)
     if not (out_dir / "tokenizer" / "vocab.json").exists():
         save_tokenizer(out_dir / "tokenizer")
-    classifier = train_classifier(cfg, out_dir.parent / f"{out_dir.name}-{CLASSIFIER_FILE}", work, out_dir)
+    source = vae_from or out_dir
+    classifier = train_classifier(cfg, source.parent / f"{source.name}-{CLASSIFIER_FILE}", work, out_dir)
     train_vae(cfg, out_dir, work)
     train_unet(cfg, out_dir, work, classifier, init_from=init_from)
     log.info("toy world trained into %s", out_dir)
