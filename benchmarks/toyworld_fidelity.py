@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from erasekit.api import load_model, parse_seeds
-from erasekit.core.model import TOYWORLD_VARIANTS, toyworld_dir
+from erasekit.core.model import TOYWORLD_VARIANTS, resolve_source
 from erasekit.core.sampler import generate_images
 from erasekit.eval.results import write_result
 from erasekit.toyworld import domain, fidelity
@@ -82,7 +82,7 @@ def main() -> None:
     generate_images(model, speed_prompts, list(range(64)), steps=35, guidance=7.5, batch_size=64, progress=False)
     metrics["seconds_generate_64"] = round(time.perf_counter() - start, 2)
 
-    training = (toyworld_dir(args.model) if args.model in TOYWORLD_VARIANTS else Path(args.model)) / "training.json"
+    training = Path(resolve_source(args.model)) / "training.json"
     run = {
         "method": None,
         "model": model.source,
