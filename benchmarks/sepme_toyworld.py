@@ -54,8 +54,10 @@ def main() -> None:
     by_concept = dict(zip(CONCEPTS, patches, strict=True))
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
     if "joint" in parts:
-        record(evaluate_all(model, patches, seeds, args.steps, {"method": "sepme", "case": "erase-all",
-                                                               "seconds": round(seconds, 1)}))
+        record(evaluate_all(model, patches, seeds, args.steps, {
+            "method": "sepme", "case": "erase-all", "seconds": round(seconds, 1),
+            # Where each concept's momentum early stop froze it (None: it ran to max_steps).
+            "stopped_at": {c: p.info["stopped_at"] for c, p in by_concept.items()}}))
         # How far the kept increments move the restored concept's keys/values (0 by construction).
         record(evaluate_all(model, kept, seeds, args.steps, {
             "method": "sepme", "case": "restore-circle",

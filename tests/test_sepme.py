@@ -9,6 +9,7 @@ from erasekit.errors import ErasekitError
 from erasekit.methods.sepme.config import SepmeConfig
 from erasekit.methods.sepme.method import (
     MomentumStopper,
+    balance_weights,
     correlation_loss,
     null_space_basis,
     relative_kv_change,
@@ -44,6 +45,14 @@ def test_momentum_early_stopping_fires_on_constructed_sequence():
     anti = MomentumStopper(momentum=0.5, warmup=0, tau=None, tau_rel=-0.25)
     # τ = −0.25·|L_0| = −0.25; L_mom: 1, 0 (uncorrelated is not enough), −0.5 (< τ)
     assert [anti.update(v) for v in [1.0, -1.0, -1.0]] == [False, False, True]
+
+
+def test_balance_weights_scale_each_concept_to_the_largest_first_loss():
+    weights = balance_weights({0: 0.02, 1: -0.004, 2: 0.0})
+    # |L⁰| 0.02 is the largest: η = 1, 5 and (a zero first loss) capped by the 1e-12 floor.
+    assert weights[0] == pytest.approx(1.0)
+    assert weights[1] == pytest.approx(5.0)
+    assert weights[2] == pytest.approx(0.02 / 1e-12)
 
 
 @pytest.mark.parametrize("tau_rel", [0.0, 1.5, float("nan")])

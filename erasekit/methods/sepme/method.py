@@ -51,6 +51,14 @@ def correlation_loss(edited_cond, edited_uncond, base_cond, base_uncond) -> torc
     return ((edited_cond - edited_uncond) * (base_cond - base_uncond)).mean()
 
 
+def balance_weights(initial: dict[int, float]) -> dict[int, float]:
+    """η_i = max_k |L_k⁰| / |L_i⁰| from each concept's first loss. The extended paper divides by the
+    current |L_i|; with a negative τ the losses cross zero, where that ratio explodes and the spike
+    in Adam's second moment all but stops the concept's training, so the scale is taken once."""
+    largest = max(abs(v) for v in initial.values())
+    return {k: largest / max(abs(v), 1e-12) for k, v in initial.items()}
+
+
 class MomentumStopper:
     """L_mom⁰ = L_0, L_mom ← m·L_mom + (1 − m)·L; stop once past warm-up with L_mom < τ."""
 
@@ -159,16 +167,17 @@ def erase(
     groups = [list(range(len(concepts)))] if config.mode == "joint" else [[k] for k in range(len(concepts))]
     for group in groups:
         latest: dict[int, float] = {}
+        weights: dict[int, float] = {}
 
-        def loss_fn(step: int, gen: torch.Generator, group=group, latest=latest) -> torch.Tensor:
+        def loss_fn(step: int, gen: torch.Generator, group=group, latest=latest, weights=weights) -> torch.Tensor:
             active = [k for k in group if k not in stopped]
             losses = {k: concept_loss(k, step, gen, group) for k in active}
             latest.clear()
             latest.update({k: float(v.detach()) for k, v in losses.items()})
-            # Balance: each concept's loss scaled to the largest magnitude among them (extended paper).
-            scale = max(abs(v) for v in latest.values())
-            total = sum(loss * (scale / max(abs(latest[k]), 1e-12)) for k, loss in losses.items())
-            return total + config.reg * sum(l1(k) for k in active)
+            if not weights:  # every concept of the group is active at the first step
+                weights.update(balance_weights(latest))
+            # η weighs each concept's whole objective, its L1 term included.
+            return sum(weights[k] * (loss + config.reg * l1(k)) for k, loss in losses.items())
 
         def check(step: int, trainer: Trainer, group=group, latest=latest) -> bool:
             for k, value in latest.items():
