@@ -36,6 +36,9 @@ def evaluate_all(model, patches, seeds, steps, label) -> list[dict]:
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--tau", type=float, default=None,
+                        help="absolute early-stopping threshold shared by the concepts, as the paper's τ "
+                        "(default: TOYWORLD_DEFAULTS' tau_rel times each concept's first loss)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)} (the joint erasure always runs); "
                         "parts run in separate processes are joined by benchmarks/merge_results.py")
@@ -44,20 +47,22 @@ def main() -> None:
     if not set(parts) <= set(PARTS):
         parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
     seeds, model = common.setup(args)
+    sepme = {**SEPME_TOY, "tau": args.tau}
     runs: list[dict] = []
 
     def record(entries):
         runs.extend(entries)
         write_result(common.result_name("sepme", args.model), runs, out_dir=args.out)
 
-    patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS), SEPME_TOY)
+    patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS), sepme)
     by_concept = dict(zip(CONCEPTS, patches, strict=True))
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
     if "joint" in parts:
         record(evaluate_all(model, patches, seeds, args.steps, {
             "method": "sepme", "case": "erase-all", "seconds": round(seconds, 1),
             # Where each concept's momentum early stop froze it (None: it ran to max_steps).
-            "stopped_at": {c: p.info["stopped_at"] for c, p in by_concept.items()}}))
+            "stopped_at": {c: p.info["stopped_at"] for c, p in by_concept.items()},
+            "tau": {c: p.info["tau"] for c, p in by_concept.items()}}))
         # How far the kept increments move the restored concept's keys/values (0 by construction).
         record(evaluate_all(model, kept, seeds, args.steps, {
             "method": "sepme", "case": "restore-circle",
@@ -68,7 +73,7 @@ def main() -> None:
     if "diagnosis" in parts:
         striped_diagnosis(model, seeds, args.steps, record)
     if "cycles" in parts:
-        cycles(model, kept, args.cycles, seeds, args.steps, record)
+        cycles(model, kept, sepme, args.cycles, seeds, args.steps, record)
 
 
 def stacked_baselines(model, seeds, steps, record) -> None:
@@ -106,11 +111,11 @@ def share_outside(model, concept: str, constraints: list[str]) -> float:
     return round(float((added @ basis.T).norm() / added.norm()), 4)
 
 
-def cycles(model, kept, n_cycles, seeds, steps, record) -> None:
+def cycles(model, kept, sepme, n_cycles, seeds, steps, record) -> None:
     """Erase → restore cycles of "circle" on top of the two kept increments: each cycle trains a new
     circle increment (its own seed, the kept concepts protected), applies it, then removes it."""
     for cycle in range(n_cycles):
-        config = {**SEPME_TOY, "seed": cycle + 1, "protect": [c for c in CONCEPTS if c != "circle"]}
+        config = {**sepme, "seed": cycle + 1, "protect": [c for c in CONCEPTS if c != "circle"]}
         (circle,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["circle"]), config)
         record([evaluation_run(model, kept + [circle], SUITES["circle"], seeds, steps,
                                {"method": "sepme", "case": f"cycle-{cycle}-erased", "measured": "circle",
