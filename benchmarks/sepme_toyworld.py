@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=None,
                         help="absolute early-stopping threshold shared by the concepts, as the paper's τ "
                         "(default: TOYWORLD_DEFAULTS' tau_rel times each concept's first loss)")
+    parser.add_argument("--preserve", action="append", default=[], metavar="PROMPT",
+                        help="a prompt whose keys/values every SepME increment must leave unchanged (repeatable)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)} (the joint erasure always runs); "
                         "parts run in separate processes are joined by benchmarks/merge_results.py")
@@ -54,12 +56,12 @@ def main() -> None:
         runs.extend(entries)
         write_result(common.result_name("sepme", args.model), runs, out_dir=args.out)
 
-    patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS), sepme)
+    patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS, preserve=args.preserve), sepme)
     by_concept = dict(zip(CONCEPTS, patches, strict=True))
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
     if "joint" in parts:
         record(evaluate_all(model, patches, seeds, args.steps, {
-            "method": "sepme", "case": "erase-all", "seconds": round(seconds, 1),
+            "method": "sepme", "case": "erase-all", "seconds": round(seconds, 1), "preserve": args.preserve,
             # Where each concept's momentum early stop froze it (None: it ran to max_steps).
             "stopped_at": {c: p.info["stopped_at"] for c, p in by_concept.items()},
             "tau": {c: p.info["tau"] for c, p in by_concept.items()}}))
@@ -73,7 +75,7 @@ def main() -> None:
     if "diagnosis" in parts:
         striped_diagnosis(model, seeds, args.steps, record)
     if "cycles" in parts:
-        cycles(model, kept, sepme, args.cycles, seeds, args.steps, record)
+        cycles(model, kept, sepme, args.preserve, args.cycles, seeds, args.steps, record)
 
 
 def stacked_baselines(model, seeds, steps, record) -> None:
@@ -111,12 +113,13 @@ def share_outside(model, concept: str, constraints: list[str]) -> float:
     return round(float((added @ basis.T).norm() / added.norm()), 4)
 
 
-def cycles(model, kept, sepme, n_cycles, seeds, steps, record) -> None:
+def cycles(model, kept, sepme, preserve, n_cycles, seeds, steps, record) -> None:
     """Erase → restore cycles of "circle" on top of the two kept increments: each cycle trains a new
     circle increment (its own seed, the kept concepts protected), applies it, then removes it."""
     for cycle in range(n_cycles):
         config = {**sepme, "seed": cycle + 1, "protect": [c for c in CONCEPTS if c != "circle"]}
-        (circle,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["circle"]), config)
+        (circle,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["circle"], preserve=preserve),
+                                            config)
         record([evaluation_run(model, kept + [circle], SUITES["circle"], seeds, steps,
                                {"method": "sepme", "case": f"cycle-{cycle}-erased", "measured": "circle",
                                 "seconds": round(seconds, 1)}),
