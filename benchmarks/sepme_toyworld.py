@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=None,
                         help="absolute early-stopping threshold shared by the concepts, as the paper's τ "
                         "(default: TOYWORLD_DEFAULTS' tau_rel times each concept's first loss)")
+    parser.add_argument("--max-steps", type=int, default=SEPME_TOY["max_steps"],
+                        help="step cap of each SepME erasure (default: TOYWORLD_DEFAULTS')")
     parser.add_argument("--preserve", action="append", default=[], metavar="PROMPT",
                         help="a prompt whose keys/values every SepME increment must leave unchanged (repeatable)")
     parser.add_argument("--parts", default=",".join(PARTS),
@@ -49,7 +51,7 @@ def main() -> None:
     if not set(parts) <= set(PARTS):
         parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
     seeds, model = common.setup(args)
-    sepme = {**SEPME_TOY, "tau": args.tau}
+    sepme = {**SEPME_TOY, "tau": args.tau, "max_steps": args.max_steps}
     runs: list[dict] = []
 
     def record(entries):
