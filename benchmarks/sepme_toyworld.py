@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--tau", type=float, default=None,
                         help="absolute early-stopping threshold shared by the concepts, as the paper's τ "
-                        "(default: TOYWORLD_DEFAULTS' tau_rel times each concept's first loss)")
+                        "(default: TOYWORLD_DEFAULTS' tau_rel times each concept's loss scale)")
     parser.add_argument("--max-steps", type=int, default=SEPME_TOY["max_steps"],
                         help="step cap of each SepME erasure (default: TOYWORLD_DEFAULTS')")
     parser.add_argument("--preserve", action="append", default=[], metavar="PROMPT",

@@ -35,21 +35,20 @@ def test_correlation_loss_hand_computed():
 
 
 def test_momentum_early_stopping_fires_on_constructed_sequence():
-    stopper = MomentumStopper(momentum=0.5, warmup=2, tau=None, tau_rel=0.1)
+    stopper = MomentumStopper(momentum=0.5, warmup=2, tau=0.1)
     fired = [stopper.update(v) for v in [1.0, 0.5, 0.0, 0.0, 0.0, 0.0]]
     # L_mom: 1, .75, .375, .1875, .09375 (< τ = 0.1 at the fifth step), ...
-    assert stopper.tau == pytest.approx(0.1)
     assert fired == [False, False, False, False, True, True]
-    never = MomentumStopper(momentum=0.9, warmup=0, tau=-1.0, tau_rel=0.1)
+    never = MomentumStopper(momentum=0.9, warmup=0, tau=-1.0)
     assert not any(never.update(v) for v in [1.0, 0.5, 0.2])
-    anti = MomentumStopper(momentum=0.5, warmup=0, tau=None, tau_rel=-0.25)
-    # τ = −0.25·|L_0| = −0.25; L_mom: 1, 0 (uncorrelated is not enough), −0.5 (< τ)
+    anti = MomentumStopper(momentum=0.5, warmup=0, tau=-0.25)
+    # L_mom: 1, 0 (uncorrelated is not enough), −0.5 (< τ)
     assert [anti.update(v) for v in [1.0, -1.0, -1.0]] == [False, False, True]
 
 
-def test_balance_weights_scale_each_concept_to_the_largest_first_loss():
+def test_balance_weights_scale_each_concept_to_the_largest_loss_scale():
     weights = balance_weights({0: 0.02, 1: -0.004, 2: 0.0})
-    # |L⁰| 0.02 is the largest: η = 1, 5 and (a zero first loss) capped by the 1e-12 floor.
+    # |L| 0.02 is the largest: η = 1, 5 and (a zero scale) capped by the 1e-12 floor.
     assert weights[0] == pytest.approx(1.0)
     assert weights[1] == pytest.approx(5.0)
     assert weights[2] == pytest.approx(0.02 / 1e-12)
@@ -101,6 +100,19 @@ def test_increments_keep_other_keys_values_and_restore_exactly(wide_model):
     patching.apply(wide_model, cross)
     again = {n: p.detach() for n, p in named_parameters(wide_model.named_modules()).items()}
     assert all(torch.equal(with_cross_only[n], again[n]) for n in again)
+
+
+def test_tau_is_calibrated_on_the_mean_base_loss_unless_given(wide_model):
+    request = EraseRequest(concepts=["circle", "cross"])
+    calibrated = erase(wide_model, "sepme", request, SepmeConfig(**CFG, tau_rel=-0.5, calibration_samples=3),
+                       progress=False)
+    for patch in calibrated:
+        # At the base model L_cor = mean(r²) > 0, so a negative tau_rel gives a negative τ.
+        assert patch.info["loss_scale"] > 0
+        assert patch.info["tau"] == pytest.approx(-0.5 * patch.info["loss_scale"])
+    assert calibrated[0].info["loss_scale"] != calibrated[1].info["loss_scale"]
+    given = erase(wide_model, "sepme", request, SepmeConfig(**CFG, tau=-1e-3), progress=False)
+    assert [p.info["tau"] for p in given] == [-1e-3, -1e-3]
 
 
 def test_empty_null_space_is_a_clear_error(tiny_model):

@@ -18,8 +18,10 @@ class SepmeConfig:
     max_steps: int = 1000
     warmup: int = 10  # early stopping is checked after this many steps
     momentum: float = 0.9  # L_mom ← m·L_mom + (1 − m)·L_cor
-    tau: float | None = None  # absolute stopping threshold (SD 1.4: 1e-4); None: tau_rel · initial L_cor
+    tau: float | None = None  # absolute stopping threshold (SD 1.4: 1e-4); None: tau_rel · the loss scale
     tau_rel: float = 0.05  # negative: stop only once the representations are anti-correlated
+    # The loss scale (τ and the balance weights η): mean base-model L_cor over this many image/noise draws.
+    calibration_samples: int = 8
     reg: float = 1e-6  # λ of the L1 term (1/M) Σ_l ‖β P_l S‖₁
     rank_tol: float = 1e-6  # singular values below tol · σ_max count as zero when building null spaces
     n_images: int = 1000
@@ -36,8 +38,8 @@ class SepmeConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("joint", "separate"):
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
-        if self.max_steps < 1 or self.n_images < 1 or self.image_steps < 1 or self.warmup < 0:
-            raise ValueError("max_steps, n_images and image_steps must be >= 1, warmup >= 0")
+        if min(self.max_steps, self.n_images, self.image_steps, self.calibration_samples) < 1 or self.warmup < 0:
+            raise ValueError("max_steps, n_images, image_steps and calibration_samples must be >= 1, warmup >= 0")
         if not (math.isfinite(self.tau_rel) and -1 < self.tau_rel < 1 and self.tau_rel != 0):
             raise ValueError(f"tau_rel must lie in (-1, 1) and not be 0, got {self.tau_rel}")
         for name in ("beta", "lr", "rank_tol"):

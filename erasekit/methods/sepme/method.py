@@ -51,29 +51,24 @@ def correlation_loss(edited_cond, edited_uncond, base_cond, base_uncond) -> torc
     return ((edited_cond - edited_uncond) * (base_cond - base_uncond)).mean()
 
 
-def balance_weights(initial: dict[int, float]) -> dict[int, float]:
-    """η_i = max_k |L_k⁰| / |L_i⁰| from each concept's first loss. The extended paper divides by the
-    current |L_i|; with a negative τ the losses cross zero, where that ratio explodes and the spike
+def balance_weights(scales: dict[int, float]) -> dict[int, float]:
+    """η_i = max_k |L_k| / |L_i| from each concept's calibrated loss scale. The extended paper divides by
+    the current |L_i|; with a negative τ the losses cross zero, where that ratio explodes and the spike
     in Adam's second moment all but stops the concept's training, so the scale is taken once."""
-    largest = max(abs(v) for v in initial.values())
-    return {k: largest / max(abs(v), 1e-12) for k, v in initial.items()}
+    largest = max(abs(v) for v in scales.values())
+    return {k: largest / max(abs(v), 1e-12) for k, v in scales.items()}
 
 
 class MomentumStopper:
     """L_mom⁰ = L_0, L_mom ← m·L_mom + (1 − m)·L; stop once past warm-up with L_mom < τ."""
 
-    def __init__(self, momentum: float, warmup: int, tau: float | None, tau_rel: float) -> None:
-        self.momentum, self.warmup, self.tau, self.tau_rel = momentum, warmup, tau, tau_rel
+    def __init__(self, momentum: float, warmup: int, tau: float) -> None:
+        self.momentum, self.warmup, self.tau = momentum, warmup, tau
         self.value: float | None = None
         self.steps = 0
 
     def update(self, loss: float) -> bool:
-        if self.value is None:
-            self.value = loss
-            if self.tau is None:  # calibrate on this model's own loss scale
-                self.tau = self.tau_rel * abs(loss)
-        else:
-            self.value = self.momentum * self.value + (1 - self.momentum) * loss
+        self.value = loss if self.value is None else self.momentum * self.value + (1 - self.momentum) * loss
         self.steps += 1
         return self.steps > self.warmup and self.value < self.tau
 
@@ -161,21 +156,28 @@ def erase(
     def l1(k: int) -> torch.Tensor:
         return sum(increment(k, name).abs().sum() for name in layers) / len(layers)
 
-    stoppers = {k: MomentumStopper(config.momentum, config.warmup, config.tau, config.tau_rel)
+    # Each concept's loss scale: the mean of L_cor = mean(r²) at the base model over several images and
+    # noise draws (one draw's loss spreads over two orders of magnitude). It calibrates τ = tau_rel · scale
+    # and the balance weights η.
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    with torch.no_grad():
+        scales = {k: sum(float(concept_loss(k, i * len(latents[k]) // config.calibration_samples, gen, []))
+                         for i in range(config.calibration_samples)) / config.calibration_samples
+                  for k in range(len(concepts))}
+    stoppers = {k: MomentumStopper(config.momentum, config.warmup,
+                                   config.tau if config.tau is not None else config.tau_rel * scales[k])
                 for k in range(len(concepts))}
     stopped: dict[int, int] = {}
     groups = [list(range(len(concepts)))] if config.mode == "joint" else [[k] for k in range(len(concepts))]
     for group in groups:
         latest: dict[int, float] = {}
-        weights: dict[int, float] = {}
+        weights = balance_weights({k: scales[k] for k in group})
 
         def loss_fn(step: int, gen: torch.Generator, group=group, latest=latest, weights=weights) -> torch.Tensor:
             active = [k for k in group if k not in stopped]
             losses = {k: concept_loss(k, step, gen, group) for k in active}
             latest.clear()
             latest.update({k: float(v.detach()) for k, v in losses.items()})
-            if not weights:  # every concept of the group is active at the first step
-                weights.update(balance_weights(latest))
             # η weighs each concept's whole objective, its L1 term included.
             return sum(weights[k] * (loss + config.reg * l1(k)) for k, loss in losses.items())
 
@@ -197,8 +199,8 @@ def erase(
     with torch.no_grad():
         for k, concept in enumerate(concepts):
             deltas = {f"unet.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
-            info = {"stopped_at": stopped.get(k), "tau": stoppers[k].tau, "l_mom": stoppers[k].value,
-                    "null_space_dim": int(bases[k].shape[0]), "trainable_params": sum(
+            info = {"stopped_at": stopped.get(k), "tau": stoppers[k].tau, "loss_scale": scales[k],
+                    "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]), "trainable_params": sum(
                         coeffs[f"{k}/{n}"].numel() for n in layers)}
             patches.append(Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info))
     return patches
