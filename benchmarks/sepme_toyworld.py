@@ -18,12 +18,17 @@ from erasekit.methods.sepme.config import TOYWORLD_DEFAULTS as SEPME_TOY
 from erasekit.methods.sepme.config import SepmeConfig
 from erasekit.methods.sepme.method import null_space_basis, relative_kv_change
 from erasekit.request import EraseRequest
+from erasekit.toyworld.domain import SHAPES
 
 CONCEPTS = ["circle", "cross", "striped"]
 ATTRIBUTE = {"circle": "shape", "cross": "shape", "striped": "pattern"}
 # Each concept's suite leaves the other erased concepts out of its 'other' group.
 SUITES = {c: f"toyworld:{ATTRIBUTE[c]}={c}" + "".join(f":also={ATTRIBUTE[o]}={o}" for o in CONCEPTS if o != c)
           for c in CONCEPTS}
+# A pattern is always drawn on a shape: "striped" trains in the world's shape contexts, each against
+# the shape alone (phrase_null), so the joint objective sees the prompts where its increment and the
+# shapes' increments meet ("striped circle"). The shapes train on their bare prompts.
+CAPTIONS = {"striped": [f"{{}} {shape}" for shape in SHAPES]}
 # Single-concept settings of the stacked baselines: abo's toy-world case settings (abo_toyworld.py).
 PARTS = ("joint", "stacked", "diagnosis", "cycles")
 ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", common.ABO_STRIPED)}
@@ -52,13 +57,14 @@ def main() -> None:
         parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
     seeds, model = common.setup(args)
     sepme = {**SEPME_TOY, "tau": args.tau, "max_steps": args.max_steps}
+    joint = {**sepme, "captions": CAPTIONS, "phrase_null": True}
     runs: list[dict] = []
 
     def record(entries):
         runs.extend(entries)
         write_result(common.result_name("sepme", args.model), runs, out_dir=args.out)
 
-    patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS, preserve=args.preserve), sepme)
+    patches, seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=CONCEPTS, preserve=args.preserve), joint)
     by_concept = dict(zip(CONCEPTS, patches, strict=True))
     kept = [by_concept[c] for c in CONCEPTS if c != "circle"]
     if "joint" in parts:
@@ -66,7 +72,8 @@ def main() -> None:
             "method": "sepme", "case": "erase-all", "seconds": round(seconds, 1), "preserve": args.preserve,
             # Where each concept's momentum early stop froze it (None: it ran to max_steps).
             "stopped_at": {c: p.info["stopped_at"] for c, p in by_concept.items()},
-            "tau": {c: p.info["tau"] for c, p in by_concept.items()}}))
+            "tau": {c: p.info["tau"] for c, p in by_concept.items()},
+            "loss_scale": {c: p.info["loss_scale"] for c, p in by_concept.items()}, "captions": CAPTIONS}))
         # How far the kept increments move the restored concept's keys/values (0 by construction).
         record(evaluate_all(model, kept, seeds, args.steps, {
             "method": "sepme", "case": "restore-circle",
@@ -124,7 +131,8 @@ def cycles(model, kept, sepme, preserve, n_cycles, seeds, steps, record) -> None
                                             config)
         record([evaluation_run(model, kept + [circle], SUITES["circle"], seeds, steps,
                                {"method": "sepme", "case": f"cycle-{cycle}-erased", "measured": "circle",
-                                "seconds": round(seconds, 1)}),
+                                "seconds": round(seconds, 1), "stopped_at": circle.info["stopped_at"],
+                                "tau": circle.info["tau"]}),
                 evaluation_run(model, kept, SUITES["circle"], seeds, steps,
                                {"method": "sepme", "case": f"cycle-{cycle}-restored", "measured": "circle"})])
 

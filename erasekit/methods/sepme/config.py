@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The toy world's settings: fewer concept images; docs/methods/sepme.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 400, "lr": 0.05, "beta": 1e-2, "tau_rel": -0.25}
+TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 800, "lr": 0.05, "beta": 1e-2, "tau_rel": -1.0}
 
 
 @dataclass
@@ -21,7 +21,7 @@ class SepmeConfig:
     tau: float | None = None  # absolute stopping threshold (SD 1.4: 1e-4); None: tau_rel · the loss scale
     tau_rel: float = 0.05  # negative: stop only once the representations are anti-correlated
     # The loss scale (τ and the balance weights η): mean base-model L_cor over this many image/noise draws.
-    calibration_samples: int = 8
+    calibration_samples: int = 32
     reg: float = 1e-6  # λ of the L1 term (1/M) Σ_l ‖β P_l S‖₁
     rank_tol: float = 1e-6  # singular values below tol · σ_max count as zero when building null spaces
     n_images: int = 1000
@@ -40,8 +40,9 @@ class SepmeConfig:
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
         if min(self.max_steps, self.n_images, self.image_steps, self.calibration_samples) < 1 or self.warmup < 0:
             raise ValueError("max_steps, n_images, image_steps and calibration_samples must be >= 1, warmup >= 0")
-        if not (math.isfinite(self.tau_rel) and -1 < self.tau_rel < 1 and self.tau_rel != 0):
-            raise ValueError(f"tau_rel must lie in (-1, 1) and not be 0, got {self.tau_rel}")
+        if not (math.isfinite(self.tau_rel) and self.tau_rel < 1 and self.tau_rel != 0):
+            # τ ≥ the loss scale would stop at the first check, before any erasure.
+            raise ValueError(f"tau_rel must be finite, below 1 and not 0, got {self.tau_rel}")
         for name in ("beta", "lr", "rank_tol"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
