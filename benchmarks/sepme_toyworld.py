@@ -29,6 +29,10 @@ SUITES = {c: f"toyworld:{ATTRIBUTE[c]}={c}" + "".join(f":also={ATTRIBUTE[o]}={o}
 # the shape alone (phrase_null), so the joint objective sees the prompts where its increment and the
 # shapes' increments meet ("striped circle"). The shapes train on their bare prompts.
 CAPTIONS = {"striped": [f"{{}} {shape}" for shape in SHAPES]}
+# The stripes train after the shapes' increments are frozen, on the model that carries them: in the
+# prompts where both act ("striped circle") the stripes' increment then learns against what the shapes'
+# increments leave, instead of both chasing the same representation at once (docs/methods/sepme.md).
+STAGES = [["circle", "cross"], ["striped"]]
 # Single-concept settings of the stacked baselines: abo's toy-world case settings (abo_toyworld.py).
 PARTS = ("joint", "stacked", "diagnosis", "cycles")
 ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", common.ABO_STRIPED)}
@@ -57,7 +61,7 @@ def main() -> None:
         parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
     seeds, model = common.setup(args)
     sepme = {**SEPME_TOY, "tau": args.tau, "max_steps": args.max_steps}
-    joint = {**sepme, "captions": CAPTIONS, "phrase_null": True}
+    joint = {**sepme, "captions": CAPTIONS, "phrase_null": True, "stages": STAGES}
     runs: list[dict] = []
 
     def record(entries):
@@ -73,7 +77,8 @@ def main() -> None:
             # Where each concept's momentum early stop froze it (None: it ran to max_steps).
             "stopped_at": {c: p.info["stopped_at"] for c, p in by_concept.items()},
             "tau": {c: p.info["tau"] for c, p in by_concept.items()},
-            "loss_scale": {c: p.info["loss_scale"] for c, p in by_concept.items()}, "captions": CAPTIONS}))
+            "loss_scale": {c: p.info["loss_scale"] for c, p in by_concept.items()}, "captions": CAPTIONS,
+            "stages": STAGES}))
         # How far the kept increments move the restored concept's keys/values (0 by construction).
         record(evaluate_all(model, kept, seeds, args.steps, {
             "method": "sepme", "case": "restore-circle",

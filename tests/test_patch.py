@@ -69,6 +69,31 @@ def test_fingerprint_mismatch_is_refused(tiny_model, tiny_dir, tokenizer_dir):
     patching.apply(tiny_model, q)
 
 
+def test_patch_made_on_a_patched_model_fits_the_base_next_to_its_prerequisite(tiny_model, caplog):
+    from erasekit.core.data import model_fingerprint
+    from erasekit.core.edit import EditSession
+
+    first = _random_patch(tiny_model, "xattn", 0)
+    unpatched = model_fingerprint(tiny_model)
+    patching.apply(tiny_model, first)
+    assert model_fingerprint(tiny_model) != unpatched  # cached images of the patched model are its own
+    with EditSession(tiny_model, "xattn") as session:
+        with torch.no_grad():
+            for p in session.params.values():
+                p.mul_(0.5)
+        second = session.to_patch("test", {}, ["cross"])
+    patching.remove(tiny_model, first)
+    assert model_fingerprint(tiny_model) == unpatched
+    # Same tensors, same unpatched base: the fingerprints agree although the live weights differed.
+    assert second.base_fingerprint == first.base_fingerprint
+    assert second.info["trained_on"] == [first.id]
+    patching.apply(tiny_model, patching.stack([first, second]))
+    patching.remove(tiny_model, patching.applied(tiny_model)[0])
+    with caplog.at_level("WARNING"):
+        patching.apply(tiny_model, second)
+    assert first.id in caplog.text
+
+
 def test_export_loads_in_plain_diffusers_with_same_images(tiny_model, tmp_path):
     p = _random_patch(tiny_model, "xattn", 2, scale=0.2)
     patching.apply(tiny_model, p)

@@ -115,6 +115,28 @@ def test_tau_is_calibrated_on_the_mean_base_loss_unless_given(wide_model):
     assert [p.info["tau"] for p in given] == [-1e-3, -1e-3]
 
 
+def test_staged_training_carries_earlier_increments_and_stays_decoupled(wide_model):
+    before = {n: p.detach().clone() for n, p in named_parameters(wide_model.named_modules()).items()}
+    circle, cross = erase(wide_model, "sepme", EraseRequest(concepts=["circle", "cross"]),
+                          SepmeConfig(**CFG, stages=[["cross"], ["circle"]]), progress=False)
+    after = {n: p.detach() for n, p in named_parameters(wide_model.named_modules()).items()}
+    assert all(torch.equal(before[n], after[n]) for n in before)  # the carried stage is taken off again
+    assert circle.info["trained_on"] == [cross.id] and "trained_on" not in cross.info
+    assert relative_kv_change(wide_model, [circle], "cross") < 1e-5
+    assert relative_kv_change(wide_model, [cross], "circle") < 1e-5
+    patching.apply(wide_model, cross)
+    patching.apply(wide_model, circle)  # fits the base next to the stage it was trained on
+    patching.remove(wide_model, cross)  # restoring cross keeps circle's increment alone
+    assert patching.applied(wide_model) == [circle]
+
+
+@pytest.mark.parametrize("stages", [[["circle"]], [["circle"], ["circle", "cross"]], [["circle", "square"]]])
+def test_stages_must_name_every_concept_once(wide_model, stages):
+    with pytest.raises(ErasekitError, match="exactly once"):
+        erase(wide_model, "sepme", EraseRequest(concepts=["circle", "cross"]), SepmeConfig(**CFG, stages=stages),
+              progress=False)
+
+
 def test_empty_null_space_is_a_clear_error(tiny_model):
     # Text width 32 with 24 tokens per prompt: ∅ and one other concept span the whole space once the
     # final layer norm has a bias (a zero bias keeps every embedding in one hyperplane).

@@ -31,9 +31,9 @@ class SamplingSettings:
 
 
 def model_fingerprint(model: DiffusionModel) -> str:
-    """Fingerprint of the model's base weights (patches applied to it do not count)."""
+    """Fingerprint of the weights the model draws with: its base weights and the patches applied to them."""
     params = named_parameters(model.named_modules())
-    return patching.fingerprint(patching.base_tensors(model, params))
+    return "+".join([patching.base_fingerprint(model, params), *patching.applied_signature(model)])
 
 
 class ImageCache:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from erasekit.core import patch as patching
 from erasekit.core.patch import Patch
 from erasekit.core.scopes import Selection, named_parameters, select
 from erasekit.core.trainer import Callback, Trainer, TrainerConfig
@@ -36,6 +37,9 @@ class EditSession:
         self.model = model
         self.selection: Selection = select(model.named_modules(), scope, token_ids=token_ids)
         self.base = {n: p.detach().clone() for n, p in self.selection.params.items()}
+        # The patch fits the unpatched base; it remembers the patches the model carries while training.
+        self.base_fingerprint = patching.base_fingerprint(model, self.base)
+        self.made_on = patching.made_on(model)
 
     def __enter__(self) -> EditSession:
         return self
@@ -83,8 +87,9 @@ class EditSession:
         """The patch from the base to `edited` (default: the live trained weights)."""
         edited = edited if edited is not None else {n: p.detach() for n, p in self.params.items()}
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-        info = {"trainable_params": self.selection.trainable_count, **(info or {})}
-        return Patch.from_weights(self.base, edited, method, cfg, concepts, info=info)
+        info = {"trainable_params": self.selection.trainable_count, **self.made_on, **(info or {})}
+        return Patch.from_weights(self.base, edited, method, cfg, concepts, info=info,
+                                  base_fingerprint=self.base_fingerprint)
 
     @torch.no_grad()
     def restore(self) -> None:

@@ -65,15 +65,21 @@ class Patch:
         config: dict[str, Any],
         concepts: Sequence[str],
         info: dict[str, Any] | None = None,
+        base_fingerprint: str | None = None,
     ) -> Patch:
-        """Deltas edited − base (float32) of the named tensors."""
+        """Deltas edited − base (float32) of the named tensors.
+
+        base_fingerprint: of the model's unpatched tensors (`base_fingerprint(model, names)`) when `base`
+        already carries other patches; default: the fingerprint of `base` itself.
+        """
         if set(base) != set(edited):
             raise ValueError("base and edited must name the same tensors")
         deltas = {
             name: (edited[name].detach().float().cpu() - base[name].detach().float().cpu()).contiguous()
             for name in base
         }
-        return cls(deltas, method, dict(config), list(concepts), fingerprint(base), info=dict(info or {}))
+        return cls(deltas, method, dict(config), list(concepts), base_fingerprint or fingerprint(base),
+                   info=dict(info or {}))
 
     @property
     def id(self) -> str:
@@ -197,6 +203,23 @@ def base_tensors(model, names: Iterable[str]) -> dict[str, torch.Tensor]:
     return {n: state.base[n] if n in state.base else _parameter(model, n).detach() for n in names}
 
 
+def base_fingerprint(model, names: Iterable[str]) -> str:
+    """Fingerprint of the named tensors' unpatched values. A patch made on a model that carries other
+    patches records this, so it fits the base it will be stacked on, next to those patches."""
+    return fingerprint(base_tensors(model, names))
+
+
+def made_on(model) -> dict[str, Any]:
+    """What a new patch's `info` records about the patches the model carried while it was made."""
+    ids = [p.id for p, _ in _state(model).applied]
+    return {"trained_on": ids} if ids else {}
+
+
+def applied_signature(model) -> list[str]:
+    """'id@scale' of each applied patch, in order: what the weights carry on top of the base."""
+    return [f"{p.id}@{scale:g}" for p, scale in _state(model).applied]
+
+
 def check_fingerprint(model, patch: Patch) -> None:
     parts = patch.info.get("parts") if patch.method == "stack" else None
     checks = parts or [{"base_fingerprint": patch.base_fingerprint, "tensors": sorted(patch.deltas)}]
@@ -238,6 +261,12 @@ def apply(model, patch: Patch, scale: float = 1.0) -> None:
     """Apply a patch on top of whatever the model carries (after checking it was made for this base)."""
     check_fingerprint(model, patch)
     state = _state(model)
+    missing = sorted(set(patch.info.get("trained_on", [])) - {p.id for p, _ in state.applied})
+    if missing:
+        # Allowed (removing one of them later is how a concept is restored), but usually a mistake.
+        log.warning("patch %s was made on a model carrying patches %s, which are not applied here "
+                    "(as meant when one of them was removed to restore its concept)",
+                    patch.id, ", ".join(missing))
     for name in patch.deltas:
         if name not in state.base:
             state.base[name] = _parameter(model, name).detach().clone()

@@ -33,6 +33,9 @@ class SepmeConfig:
     # ∅ of each training prompt: "" (False) or the same caption without the concept ("a picture of a painting").
     phrase_null: bool = False
     protect: list[str] = field(default_factory=list)  # extra prompts whose keys/values must not change
+    # Concept groups trained one after another, each on the model carrying the earlier groups' increments
+    # (an erasekit extension, docs/methods/sepme.md); empty: all concepts in one stage.
+    stages: list[list[str]] = field(default_factory=list)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +56,8 @@ class SepmeConfig:
             raise ValueError("tau must be finite")
         if "{}" not in self.template:
             raise ValueError("template must contain {} for the concept")
+        if any(not stage for stage in self.stages):
+            raise ValueError("each of stages must name at least one concept")
         for concept, captions in self.captions.items():
             if not captions or any("{}" not in c for c in captions):
                 raise ValueError(f"captions for {concept!r} must be a non-empty list of templates containing {{}}")

@@ -24,7 +24,7 @@ from erasekit.core import patch as patching
 from erasekit.core.data import concept_latents
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
-from erasekit.core.patch import Patch, fingerprint
+from erasekit.core.patch import Patch
 from erasekit.core.scopes import named_parameters
 from erasekit.core.trainer import Trainer, TrainerConfig
 from erasekit.errors import ErasekitError
@@ -103,23 +103,53 @@ def erase(
     unknown = sorted(set(config.captions) - set(concepts))
     if unknown:
         raise ErasekitError(f"captions given for {unknown}, which are not among the concepts {concepts}")
+    stages = config.stages or [list(concepts)]
+    if sorted(c for stage in stages for c in stage) != sorted(concepts):
+        raise ErasekitError(f"stages {stages} must name every concept of {concepts} exactly once")
     if len(concepts) == 1 and not request.preserve and not config.protect:
         log.warning("sepme with one concept: only the empty prompt constrains its increment")
     layers = {n.removeprefix("unet."): p for n, p in named_parameters({"unet": model.unet}).items()
               if ".attn2.to_k." in n or ".attn2.to_v." in n}
     layers = {n: p for n, p in layers.items() if n.endswith(".weight")}
+    bases = null_spaces(model, concepts, list(request.preserve) + list(config.protect), config)
+    patches: dict[str, Patch] = {}
+    carried: list[Patch] = []
+    try:
+        for i, stage in enumerate(stages):
+            patches.update(train_stage(model, stage, {c: bases[c] for c in stage}, layers, config, run))
+            if i + 1 < len(stages):
+                # A later stage trains on the model that carries the earlier stages' increments.
+                for concept in stage:
+                    patching.apply(model, patches[concept])
+                    carried.append(patches[concept])
+    finally:
+        for patch in reversed(carried):
+            patching.remove(model, patch)
+    return [patches[c] for c in concepts]
+
+
+def null_spaces(model: DiffusionModel, concepts: list[str], fixed: list[str],
+                config: SepmeConfig) -> dict[str, torch.Tensor]:
+    """S_k per concept: the null space of the token embeddings of ∅, the fixed prompts and the other concepts."""
     prompts = [config.template.format(c) for c in concepts]
     embeds = _token_embeddings(model, prompts).reshape(len(concepts), -1, model.text_encoder.config.hidden_size)
-    fixed = _token_embeddings(model, [""] + list(request.preserve) + list(config.protect))
-    bases = []
+    constraints = _token_embeddings(model, [""] + fixed)
+    bases = {}
     for k, concept in enumerate(concepts):
         others = [embeds[j] for j in range(len(concepts)) if j != k]
-        basis = null_space_basis(torch.cat([fixed, *others]), config.rank_tol)
+        basis = null_space_basis(torch.cat([constraints, *others]), config.rank_tol)
         if basis.shape[0] == 0:
             raise ErasekitError(
                 f"the embeddings of ∅ and the other concepts span the whole text space: {concept!r} has an "
                 "empty null space (erase fewer concepts at once)")
-        bases.append(basis)
+        bases[concept] = basis
+    return bases
+
+
+def train_stage(model: DiffusionModel, concepts: list[str], bases: dict[str, torch.Tensor],
+                layers: dict[str, torch.nn.Parameter], config: SepmeConfig, run: RunOptions) -> dict[str, Patch]:
+    """Train the increments of `concepts` on the model as it stands (joint or separate, per config.mode)."""
+    bases = [bases[c] for c in concepts]
     # Image i of concept k comes from its training prompt i mod P and is paired with that prompt's ∅.
     prompt_pairs = [training_pairs(c, config.captions.get(c, [config.template]), config.phrase_null)
                     for c in concepts]
@@ -194,13 +224,13 @@ def erase(
                           callback=check)
         trainer.fit(loss_fn)
 
-    base_print = fingerprint({f"unet.{n}": w for n, w in layers.items()})
-    patches = []
+    base_print = patching.base_fingerprint(model, [f"unet.{n}" for n in layers])
+    patches = {}
     with torch.no_grad():
         for k, concept in enumerate(concepts):
             deltas = {f"unet.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
-            info = {"stopped_at": stopped.get(k), "tau": stoppers[k].tau, "loss_scale": scales[k],
-                    "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]), "trainable_params": sum(
-                        coeffs[f"{k}/{n}"].numel() for n in layers)}
-            patches.append(Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info))
+            info = {**patching.made_on(model), "stopped_at": stopped.get(k), "tau": stoppers[k].tau,
+                    "loss_scale": scales[k], "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]),
+                    "trainable_params": sum(coeffs[f"{k}/{n}"].numel() for n in layers)}
+            patches[concept] = Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info)
     return patches
