@@ -1,12 +1,15 @@
 """Join result files of one benchmark whose parts ran in separate processes (e.g. in parallel).
 
 The runs are concatenated in the order given; each part's command, commit, device and time stay
-in the merged file under `parts`.
+in the merged file under `parts`. `--reuse FILE CASES` takes only the runs of the given cases from
+an earlier result file (itself possibly merged: each run keeps the part it came from), for parts
+whose code has not changed since and that need not run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import shlex
 from pathlib import Path
@@ -14,18 +17,42 @@ from pathlib import Path
 from erasekit.eval.results import without_out_option, write_result
 
 
+def split_parts(doc: dict) -> list[dict]:
+    """A result file as its parts, each with its own runs (a file that was not merged is one part)."""
+    if "parts" not in doc:
+        command = " ".join(shlex.quote(a) for a in without_out_option(shlex.split(doc["command"])))
+        return [{k: doc[k] for k in ("git", "device", "created")} | {"command": command, "runs": doc["runs"]}]
+    if sum(p["runs"] for p in doc["parts"]) != len(doc["runs"]):
+        raise SystemExit(f"{doc['benchmark']}: its parts do not add up to its {len(doc['runs'])} runs")
+    parts, start = [], 0
+    for part in doc["parts"]:
+        parts.append(part | {"runs": doc["runs"][start : start + part["runs"]]})
+        start += part["runs"]
+    return parts
+
+
+def select_cases(part: dict, patterns: list[str]) -> dict:
+    runs = [r for r in part["runs"] if any(fnmatch.fnmatchcase(r.get("case", ""), p) for p in patterns)]
+    return part | {"runs": runs, "reused_cases": sorted({r["case"] for r in runs})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("files", nargs="+", type=Path, help="result JSON files of the same benchmark")
+    parser.add_argument("files", nargs="*", type=Path, help="result JSON files of the same benchmark")
+    parser.add_argument("--reuse", nargs=2, action="append", default=[], metavar=("FILE", "CASES"),
+                        help="an earlier result file and the comma-separated cases (glob patterns) to take "
+                        "from it (repeatable)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     docs = [json.loads(f.read_text()) for f in args.files]
-    names = {d["benchmark"] for d in docs}
+    reused = [(json.loads(Path(f).read_text()), cases.split(",")) for f, cases in args.reuse]
+    names = {d["benchmark"] for d in docs} | {d["benchmark"] for d, _ in reused}
     if len(names) != 1:
-        parser.error(f"files of different benchmarks: {sorted(names)}")
-    parts = [{k: d[k] for k in ("git", "device", "created")} | {"runs": len(d["runs"]), "command": " ".join(
-        shlex.quote(a) for a in without_out_option(shlex.split(d["command"])))} for d in docs]
-    runs = [r for d in docs for r in d["runs"]]
+        parser.error(f"give result files of one benchmark, got {sorted(names) or 'none'}")
+    parts = [p for d in docs for p in split_parts(d)]
+    parts += [p for d, cases in reused for p in (select_cases(q, cases) for q in split_parts(d)) if p["runs"]]
+    runs = [r for p in parts for r in p["runs"]]
+    parts = [p | {"runs": len(p["runs"])} for p in parts]
     # The command that reproduces the merged file: its parts' commands (the files merged are local paths).
     command = " && ".join(p["command"] for p in parts) + " (parts merged by benchmarks/merge_results.py)"
     print(write_result(names.pop(), runs, out_dir=args.out, extra={"parts": parts, "command": command}))
