@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The toy world's settings: fewer concept images; docs/methods/sepme.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 800, "lr": 0.05, "beta": 1e-2, "tau_rel": -1.0}
+TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 800, "lr": 0.05, "beta": 1e-2, "tau_rel": -1.5}
 
 
 @dataclass
