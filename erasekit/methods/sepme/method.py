@@ -116,7 +116,7 @@ def erase(
     carried: list[Patch] = []
     try:
         for i, stage in enumerate(stages):
-            patches.update(train_stage(model, stage, {c: bases[c] for c in stage}, layers, config, run))
+            patches.update(train_stage(model, stage, [bases[c] for c in stage], layers, config, run))
             if i + 1 < len(stages):
                 # A later stage trains on the model that carries the earlier stages' increments.
                 for concept in stage:
@@ -146,10 +146,10 @@ def null_spaces(model: DiffusionModel, concepts: list[str], fixed: list[str],
     return bases
 
 
-def train_stage(model: DiffusionModel, concepts: list[str], bases: dict[str, torch.Tensor],
+def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Tensor],
                 layers: dict[str, torch.nn.Parameter], config: SepmeConfig, run: RunOptions) -> dict[str, Patch]:
-    """Train the increments of `concepts` on the model as it stands (joint or separate, per config.mode)."""
-    bases = [bases[c] for c in concepts]
+    """Train the increments of `concepts` (null-space bases in the same order) on the model as it stands,
+    jointly or separately per config.mode."""
     # Image i of concept k comes from its training prompt i mod P and is paired with that prompt's ∅.
     prompt_pairs = [training_pairs(c, config.captions.get(c, [config.template]), config.phrase_null)
                     for c in concepts]
