@@ -69,6 +69,8 @@ def test_unknown_method_exit_2_with_suggestion(capsys):
         (["generate", "--prompt", "a", "--steps", "0", "--out", "x"], "steps"),
         (["patch", "info", "missing.safetensors"], "does not exist"),
         (["erase", "--concept", "", "--method", "x", "--out", "p.safetensors"], "must not be empty"),
+        (["erase", "--method", "sepme", "--concept", "circle", "--concept", "circle", "--out", "d"], "named twice"),
+        (["erase", "--method", "sepme", "--concept", "circle", "--out", "p.safetensors"], "must be a directory"),
         (["nonsense"], "No such command"),
     ],
 )

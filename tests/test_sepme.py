@@ -137,6 +137,13 @@ def test_stages_must_name_every_concept_once(wide_model, stages):
               progress=False)
 
 
+def test_one_concept_without_protection_is_allowed_but_said(wide_model, caplog):
+    with caplog.at_level("WARNING", logger="erasekit.methods.sepme.method"):
+        (patch,) = erase(wide_model, "sepme", EraseRequest(concepts=["circle"]), SepmeConfig(**CFG), progress=False)
+    assert "only the empty prompt constrains" in caplog.text
+    assert relative_kv_change(wide_model, [patch], "") < 1e-5
+
+
 def test_empty_null_space_is_a_clear_error(tiny_model):
     # Text width 32 with 24 tokens per prompt: ∅ and one other concept span the whole space once the
     # final layer norm has a bias (a zero bias keeps every embedding in one hyperplane).
