@@ -261,7 +261,9 @@ def apply(model, patch: Patch, scale: float = 1.0) -> None:
     """Apply a patch on top of whatever the model carries (after checking it was made for this base)."""
     check_fingerprint(model, patch)
     state = _state(model)
-    missing = sorted(set(patch.info.get("trained_on", [])) - {p.id for p, _ in state.applied})
+    required = set(patch.info.get("trained_on", []))
+    # Patch ids hash every delta: only computed for a patch that names prerequisites.
+    missing = sorted(required - {p.id for p, _ in state.applied}) if required else []
     if missing:
         # Allowed (removing one of them later is how a concept is restored), but usually a mistake.
         log.warning("patch %s was made on a model carrying patches %s, which are not applied here "

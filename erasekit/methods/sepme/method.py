@@ -225,11 +225,12 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
         trainer.fit(loss_fn)
 
     base_print = patching.base_fingerprint(model, [f"unet.{n}" for n in layers])
+    made_on = patching.made_on(model)
     patches = {}
     with torch.no_grad():
         for k, concept in enumerate(concepts):
             deltas = {f"unet.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
-            info = {**patching.made_on(model), "stopped_at": stopped.get(k), "tau": stoppers[k].tau,
+            info = {**made_on, "stopped_at": stopped.get(k), "tau": stoppers[k].tau,
                     "loss_scale": scales[k], "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]),
                     "trainable_params": sum(coeffs[f"{k}/{n}"].numel() for n in layers)}
             patches[concept] = Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info)
