@@ -9,7 +9,6 @@ import common
 from common import run_case
 
 from erasekit.eval.results import write_result
-from erasekit.methods.abo.config import TOYWORLD_DEFAULTS
 from erasekit.request import EraseRequest
 
 CASES = {
@@ -17,10 +16,10 @@ CASES = {
                    suite="toyworld:shape=circle:anchor=shape=square", config={}),
     # The request names only "striped"; it is measured on context prompts that never say it.
     "striped": dict(request=EraseRequest(concepts=["striped"], anchors=["solid"]), suite="toyworld:pattern=striped",
-                    config=common.ABO_STRIPED),
+                    config={}),
 }
 # The paper's purification settings (λ = 0, cross-attention scope); the toy world's striped learning rate.
-PURIFY_CONFIG = {"lam": 0.0, "scope": "xattn", "lr": 6e-4}  # 200 steps
+PURIFY_CONFIG = {"lam": 0.0, "scope": "xattn", "lr": 6e-4, "steps": 200}
 # (condition, CFG scale when regenerating, which weights invert): the CLI default first.
 PURIFY_SETTINGS = [("", 1.0, "edited"), ("striped", 1.0, "edited"), ("striped", 7.5, "edited"),
                    ("striped", 7.5, "base")]
@@ -28,7 +27,7 @@ PURIFY_SETTINGS = [("", 1.0, "edited"), ("striped", 1.0, "edited"), ("striped", 
 
 def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict:
     case = CASES[name]
-    config = {**TOYWORLD_DEFAULTS, **case["config"], **overrides}
+    config = {**case["config"], **overrides}
     return run_case(model, "abo", case["request"], config, case["suite"], seeds, steps, label={"case": name})
 
 
@@ -70,7 +69,7 @@ def purification(model, n_images: int) -> dict:
     from erasekit.eval.detectors import get_detector
 
     case = CASES["striped"]
-    config = {**TOYWORLD_DEFAULTS, **PURIFY_CONFIG}
+    config = PURIFY_CONFIG
     start = time.perf_counter()
     patch = api.erase(model, "abo", case["request"], config, progress=False)
     seconds = time.perf_counter() - start

@@ -10,9 +10,7 @@ import common
 from common import run_case
 
 from erasekit.eval.results import write_result
-from erasekit.methods.ca.config import TOYWORLD_DEFAULTS
 from erasekit.request import EraseRequest
-from erasekit.toyworld.domain import caption_templates
 
 SUITE = "toyworld:shape=circle"
 REQUEST = EraseRequest(concepts=["circle"], anchors=["thing"])
@@ -30,9 +28,8 @@ def main() -> None:
     plan += [{"variant": v, "steps": n} for v in ("model", "noise") for n in curve[1:]]
     runs = []
     for overrides in plan:
-        # Anchor prompts in the toy world's caption styles (the paper's ~200 generated prompts).
-        config = {**TOYWORLD_DEFAULTS, "prompt_templates": caption_templates(50, "shape"), **overrides}
-        entry = run_case(model, "ca", REQUEST, config, SUITE, seeds, args.steps)
+        # The toy world's defaults layer gives the anchor prompts in its caption styles.
+        entry = run_case(model, "ca", REQUEST, overrides, SUITE, seeds, args.steps)
         runs.append(entry)
         print(overrides, {k: round(v, 3) for k, v in entry["metrics"].items() if isinstance(v, float)}, flush=True)
         write_result("ca_toyworld", runs, out_dir=args.out)

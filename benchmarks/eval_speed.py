@@ -22,7 +22,8 @@ SUITE = "toyworld:shape=circle:anchor=shape=square"
 
 def main() -> None:
     args = common.parser(__doc__).parse_args()
-    seeds, model = common.setup(args)
+    seed_sets, model = common.setup(args)
+    seeds = seed_sets[0]
     patch = api.erase(model, "uce", EraseRequest(concepts=["circle"], anchors=["square"]), {}, progress=False)
     timings = {}
     with tempfile.TemporaryDirectory() as cache:

@@ -10,6 +10,8 @@ benchmarks/results/purify_toyworld.json (format: ../shared/BENCHMARKS.md).
 
 from __future__ import annotations
 
+import dataclasses
+
 import common
 from abo_toyworld import CASES, PURIFY_CONFIG, purification_metrics, striped_renders
 from common import erase_timed
@@ -17,11 +19,10 @@ from common import erase_timed
 from erasekit.core import patch as patching
 from erasekit.eval.detectors import get_detector
 from erasekit.eval.results import write_result
-from erasekit.methods.abo.config import TOYWORLD_DEFAULTS
 
 STRENGTHS = (0.45, 0.6, 0.8, 1.0)
 CONDITIONS = (("", 1.0), ("striped", 7.5))
-PATCHES = {"paper": ("paper (λ 0, xattn)", PURIFY_CONFIG), "main": ("main (λ 5, to_out)", common.ABO_STRIPED),
+PATCHES = {"paper": ("paper (λ 0, xattn)", PURIFY_CONFIG), "main": ("main (λ 5, to_out)", {}),
            "none": ("none (base model)", None)}
 
 
@@ -57,9 +58,8 @@ def main() -> None:
                "model": model.source, "n_images": args.images, "noise_seed": 0, "metrics": {}}  # api.purify's seed
         patch = None
         if overrides is not None:
-            config = {**TOYWORLD_DEFAULTS, **overrides}
-            patch, seconds, _ = erase_timed(model, "abo", CASES["striped"]["request"], config)
-            run.update(concepts=["striped"], anchors=["solid"], config=config)
+            patch, seconds, resolved = erase_timed(model, "abo", CASES["striped"]["request"], overrides)
+            run.update(concepts=["striped"], anchors=["solid"], config=dataclasses.asdict(resolved.config))
             run["metrics"]["seconds"] = round(seconds, 1)
             patching.apply(model, patch)
         for noise in ("inversion", "random"):

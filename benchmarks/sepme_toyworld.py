@@ -11,10 +11,8 @@ import torch
 from common import erase_timed, evaluation_run
 
 from erasekit.core.patch import stack
+from erasekit.defaults import model_layer
 from erasekit.eval.results import write_result
-from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
-from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
-from erasekit.methods.sepme.config import TOYWORLD_DEFAULTS as SEPME_TOY
 from erasekit.methods.sepme.config import SepmeConfig
 from erasekit.methods.sepme.method import null_space_basis, relative_kv_change
 from erasekit.request import EraseRequest
@@ -35,7 +33,7 @@ CAPTIONS = {"striped": [f"{{}} {shape}" for shape in SHAPES]}
 STAGES = [["circle", "cross"], ["striped"]]
 # Single-concept settings of the stacked baselines: abo's toy-world case settings (abo_toyworld.py).
 PARTS = ("joint", "stacked", "diagnosis", "cycles")
-ABO_SINGLE = {"circle": ("square", {}), "cross": ("square", {}), "striped": ("solid", common.ABO_STRIPED)}
+ABO_SINGLE = {"circle": "square", "cross": "square", "striped": "solid"}
 
 
 def evaluate_all(model, patches, seeds, steps, label) -> list[dict]:
@@ -47,9 +45,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--tau", type=float, default=None,
                         help="absolute early-stopping threshold shared by the concepts, as the paper's τ "
-                        "(default: TOYWORLD_DEFAULTS' tau_rel times each concept's loss scale)")
-    parser.add_argument("--max-steps", type=int, default=SEPME_TOY["max_steps"],
-                        help="step cap of each SepME erasure (default: TOYWORLD_DEFAULTS')")
+                        "(default: the toy world's tau_rel times each concept's loss scale)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="step cap of each SepME erasure (default: the toy world's)")
     parser.add_argument("--preserve", action="append", default=[], metavar="PROMPT",
                         help="a prompt whose keys/values every SepME increment must leave unchanged (repeatable)")
     parser.add_argument("--parts", default=",".join(PARTS),
@@ -59,8 +57,9 @@ def main() -> None:
     parts = args.parts.split(",")
     if not set(parts) <= set(PARTS):
         parser.error(f"unknown part in {args.parts!r}; parts: {', '.join(PARTS)}")
-    seeds, model = common.setup(args)
-    sepme = {**SEPME_TOY, "tau": args.tau, "max_steps": args.max_steps}
+    seed_sets, model = common.setup(args)
+    seeds = seed_sets[0]
+    sepme = {k: v for k, v in (("tau", args.tau), ("max_steps", args.max_steps)) if v is not None}
     joint = {**sepme, "captions": CAPTIONS, "phrase_null": True, "stages": STAGES}
     runs: list[dict] = []
 
@@ -95,9 +94,9 @@ def main() -> None:
 def stacked_baselines(model, seeds, steps, record) -> None:
     """The three concepts erased by stacking single-concept abo and esd-x patches."""
     singles = {
-        "abo": [erase_timed(model, "abo", EraseRequest(concepts=[c], anchors=[ABO_SINGLE[c][0]]),
-                            {**ABO_TOY, **ABO_SINGLE[c][1]})[0] for c in CONCEPTS],
-        "esd-x": [erase_timed(model, "esd", EraseRequest(concepts=[c]), {**ESD_TOY, "variant": "x"})[0]
+        "abo": [erase_timed(model, "abo", EraseRequest(concepts=[c], anchors=[ABO_SINGLE[c]]), {})[0]
+                for c in CONCEPTS],
+        "esd-x": [erase_timed(model, "esd", EraseRequest(concepts=[c]), {"variant": "x"})[0]
                   for c in CONCEPTS],
     }
     for label, patches_of_method in singles.items():
@@ -108,7 +107,7 @@ def striped_diagnosis(model, seeds, steps, record) -> None:
     """Why the stripes resist: the same SepME erasure of "striped" alone, run to its step cap (no early
     stop), once with only ∅ constraining its increment and once with circle and cross added, as in
     the joint run."""
-    no_stop = {**SEPME_TOY, "warmup": SEPME_TOY["max_steps"]}
+    no_stop = {"warmup": model_layer(model.profile, "sepme", ["striped"], {})["max_steps"]}
     for case, protect in (("striped-alone-free", []), ("striped-alone-decoupled", ["circle", "cross"])):
         (alone,), seconds, _ = erase_timed(model, "sepme", EraseRequest(concepts=["striped"]),
                                            {**no_stop, "protect": protect})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,9 +19,10 @@ from erasekit.core import patch as patching
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.sampler import generate_images
+from erasekit.defaults import ResolvedConfig, resolve
 from erasekit.errors import ErasekitError
 from erasekit.registry import get_method
-from erasekit.request import EraseRequest, build_config
+from erasekit.request import EraseRequest
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,8 @@ def erase(
     model: DiffusionModel,
     method: str,
     request: EraseRequest,
-    config: Mapping[str, Any] | Any | None = None,
+    config: Mapping[str, Any] | ResolvedConfig | Any | None = None,
+    overrides: Mapping[str, Any] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -133,7 +136,11 @@ def erase(
 ) -> patching.Patch | list[patching.Patch]:
     """Run an erasure method on a loaded model; the model itself is left as it was.
 
-    Returns a Patch, or one Patch per concept for methods registered with multi_patch (sepme).
+    config: the request's values (a mapping, layered over the paper's and the model's defaults, see
+    erasekit.defaults), a config resolved by `resolve_config`, or a config object taken as it is.
+    overrides: values over everything else (the CLI's `--set`).
+    Returns a Patch, or one Patch per concept for methods registered with multi_patch (sepme); each
+    records the final config and, in info["config_sources"], the layer of every value.
 
     checkpoint_dir: where training checkpoints go; a killed run started again with the same
     directory resumes and ends with the same patch.
@@ -142,13 +149,29 @@ def erase(
     holding the weights being trained (e.g. an erasekit.eval.evaluate.Timeline).
     """
     spec = get_method(method)
-    cfg = config if isinstance(config, spec.config_class) else build_config(spec.config_class, config or {})
-    spec.check_request(request, cfg)
+    if isinstance(config, ResolvedConfig):
+        resolved = config
+    elif isinstance(config, spec.config_class):
+        resolved = ResolvedConfig(config, {f.name: "given" for f in dataclasses.fields(config)})
+    else:
+        resolved = resolve_config(method, model.profile, request, config, overrides)
+    spec.check_request(request, resolved.config)
     request.check_vocabulary(model.tokenizer)
     run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,
                      cache_dir=Path(cache_dir) if cache_dir else None, callback=callback,
                      callback_every=callback_every)
-    return spec.erase(model, request, cfg, run)
+    result = spec.erase(model, request, resolved.config, run)
+    for p in result if isinstance(result, list) else [result]:
+        p.info["config_sources"] = dict(resolved.sources)
+    return result
+
+
+def resolve_config(method: str, profile: str | None, request: EraseRequest,
+                   config: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+                   ) -> ResolvedConfig:
+    """The config `erase` would run: paper < the model profile's defaults < config < overrides."""
+    layers = [("request", dict(config or {})), ("set", dict(overrides or {}))]
+    return resolve(method, profile, request.concepts, [(n, v) for n, v in layers if v])
 
 
 def save_patches(result: patching.Patch | list[patching.Patch], out: str | os.PathLike) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,32 +98,77 @@ def _as_list(value: Any, key: str) -> list[str]:
     raise ErasekitError(f"'{key}' must be a string or a list of strings")
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """KEY=VALUE strings → dict, values typed by YAML ('5' → 5, 'true' → True, '[a, b]' → list)."""
-    out: dict[str, Any] = {}
+def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """KEY=VALUE strings → {key: text}; build_config types each text against its config field."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ErasekitError(f"bad override {pair!r}: expected KEY=VALUE")
-        try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            out[key.strip().replace("-", "_")] = value
+        out[key.strip().replace("-", "_")] = value.strip()
     return out
 
 
+_TRUE, _FALSE, _NONE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}, {"none", "null", "~", ""}
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def coerce_value(key: str, text: str, kind: Any) -> Any:
+    """A user's text ('2e-4', '.5', 'true', '[a, b]', 'none') typed as the config field `kind` wants.
+
+    YAML alone reads '2e-4' as a string (YAML 1.1 wants '2.0e-4'), so numbers are parsed by Python.
+    """
+    args = typing.get_args(kind)
+    if type(None) in args:  # X | None
+        if text.strip().lower() in _NONE:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        kind = rest[0] if len(rest) == 1 else kind
+    origin = typing.get_origin(kind) or kind
+    word = text.strip()
+    try:
+        if origin is bool:
+            if word.lower() in _TRUE | _FALSE:
+                return word.lower() in _TRUE
+            raise ValueError
+        if origin is int:
+            return int(word)
+        if origin is float:
+            return float(word)
+        if origin in (list, dict, tuple):
+            value = yaml.safe_load(word)
+            if origin is list and isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list if origin in (list, tuple) else dict):
+                raise ValueError
+            return value
+    except (ValueError, yaml.YAMLError):
+        raise ErasekitError(f"{key} must be {_type_name(origin)}, got {text!r}") from None
+    return text
+
+
 def build_config(config_class: type, values: Mapping[str, Any]) -> Any:
-    """Instantiate a method's config dataclass from user values, with one-line errors."""
+    """Instantiate a method's config dataclass from user values, with one-line errors.
+
+    Text values are typed against the field (coerce_value); non-finite numbers are refused.
+    """
     from erasekit.registry import suggest
 
+    hints = typing.get_type_hints(config_class)
     names = {f.name for f in dataclasses.fields(config_class)}
-    for key in values:
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
         if key not in names:
             raise ErasekitError(f"unknown config key {key!r} for {config_class.__name__}{suggest(key, names)}")
-    for key, value in values.items():
+        if isinstance(value, str) and hints.get(key) is not str:
+            value = coerce_value(key, value, hints.get(key, str))
         if isinstance(value, float) and not math.isfinite(value):
-            raise ErasekitError(f"config {key} must be finite, got {value}")
+            raise ErasekitError(f"{key} must be a finite number, got {value}")
+        typed[key] = value
     try:
-        return config_class(**values)
+        return config_class(**typed)
     except (TypeError, ValueError) as exc:
         raise ErasekitError(f"invalid {config_class.__name__}: {exc}") from exc

@@ -77,6 +77,25 @@ def ls_detectors() -> None:
     click.echo(f"{'clip (--clip PATH)':20s} CLIP zero-shot and clip_score from a local CLIP directory")
 
 
+@ls.command("config")
+@click.argument("method")
+@click.option("--model", default=None, help="model whose defaults layer applies (e.g. toyworld); none: the paper's.")
+@click.option("--concept", "concepts", multiple=True, help="concept to erase (the toy world's defaults depend on "
+              "its kind: shape, pattern or colour).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override, as `erasekit erase` takes.")
+def ls_config(method, model, concepts, overrides):
+    """The effective config of METHOD: every field, its value and the layer it comes from
+    (paper < model:<profile> < request < set)."""
+    from erasekit.defaults import profile_of, resolve
+    from erasekit.request import parse_overrides
+
+    layers = [("set", parse_overrides(overrides))] if overrides else []
+    resolved = resolve(method, profile_of(model), list(concepts), layers)
+    for name, value, layer in resolved.rows():
+        shown = json.dumps(value) if not isinstance(value, list) or len(value) <= 4 else f"[{len(value)} items]"
+        click.echo(f"{name:20s} {shown:28s} {layer}")
+
+
 @ls.command("scopes")
 def ls_scopes() -> None:
     """Named parameter scopes a method may train."""
@@ -218,8 +237,9 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     Everything is validated before the model loads; the patch is written only when the run finishes.
     """
     from erasekit import api
+    from erasekit.defaults import profile_of
     from erasekit.registry import get_method
-    from erasekit.request import EraseRequest, build_config, parse_overrides
+    from erasekit.request import EraseRequest, parse_overrides
 
     values: dict = {}
     if request_file:
@@ -233,13 +253,13 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
         request = EraseRequest(concepts=list(concepts), anchors=list(anchors), preserve=list(preserve))
     if not method:
         _fail("give --method (or 'method:' in the request file)")
-    values.update(parse_overrides(overrides))
     spec = get_method(method)
     if spec.multi_patch == out.endswith(".safetensors"):
         _fail(f"--out must be a directory for {method} (one patch per concept)" if spec.multi_patch
               else f"--out must end with .safetensors, got {out!r}")
-    cfg = build_config(spec.config_class, values)  # bad config fails here, before the model loads
-    spec.check_request(request, cfg)
+    # Paper < the model's defaults < the request file < --set; a bad value fails here, before the model loads.
+    cfg = api.resolve_config(method, profile_of(model), request, values, parse_overrides(overrides))
+    spec.check_request(request, cfg.config)
     from erasekit.core.model import load_tokenizer
 
     tokenizer = load_tokenizer(model, config)
@@ -395,22 +415,21 @@ def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from
 @cli.command()
 @click.option("--out", default="outputs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seeds", default="0-1", show_default=True, help=SEEDS_HELP)
-@click.option("--erase-steps", default=200, show_default=True, type=click.IntRange(min=1),
-              help="training steps of the erasure.")
+@click.option("--erase-steps", default=None, type=click.IntRange(min=1),
+              help="training steps of the erasure (default: the toy world's; see `erasekit ls config abo`).")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 def demo(out, seeds, erase_steps, device):
     """The main job on the built-in toy model: erase "circle" (mapped to "square") with All-but-One,
     evaluate base vs edited on the same seeds, and write the patch, results and an HTML report."""
     from erasekit import api
     from erasekit.eval.report import render_report
-    from erasekit.methods.abo.config import TOYWORLD_DEFAULTS, AboConfig
     from erasekit.request import EraseRequest
 
     out_dir = Path(out)
     model = api.load_model("toyworld", device=device)
     click.echo("1/3 erasing 'circle' -> 'square' with abo ...", err=True)
-    config = AboConfig(**{**TOYWORLD_DEFAULTS, "steps": erase_steps})
-    patch = api.erase(model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]), config)
+    patch = api.erase(model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]),
+                      overrides={"steps": erase_steps} if erase_steps else None)
     patch_path = patch.save(out_dir / "circle.safetensors")
     click.echo("2/3 evaluating base vs edited ...", err=True)
     result = api.evaluate(model, [patch], "toyworld:shape=circle:anchor=shape=square", seeds=seeds)

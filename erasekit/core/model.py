@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+from erasekit.defaults import profile_of
 from erasekit.errors import ErasekitError
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class DiffusionModel:
     def __init__(self, pipe: StableDiffusionPipeline, device: str | torch.device | None = None) -> None:
         self.pipe = pipe
         self.source = "in-memory pipeline"  # what load() was given, for result records
+        self.profile: str | None = None  # whose layer of method defaults applies (erasekit.defaults)
         if device is not None:
             pipe.to(device)
         for module in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -129,6 +131,7 @@ class DiffusionModel:
 
         model = cls(load_pipeline(source, **kwargs), device=device)
         model.source = str(source)
+        model.profile = profile_of(source)
         resolved = resolve_source(source)
         if isinstance(resolved, Path) and resolved.is_dir():
             restore_applied(model, resolved)

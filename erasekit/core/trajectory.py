@@ -31,3 +31,60 @@ def run_ddim(model: DiffusionModel, x: torch.Tensor, timesteps: torch.Tensor, n_
     for i in range(n_steps):
         x = model.scheduler.step(eps_fn(x, timesteps[i], i), timesteps[i], x, eta=0.0).prev_sample
     return x
+
+
+# step_fn(x, timestep, index, rows) -> (ε̂ to step with, *records): what to keep at every timestep
+# (e.g. a teacher's guidance target and ε(∅)); rows: which pool entries x holds (e.g. their concept).
+StepFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+class TrajectoryPool:
+    """Trajectories of a frozen model drawn in batches with every timestep kept, and training examples
+    (trajectory, index) drawn from them.
+
+    Pool r (the one used for steps r·refresh … (r+1)·refresh − 1) is a pure function of (seed, r), so a
+    run resumed from a checkpoint rebuilds the very pool it had; the examples are drawn from the
+    trainer's generator, which the checkpoint holds. size = refresh = batch = 1 is the reference
+    algorithms' one fresh trajectory per step.
+    """
+
+    def __init__(self, model: DiffusionModel, timesteps: torch.Tensor, step_fn: StepFn, size: int, refresh: int,
+                 seed: int, n_groups: int = 1, chunk: int = 64) -> None:
+        self.model, self.timesteps, self.step_fn = model, timesteps, step_fn
+        self.size, self.refresh, self.seed, self.n_groups, self.chunk = size, refresh, seed, n_groups, chunk
+        self._built: int | None = None
+        self.records: list[torch.Tensor] = []  # each (size, T, ...): the step_fn records at every index
+        self.latents: torch.Tensor | None = None  # (size, T, C, H, W): x at every index before its step
+        self.groups = torch.arange(size) % n_groups  # entry i belongs to group i mod n_groups (e.g. concept)
+
+    @torch.no_grad()
+    def _build(self, r: int, n_steps: int) -> None:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + r)
+        latents, records = [], []
+        for start in range(0, self.size, self.chunk):
+            rows = self.groups[start : start + self.chunk]
+            x = initial_latents(self.model, gen, len(rows))
+            xs, recs = [], []
+            for i in range(n_steps):
+                eps, *kept = self.step_fn(x, self.timesteps[i], i, rows)
+                xs.append(x)
+                recs.append(kept)
+                x = self.model.scheduler.step(eps, self.timesteps[i], x, eta=0.0).prev_sample
+            latents.append(torch.stack(xs, dim=1))
+            records.append([torch.stack([r_[j] for r_ in recs], dim=1) for j in range(len(recs[0]))])
+        self.latents = torch.cat(latents)
+        self.records = [torch.cat([chunk[j] for chunk in records]) for j in range(len(records[0]))]
+        self._built = r
+
+    def draw(self, step: int, gen: torch.Generator, batch: int, low: int = 0, high: int | None = None):
+        """(entries, indices, x at those indices, records there) for `batch` examples with index in
+        [low, high): entries uniform over the pool, indices uniform in the window."""
+        high = len(self.timesteps) if high is None else high
+        entries = torch.randint(self.size, (batch,), generator=gen)
+        indices = torch.randint(low, high, (batch,), generator=gen)
+        r = step // self.refresh
+        if self._built != r:
+            # A pool used for one step only needs its trajectories down to the deepest index drawn.
+            self._build(r, int(indices.max()) + 1 if self.refresh == 1 else len(self.timesteps))
+        return (entries, indices, self.latents[entries, indices],
+                [rec[entries, indices] for rec in self.records])

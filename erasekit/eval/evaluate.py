@@ -88,6 +88,11 @@ def score(
             r = _rate(found["target"][suite.anchor.attribute] == suite.anchor.value)
             metrics[f"anchor_rate{side}"] = r["value"]
             details[f"anchor_rate{side}"] = r
+        target_hits, target_kind = _label_agreement(suite.groups["target"], found["target"], settings, attr)
+        if (~target_kind).any():  # the rest of what a target prompt names (the circle drawn in the erased red)
+            r = _rate(target_hits[~target_kind])
+            metrics[f"target_retain_accuracy{side}"] = r["value"]
+            details[f"target_retain_accuracy{side}"] = r
         if "other" in found:
             hits, same_kind = _label_agreement(suite.groups["other"], found["other"], settings, attr)
             r = _rate(hits)

@@ -29,6 +29,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("anchor_rate", True, "share of target-prompt images showing the anchor concept"),
         MetricInfo("other_accuracy", True, "detector agrees with the prompt on non-erased concepts"),
         MetricInfo("other_accuracy_base", None, "the same on the base model"),
+        MetricInfo("target_retain_accuracy", True, "detector agrees with a target prompt's other labels (the "
+                   "shape of a 'red circle' when red is erased: UnlearnCanvas' cross-domain retention)"),
+        MetricInfo("target_retain_accuracy_base", None, "the same on the base model"),
         MetricInfo("ssim_other", True, "SSIM base vs edited, same seed, non-erased prompts"),
         MetricInfo("ssim_target", True, "SSIM base vs edited, same seed, target prompts"),
         MetricInfo("recovery_rate", False, "target rate after the Concept Inversion recovery attack"),

@@ -118,7 +118,7 @@ PARAPHRASES = ("an image of a {shape} that is {color}{bg}", "{color} colored {sh
 
 def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 0,
                    also: Sequence[Concept] = ()) -> Suite:
-    """The toy world's suite for erasing one attribute value (a shape or a pattern).
+    """The toy world's suite for erasing one attribute value (a shape, a pattern or a colour).
 
     also: concepts erased together with this one; their prompts leave the 'other' group, which
     measures what should stay intact.
@@ -164,8 +164,23 @@ def toyworld_suite(concept: Concept, anchor: Concept | None = None, seed: int = 
                 groups["implicit"].append(Prompt(text(shape, color, bg, context=context), labels))
             else:
                 groups["other"].append(Prompt(text(shape, color, bg, others[0]), {**labels, "pattern": others[0]}))
+    elif concept.attribute == "color":
+        # The toy world's stand-in for an art style: the shapes drawn in the colour should survive it.
+        for shape, bg in itertools.product(shapes, backgrounds):
+            labels = {"shape": shape, "color": concept.value, "background": bg}
+            groups["target"].append(Prompt(text(shape, concept.value, bg), labels))
+            groups["target"].append(Prompt(text(shape, concept.value, bg, template="a photo of a {desc}{bg}"),
+                                           labels))
+            groups["misspelling"].append(Prompt(text(shape, domain.typo(concept.value, rng), bg), labels))
+            template = PARAPHRASES[len(groups["paraphrase"]) % len(PARAPHRASES)]
+            groups["paraphrase"].append(Prompt(template.format(shape=shape, color=concept.value, bg=f" on {bg}"),
+                                               labels))
+        for shape, color, bg in itertools.product(shapes, colors, backgrounds):
+            if color != concept.value:
+                groups["other"].append(Prompt(text(shape, color, bg), {"shape": shape, "color": color,
+                                                                         "background": bg}))
     else:
-        raise ErasekitError(f"toy-world suites erase a shape or a pattern, not {concept.attribute!r}")
+        raise ErasekitError(f"toy-world suites erase a shape, a pattern or a colour, not {concept.attribute!r}")
     for extra in also:
         if extra.attribute not in domain.ATTRIBUTES or extra.value not in domain.ATTRIBUTES[extra.attribute]:
             raise ErasekitError(f"{extra.attribute}={extra.value} is not a toy-world attribute value")

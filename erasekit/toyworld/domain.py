@@ -180,14 +180,22 @@ def describe(
     return template.format(desc=" ".join(parts), bg=bg, ctx=ctx)
 
 
+def concept_kind(word: str) -> str | None:
+    """The attribute a toy-world word names ('circle', 'disc' → 'shape'; 'red' → 'color'), else None."""
+    for attribute, values in ATTRIBUTES.items():
+        if word in values or (attribute == "shape" and any(word in names for names in SHAPES.values())):
+            return attribute
+    return None
+
+
 def caption_templates(n: int, attribute: str = "shape", seed: int = 0) -> list[str]:
-    """n distinct training-style captions naming a shape or pattern, '{}' where that word goes.
+    """n distinct training-style captions naming a shape, pattern or colour, '{}' where that word goes.
 
     Methods that need prompts around a concept (Ablating Concepts' ~200 anchor prompts) use them:
     a concept trained only in "a photo of a {}" does not reach "a red {} on snow".
     """
-    if attribute not in ("shape", "pattern"):
-        raise ValueError(f"caption templates name a shape or a pattern, not {attribute!r}")
+    if attribute not in ("shape", "pattern", "color"):
+        raise ValueError(f"caption templates name a shape, a pattern or a colour, not {attribute!r}")
     rng = random.Random(seed)
     found: dict[str, None] = {}
     for _ in range(100 * n):
@@ -196,10 +204,10 @@ def caption_templates(n: int, attribute: str = "shape", seed: int = 0) -> list[s
         named[attribute] = True
         context = rng.choice(CONTEXTS) if rng.random() < P_CONTEXT else None
         caption = describe(scene, {**named, "shape": True}, context, "{}", rng.choice(TEMPLATES))
-        if attribute == "pattern":  # the shape is named by its word, the pattern becomes the slot
+        if attribute != "shape":  # the shape is named by its word, the pattern or colour becomes the slot
             shape_word = SHAPES[ATTRIBUTES["shape"][scene.shape]][0]
             words = caption.replace("{}", shape_word).split(" ")
-            words[words.index(PATTERNS[scene.pattern])] = "{}"
+            words[words.index(ATTRIBUTES[attribute][getattr(scene, attribute)])] = "{}"
             caption = " ".join(words)
         found.setdefault(caption, None)
         if len(found) == n:

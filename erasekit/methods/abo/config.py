@@ -27,8 +27,6 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-# The toy world's tuned settings (the paper's are for SD 1.4 at 512 px): see docs/methods/abo.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "steps": 200}
 
 
 @dataclass
@@ -47,6 +45,11 @@ class AboConfig:
     preset: str | None = None
     instructions: list[dict[str, Any]] = field(default_factory=list)
     t_warmup: int = 5
+    # Training examples (θ*'s trajectory, τ) come from a pool of `pool_size` trajectories drawn anew every
+    # `pool_refresh` steps, `batch_size` per step; 1/1/1 is the paper's one fresh trajectory per step.
+    batch_size: int = 1
+    pool_size: int = 1
+    pool_refresh: int = 1
     attention_scale: float = 0.0
     # Implicit δ: also reweight the EOS/padding positions after the concept. A causal text encoder
     # copies the concept into them, so suppressing only its word tokens can leave it in place.
@@ -60,8 +63,8 @@ class AboConfig:
 
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.steps < 1 or self.sampling_steps < 1:
-            raise ValueError("steps and sampling_steps must be >= 1")
+        if min(self.steps, self.sampling_steps, self.batch_size, self.pool_size, self.pool_refresh) < 1:
+            raise ValueError("steps, sampling_steps, batch_size, pool_size and pool_refresh must be >= 1")
         for name in ("lr", "gamma1", "gamma2", "lam", "adam_eps", "attention_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):

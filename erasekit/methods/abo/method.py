@@ -26,7 +26,7 @@ from erasekit.core.guidance import bottlenecked_delta
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.trainer import TrainerConfig
-from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
+from erasekit.core.trajectory import TrajectoryPool, timesteps_for
 from erasekit.errors import ErasekitError
 from erasekit.methods.abo.config import AboConfig
 from erasekit.registry import register_method
@@ -80,21 +80,24 @@ class _Teacher:
                            for c in request.concepts]
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, tau: int, k: int):
-        """Returns (ε̂ for the DDIM step, target guidance, ε*(x, ∅))."""
-        conds = [self.uncond, self.anchors[k]]
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, tau: int, rows: torch.Tensor):
+        """Returns (ε̂ for the DDIM step, target guidance, ε*(x, ∅)); rows: each latent's concept index."""
+        b = x.shape[0]
+        rows = rows.to(self.anchors.device)
+        conds = [self.uncond.expand(b, *self.uncond.shape), self.anchors[rows]]
         if self.instruction_embeds is not None:
-            conds += list(self.instruction_embeds)
-        stacked = torch.stack(conds)
+            conds += [e.expand(b, *e.shape) for e in self.instruction_embeds]
+        stacked = torch.stack(conds)  # (K, B, L, D)
         if self.scales is not None:
             ctx = control_attention(self.model.unet, record=False)
         else:
             ctx = nullcontext()
         with ctx as store:
             if store is not None:
-                ones = torch.ones_like(self.scales[k])
-                rows = [ones, self.scales[k]] + [ones] * (len(conds) - 2)
-                store.token_scale = torch.stack(rows).repeat_interleave(x.shape[0], dim=0)
+                scales = torch.stack(self.scales)[rows]  # (B, L): c's tokens suppressed in the anchor slot
+                ones = torch.ones_like(scales)
+                per_cond = [ones, scales] + [ones] * (len(conds) - 2)
+                store.token_scale = torch.cat(per_cond)  # cond-major, as eps batches them
             eps = self.model.eps(x, t, stacked, self.weights)
         eps_u, eps_anchor = eps[0], eps[1]
         guidance = self.config.gamma1 * (eps_anchor - eps_u)
@@ -122,15 +125,18 @@ def erase(
         with torch.no_grad():
             concept_embeds = model.encode(request.concepts)
         timesteps = timesteps_for(model, T)  # index i ↔ τ = T − i
+        # θ*'s trajectories with ε̂, its target guidance and ε*(∅) kept at every step: θ* is frozen, so
+        # they do not depend on the student (size = refresh = batch = 1: the paper's fresh walk per step).
+        pool = TrajectoryPool(model, timesteps, lambda x, t, i, rows: teacher(x, t, T - i, rows),
+                              size=config.pool_size, refresh=config.pool_refresh, seed=config.seed,
+                              n_groups=len(request.concepts))
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-            k = int(torch.randint(len(request.concepts), (1,), generator=gen))
-            tau = int(torch.randint(1, T + 1, (1,), generator=gen))
-            x = initial_latents(model, gen)
-            x = run_ddim(model, x, timesteps, T - tau, lambda x, t, i: teacher(x, t, T - i, k)[0])
-            t = timesteps[T - tau]
-            _, target, teacher_uncond = teacher(x, t, tau, k)
-            student = model.eps(x, t, torch.stack([teacher.uncond, concept_embeds[k]]))
+            entries, index, x, (target, teacher_uncond) = pool.draw(step, gen, config.batch_size)
+            t = timesteps[index.to(timesteps.device)]
+            k = pool.groups[entries].to(concept_embeds.device)
+            student = model.eps(x, t, torch.stack([teacher.uncond.expand(len(k), *teacher.uncond.shape),
+                                                   concept_embeds[k]]))
             concept, penalty = abo_losses(student[1], student[0], teacher_uncond, target, config.gamma2)
             return concept + config.lam * penalty
 

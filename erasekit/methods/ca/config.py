@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 SCOPES = ("xattn-kv", "embedding", "full")
 VARIANTS = ("model", "noise")
 
-# The toy world's settings (its UNet is tiny; a 1e-5 step barely moves it): docs/methods/ca.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "steps": 200, "n_images": 200}
 
 
 @dataclass

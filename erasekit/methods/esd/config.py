@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv"}
 
-# The toy world's settings (a 1e-5 step barely moves its tiny UNet): docs/methods/baselines.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"steps": 200, "lr": 1.5e-4}
-TOYWORLD_U_LR = 2e-4  # ESD-u trains every non-cross-attention weight: its own probed rate
 
 
 @dataclass

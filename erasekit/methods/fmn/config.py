@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
-# The toy world's settings (a paper-sized step barely moves its tiny UNet): docs/methods/baselines.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"steps": 35, "lr": 1e-4, "n_images": 32}
 
 
 @dataclass

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
-# The toy world's settings (a paper-sized step barely moves its tiny UNet): docs/methods/baselines.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"steps": 300, "lr": 2e-4}
 
 
 @dataclass

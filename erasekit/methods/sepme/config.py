@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-# The toy world's settings: fewer concept images; docs/methods/sepme.md.
-TOYWORLD_DEFAULTS: dict[str, Any] = {"n_images": 200, "max_steps": 800, "lr": 0.05, "beta": 1e-2, "tau_rel": -1.5}
 
 
 @dataclass

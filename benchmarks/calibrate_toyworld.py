@@ -1,0 +1,134 @@
+"""Choose one toy-world setting per method on the calibration seeds, over every concept.
+
+For each grid point (e.g. --grid lr=5e-4,1e-3 --grid steps=200), erase every toy concept in turn
+(each shape, anchored by the method's fixed rule, the stripes and the colour case of
+common.concept_cases), evaluate the target and other prompts on the calibration seeds only (10–13),
+and pick the setting by the rule below, fixed before any run. The evaluation seeds (0–3, 20–23) are
+never touched here. The chosen values go into erasekit/toyworld/defaults.py by hand, citing the file.
+
+Rule: among grid points whose mean ssim_other ≥ 0.85 and whose mean other_accuracy is within 0.03 of
+the base's, the lowest mean target_rate, then the lowest worst-concept target_rate, then the first
+in grid order. With no point admissible, the one with the highest mean ssim_other.
+
+Writes benchmarks/results/calibration_<method>_toyworld.json (format: ../shared/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+
+import common
+
+from erasekit import api
+from erasekit.eval.results import write_result
+
+# Each method's anchor rule (common.concept_cases) and the values every grid point shares.
+METHODS = {
+    "abo": ("next", {}),
+    "ca": ("superset", {}),
+    "esd-x": ("none", {"variant": "x"}),
+    "esd-u": ("none", {"variant": "u"}),
+    "sdd": ("none", {}),
+    "uce": ("next", {}),
+    "fmn": ("none", {}),
+}
+GROUPS = ("target", "other")  # what the choice reads; the other groups are left to the evaluation
+SSIM_MIN, ACCURACY_DROP_MAX = 0.85, 0.03
+
+
+def method_id(label: str) -> str:
+    return label.split("-")[0]
+
+
+def parse_grid(items: list[str]) -> list[dict]:
+    """['lr=5e-4,1e-3', 'steps=200'] → every combination, as text the config types itself."""
+    axes = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad --grid {item!r}: expected KEY=V1,V2")
+        axes.append([(key, v) for v in values.split(",")])
+    return [dict(point) for point in itertools.product(*axes)] or [{}]
+
+
+def calibration_suite(spec: str):
+    from erasekit.eval.suites import resolve_suite
+
+    suite = resolve_suite(spec)
+    return dataclasses.replace(suite, groups={g: p for g, p in suite.groups.items() if g in GROUPS})
+
+
+def evaluate_case(model, patch, case, seeds, steps) -> dict:
+    from erasekit.core.data import SamplingSettings
+    from erasekit.eval.detectors import get_detector
+    from erasekit.eval.evaluate import evaluate
+
+    suite = calibration_suite(case["suite"])
+    result = evaluate(model, [patch], suite, get_detector(suite.detector), SamplingSettings(seeds=seeds, steps=steps),
+                      cache_dir=".cache/erasekit/base-images", progress=False)
+    metrics = result["metrics"]
+    return {k: v for k, v in metrics.items() if not k.startswith(("fid", "kid"))}
+
+
+def choose(points: list[dict]) -> int:
+    """The index of the chosen grid point (the module docstring's rule)."""
+    def admissible(p):
+        s = p["summary"]
+        return s["ssim_other_mean"] >= SSIM_MIN and s["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
+
+    ok = [i for i, p in enumerate(points) if admissible(p)]
+    if not ok:
+        return max(range(len(points)), key=lambda i: points[i]["summary"]["ssim_other_mean"])
+    return min(ok, key=lambda i: (points[i]["summary"]["target_rate_mean"], points[i]["summary"]["target_rate_worst"],
+                                  i))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a config axis to search (repeatable); none: the current toy defaults alone")
+    parser.add_argument("--model", default="toyworld")
+    parser.add_argument("--cases", default=None, help="comma-separated case names (default: every concept)")
+    parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = api.parse_seeds(common.CALIBRATION_SEEDS)
+    model = api.load_model(args.model, device="cpu")
+    rule, fixed = METHODS[args.method]
+    cases = [c for c in common.concept_cases(rule) if args.cases is None or c["case"] in args.cases.split(",")]
+    name = f"calibration_{args.method}_{common.result_name('x', args.model).split('_', 1)[1]}"
+    points: list[dict] = []
+    for values in parse_grid(args.grid):
+        runs = []
+        for case in cases:
+            request = common.case_request(case)
+            patch, seconds, resolved = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
+            metrics = evaluate_case(model, patch, case, seeds, args.steps)
+            runs.append({"case": case["case"], "kind": case["kind"], "concepts": request.concepts,
+                         "anchors": request.anchors, "config": dataclasses.asdict(resolved.config),
+                         "seconds": round(seconds, 1), "metrics": metrics})
+            print(args.method, values, case["case"], {k: round(v, 3) for k, v in metrics.items()
+                                                      if k in ("target_rate", "ssim_other", "other_accuracy")},
+                  flush=True)
+        summary = common.summarize(runs)
+        summary["accuracy_drop_mean"] = sum(r["metrics"]["other_accuracy_base"] - r["metrics"]["other_accuracy"]
+                                            for r in runs) / len(runs)
+        points.append({"grid": values, "runs": runs, "summary": summary})
+        chosen = choose(points)
+        write_result(name, [{"method": args.method, "model": model.source, "grid": p["grid"], "seeds": seeds,
+                             "summary": p["summary"], "per_concept": p["runs"]} for p in points],
+                     out_dir=args.out,
+                     extra={"calibration_seeds": seeds, "rule": __doc__.split("Rule: ")[1].split("\n\n")[0],
+                            "chosen": points[chosen]["grid"], "complete": len(points) == len(parse_grid(args.grid))})
+
+
+if __name__ == "__main__":
+    main()

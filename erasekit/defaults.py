@@ -1,0 +1,87 @@
+"""Method configs in layers: the paper's defaults, the model's own, the request's, then `--set`.
+
+Every entry point (api.erase, the CLI, the demo, the benchmarks) resolves a config here and nowhere
+else, and the patch records, for every field, which layer its value came from.
+
+A model's layer comes from its *profile*: today the built-in toy worlds ('toyworld'); the model
+families (SD, SDXL, ...) add theirs. A model with no known profile gets the paper's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAPER = "paper"
+# profile name -> module with method_defaults(method, concepts, requested) -> dict
+PROFILES: dict[str, str] = {"toyworld": "erasekit.toyworld.defaults"}
+TOYWORLD_NAMES = ("toyworld", "toyworld-wide")
+
+
+@dataclass
+class ResolvedConfig:
+    """A method's validated config and, per field, the layer its value came from."""
+
+    config: Any
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """(field, value, layer) for every field of the config."""
+        values = dataclasses.asdict(self.config)
+        return [(name, values[name], self.sources.get(name, PAPER)) for name in values]
+
+
+def profile_of(source: str | os.PathLike | None) -> str | None:
+    """The defaults profile of a model argument, decided without loading it ('toyworld' or None).
+
+    A toy world is a built-in name, or a directory `erasekit toyworld train` wrote (its training.json).
+    """
+    if source is None:
+        return None
+    text = str(source)
+    if text in TOYWORLD_NAMES:
+        return "toyworld"
+    record = Path(text).expanduser() / "training.json"
+    try:
+        return "toyworld" if record.is_file() and "stages" in json.loads(record.read_text()) else None
+    except (OSError, ValueError):
+        return None
+
+
+def model_layer(profile: str | None, method: str, concepts: Sequence[str], requested: Mapping[str, Any]
+                ) -> dict[str, Any]:
+    """The model's own defaults for a method (empty for an unknown profile)."""
+    if profile is None:
+        return {}
+    module = importlib.import_module(PROFILES[profile])
+    return dict(module.method_defaults(method, concepts, requested))
+
+
+def resolve(method: str, profile: str | None, concepts: Sequence[str],
+            layers: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> ResolvedConfig:
+    """The method's config from paper < model < the given (name, values) layers, in that order.
+
+    A value the user gives as text ('2e-4' in YAML or `--set`) is typed against the config field.
+    """
+    from erasekit.registry import get_method
+    from erasekit.request import build_config
+
+    info = get_method(method)
+    requested: dict[str, Any] = {}
+    for _, values in layers:
+        requested.update(values)
+    ordered = [(f"model:{profile}", model_layer(profile, method, concepts, requested)), *layers]
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, values in ordered:
+        for key, value in values.items():
+            merged[key] = value
+            sources[key.replace("-", "_")] = name
+    config = build_config(info.config_class, merged)
+    return ResolvedConfig(config, sources)
