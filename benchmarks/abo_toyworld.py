@@ -25,10 +25,17 @@ PURIFY_SETTINGS = [("", 1.0, "edited"), ("striped", 1.0, "edited"), ("striped", 
                    ("striped", 7.5, "base")]
 
 
-def run(model, name: str, overrides: dict, seeds: list[int], steps: int) -> dict:
+# How each setting was chosen (recorded in the result): docs/methods/abo.md.
+TUNED = {"lr, steps": "the toy world's abo defaults (erasekit/toyworld/defaults.py), one setting for every concept, "
+                      "chosen by calibrate_toyworld.py on the calibration seeds",
+         "anchor": "fixed: circle -> square (the next shape), striped -> solid",
+         "lam, scope, delta": "the sweeps' values are the paper's, not tuned"}
+
+
+def run(model, name: str, overrides: dict, seed_sets: list[list[int]], steps: int) -> list[dict]:
     case = CASES[name]
     config = {**case["config"], **overrides}
-    return run_case(model, "abo", case["request"], config, case["suite"], seeds, steps, label={"case": name})
+    return run_case(model, "abo", case["request"], config, case["suite"], seed_sets, steps, label={"case": name})
 
 
 def striped_renders(n: int, seed: int = 0, pattern: str = "striped"):
@@ -93,7 +100,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the two main cases (no sweeps)")
     parser.add_argument("--purify-images", type=int, default=64, help="rendered striped images to purify")
     args = parser.parse_args()
-    seeds, model = common.setup(args)
+    seed_sets, model = common.setup(args)
     plan = [("circle", {}), ("striped", {})]
     if not args.quick:
         plan += [("circle", {"lam": 0.0}), ("circle", {"lam": 1.0})]
@@ -105,12 +112,14 @@ def main() -> None:
         if i == 2 and not args.quick:  # the purification bar right after the two main cases
             runs.append(purification(model, args.purify_images))
             print("purification", runs[-1]["metrics"], flush=True)
-            write_result("abo_toyworld", runs, out_dir=args.out)
-        entry = run(model, name, overrides, seeds, args.steps)
-        runs.append(entry)
-        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry["metrics"].items()}
-        print(name, overrides, shown, flush=True)
-        write_result("abo_toyworld", runs, out_dir=args.out)  # partial results survive a stop
+            write_result("abo_toyworld", runs, out_dir=args.out, extra=common.protocol(TUNED))
+        for entry in run(model, name, overrides, seed_sets, args.steps):
+            runs.append(entry)
+            shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry["metrics"].items()}
+            print(name, overrides, entry["seeds"], shown, flush=True)
+        # partial results survive a stop
+        write_result("abo_toyworld", runs, out_dir=args.out,
+                     extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets})
 
 
 if __name__ == "__main__":

@@ -14,13 +14,17 @@ from erasekit.request import EraseRequest
 
 SUITE = "toyworld:shape=circle"
 REQUEST = EraseRequest(concepts=["circle"], anchors=["thing"])
+TUNED = {"lr, steps, n_images, prompt_templates": "the toy world's ca defaults (erasekit/toyworld/defaults.py), one "
+         "setting for every concept, chosen by calibrate_toyworld.py on the calibration seeds",
+         "anchor": "fixed: 'thing', the toy world's unnamed-shape word (a superset concept, as the paper maps onto)",
+         "steps of the curve": "not tuned: the convergence curve"}
 
 
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--train-steps", default="25,50,100,200", help="training steps of the convergence curve")
     args = parser.parse_args()
-    seeds, model = common.setup(args)
+    seed_sets, model = common.setup(args)
     curve = sorted({int(n) for n in args.train_steps.split(",")}, reverse=True)
     # The full-length runs first: they decide the bars; the shorter ones only draw the curve.
     plan = [{"variant": "model", "steps": curve[0]}, {"variant": "model", "steps": curve[0], "scope": "embedding"},
@@ -29,10 +33,12 @@ def main() -> None:
     runs = []
     for overrides in plan:
         # The toy world's defaults layer gives the anchor prompts in its caption styles.
-        entry = run_case(model, "ca", REQUEST, overrides, SUITE, seeds, args.steps)
-        runs.append(entry)
-        print(overrides, {k: round(v, 3) for k, v in entry["metrics"].items() if isinstance(v, float)}, flush=True)
-        write_result("ca_toyworld", runs, out_dir=args.out)
+        for entry in run_case(model, "ca", REQUEST, overrides, SUITE, seed_sets, args.steps):
+            runs.append(entry)
+            print(overrides, entry["seeds"], {k: round(v, 3) for k, v in entry["metrics"].items()
+                                              if isinstance(v, float)}, flush=True)
+        write_result("ca_toyworld", runs, out_dir=args.out,
+                     extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets})
 
 
 if __name__ == "__main__":

@@ -26,6 +26,24 @@ def table(doc: dict) -> str:
     runs = doc["runs"]
     lines = [f"### {doc['benchmark']}", "",
              f"`{doc['command']}` at `{doc['git'][:12]}` on {doc['device']} ({doc['created']})", ""]
+    if "calibration_seeds" in doc:
+        lines += [f"Settings chosen on calibration seeds {_seed_text(doc['calibration_seeds'])}"
+                  + (f"; reported on evaluation seeds {', '.join(_seed_text(s) for s in doc['evaluation_seeds'])}"
+                     if "evaluation_seeds" in doc else "") + ".", ""]
+    if "tables" in doc:  # the benchmark's own views of its runs (every run stays in the JSON)
+        for view in doc["tables"]:
+            lines += [f"{view['title']}:", "", "| " + " | ".join(view["columns"]) + " |",
+                      "|---" * len(view["columns"]) + "|"]
+            lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in view["rows"]] + [""]
+        return "\n".join(lines).rstrip()
+    if all("summary" in r for r in runs):  # a calibration: one row per grid point
+        keys = list(dict.fromkeys(k for r in runs for k in r["summary"]))
+        lines += ["| grid | " + " | ".join(keys) + " | chosen |", "|---" * (len(keys) + 2) + "|"]
+        for r in runs:
+            grid = ", ".join(f"{k}={v}" for k, v in r["grid"].items()) or "defaults"
+            mark = "yes" if r["grid"] == doc.get("chosen") else ""
+            lines.append(f"| {grid} | " + " | ".join(_fmt(r["summary"].get(k, "")) for k in keys) + f" | {mark} |")
+        return "\n".join(lines)
     varying = _varying(runs)
     standard = [r for r in runs if len(runs) > 1 and any(k in r["metrics"] for k in COLUMNS)
                 and not any(" " in k for k in r["metrics"])]  # runs with per-setting metrics get their own
@@ -40,6 +58,10 @@ def table(doc: dict) -> str:
             lines += ["", f"{_label(run, varying)}:", ""]
         lines += _metric_table(run["metrics"])
     return "\n".join(lines)
+
+
+def _seed_text(seeds: list[int]) -> str:
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
 
 
 def _metric_table(metrics: dict) -> list[str]:

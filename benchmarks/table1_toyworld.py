@@ -1,6 +1,9 @@
-"""The side-by-side table: every method on the toy world's explicit shape case (circle → square)
-and implicit pattern case (striped), same seeds, plus the base model.
+"""Table 1 on the toy world: every method erases every concept in turn — each shape (anchored by the
+method's fixed rule, common.concept_cases), the implicit stripes and one colour — with one setting per
+method (the toy world's defaults layer, chosen on the calibration seeds by calibrate_toyworld.py), and
+is measured on two disjoint evaluation seed sets that took no part in any choice.
 
+Reports per concept, plus per method and seed set the mean and the worst concept over the shapes.
 Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md).
 """
 
@@ -9,70 +12,81 @@ from __future__ import annotations
 from pathlib import Path
 
 import common
-from common import evaluation_run, run_case
+from calibrate_toyworld import METHODS, method_id
+from common import run_case
 
 from erasekit.eval.results import write_result
-from erasekit.methods.abo.config import TOYWORLD_DEFAULTS as ABO_TOY
-from erasekit.methods.ca.config import TOYWORLD_DEFAULTS as CA_TOY
-from erasekit.methods.esd.config import TOYWORLD_DEFAULTS as ESD_TOY
-from erasekit.methods.esd.config import TOYWORLD_U_LR as ESD_U_LR
-from erasekit.methods.fmn.config import TOYWORLD_DEFAULTS as FMN_TOY
-from erasekit.methods.sdd.config import TOYWORLD_DEFAULTS as SDD_TOY
-from erasekit.request import EraseRequest
-from erasekit.toyworld.domain import caption_templates
 
-CASES = {
-    "circle": ("toyworld:shape=circle:anchor=shape=square", ["circle"], "square", "shape"),
-    "striped": ("toyworld:pattern=striped", ["striped"], "solid", "pattern"),
+TUNED = {
+    "lr, steps": "per method, one setting for every concept: calibrate_toyworld.py on the calibration seeds "
+                 "(benchmarks/results/calibration_<method>_toyworld.json where present; otherwise the toy "
+                 "defaults carried over from earlier sessions, which were chosen on seeds 0-3: marked "
+                 "'calibrated': false in the run)",
+    "anchors": "fixed rule in common.concept_cases (next shape / 'thing' / solid / next colour), never tuned",
 }
-# Toy-world settings per method: the papers' optimisers and objectives, with the learning rate
-# raised for the toy UNet where the paper's SD value does not move it (see docs/methods/).
-# (method, settings, anchor per case: None = the method takes none)
-METHODS = {
-    "abo": ("abo", ABO_TOY, {"circle": "square", "striped": "solid"}),
-    # CA maps onto a superset concept: the toy world's unnamed shape, or the solid pattern.
-    "ca": ("ca", CA_TOY, {"circle": "thing", "striped": "solid"}),
-    "esd-x": ("esd", {**ESD_TOY, "variant": "x"}, None),
-    "esd-u": ("esd", {**ESD_TOY, "variant": "u", "lr": ESD_U_LR}, None),
-    "sdd": ("sdd", SDD_TOY, None),
-    "uce": ("uce", {}, {"circle": "square", "striped": "solid"}),
-    "fmn": ("fmn", FMN_TOY, None),
-}
-# Per-case settings that differ from a method's toy defaults (from that method's own benchmark).
-CASE_SETTINGS = {("abo", "striped"): common.ABO_STRIPED}
+SUMMARY_KEYS = ("target_rate", "ssim_other", "other_accuracy")
 
 
-def case_config(label: str, case: str) -> dict:
-    method, config, _ = METHODS[label]
-    config = {**config, **CASE_SETTINGS.get((label, case), {})}
-    if method == "ca":  # anchor prompts in the toy world's caption styles (ca_toyworld.py)
-        config["prompt_templates"] = caption_templates(50, CASES[case][3])
-    return config
+def calibrated(method: str) -> bool:
+    return (Path(__file__).parent / "results" / f"calibration_{method}_toyworld.json").exists()
+
+
+def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
+    """The README's views of the runs: mean and worst over the shapes per method and seed set, and each
+    concept's target rate (first seed set)."""
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    cases = list(dict.fromkeys(r["case"] for r in runs))
+    summary_rows, concept_rows = [], []
+    for label in labels:
+        for i, seeds in enumerate(seed_sets):
+            shapes = [r for r in runs if r["label"] == label and r["seed_set"] == i and r["kind"] == "shape"]
+            if not shapes:
+                continue
+            s = common.summarize(shapes, SUMMARY_KEYS)
+            base = sum(r["metrics"]["other_accuracy_base"] for r in shapes) / len(shapes)
+            summary_rows.append([label, f"{seeds[0]}-{seeds[-1]}", len(shapes), s["target_rate_mean"],
+                                 s["target_rate_worst"], s["ssim_other_mean"], s["other_accuracy_mean"], base])
+        first = {r["case"]: r["metrics"]["target_rate"] for r in runs if r["label"] == label and r["seed_set"] == 0}
+        concept_rows.append([label, *[first.get(c, "") for c in cases]])
+    return [
+        {"title": "shapes: mean and worst concept",
+         "columns": ["method", "seeds", "shapes", "target_rate mean", "target_rate worst", "ssim_other mean",
+                     "other_accuracy mean", "other_accuracy_base mean"], "rows": summary_rows},
+        {"title": f"target_rate per concept (seeds {seed_sets[0][0]}-{seed_sets[0][-1]})",
+         "columns": ["method", *cases], "rows": concept_rows},
+    ]
 
 
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--timeline-every", type=int, default=50, help="training steps between timeline points")
-    parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps per run")
+    parser.add_argument("--cases", default=None, help="comma-separated case names (default: every concept)")
+    parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps (0: none)")
+    parser.add_argument("--attack-cases", default="circle", help="cases that also run the attack (first seed set)")
     parser.add_argument("--patches", default=".cache/erasekit/table1-patches",
                         help="where each run's patch is kept (benchmarks/table1_grid.py draws from them)")
+    parser.add_argument("--name", default="table1_toyworld", help="result file name (parts are merged later)")
     args = parser.parse_args()
-    seeds, model = common.setup(args)
-    runs: list[dict] = []
+    seed_sets, model = common.setup(args)
     Path(args.patches).mkdir(parents=True, exist_ok=True)
-    for case, (suite, concepts, _, _) in CASES.items():
-        runs.append(evaluation_run(model, [], suite, seeds, args.steps, {"method": "base", "case": case}))
-        for label in args.methods.split(","):
-            method, _, anchors = METHODS[label]
-            request = EraseRequest(concepts=concepts, anchors=[anchors[case]] if anchors else [])
-            entry = run_case(model, method, request, case_config(label, case), suite, seeds, args.steps,
-                             label={"case": case, "label": label}, timeline_every=args.timeline_every,
-                             attack_steps=args.attack_steps, save_to=f"{args.patches}/{label}-{case}.safetensors")
-            runs.append(entry)
-            print(case, label, {k: round(v, 3) for k, v in entry["metrics"].items() if isinstance(v, float)},
-                  flush=True)
-            write_result("table1_toyworld", runs, out_dir=args.out)
+    runs: list[dict] = []
+    for label in args.methods.split(","):
+        rule, fixed = METHODS[label]
+        for case in common.concept_cases(rule):
+            if args.cases and case["case"] not in args.cases.split(","):
+                continue
+            attack = args.attack_steps if case["case"] in args.attack_cases.split(",") else 0
+            entries = run_case(model, method_id(label), common.case_request(case), fixed, case["suite"], seed_sets,
+                               args.steps, label={"label": label, "case": case["case"], "kind": case["kind"],
+                                                  "calibrated": calibrated(label)},
+                               attack_steps=attack, save_to=f"{args.patches}/{label}-{case['case']}.safetensors")
+            runs.extend(entries)
+            for entry in entries:
+                print(label, case["case"], entry["seeds"][0], {k: round(v, 3) for k, v in entry["metrics"].items()
+                                                               if k in (*SUMMARY_KEYS, "recovery_rate")}, flush=True)
+            write_result(args.name, runs, out_dir=args.out,
+                         extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets,
+                                "tables": tables(runs, seed_sets)})
 
 
 if __name__ == "__main__":

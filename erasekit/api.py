@@ -174,6 +174,57 @@ def resolve_config(method: str, profile: str | None, request: EraseRequest,
     return resolve(method, profile, request.concepts, [(n, v) for n, v in layers if v])
 
 
+def change_summary(model: DiffusionModel, patches: Sequence[patching.Patch]) -> dict[str, Any]:
+    """What the patches touch: tensors, values, and the relative weight change ‖Δ‖ / ‖W_base‖ over them."""
+    deltas: dict[str, torch.Tensor] = {}
+    for p in patches:
+        for name, d in p.deltas.items():
+            deltas[name] = deltas[name] + d if name in deltas else d.clone()
+    base = patching.base_tensors(model, deltas)
+    change = sum(float(d.float().pow(2).sum()) for d in deltas.values()) ** 0.5
+    norm = sum(float(base[n].float().pow(2).sum()) for n in deltas) ** 0.5
+    return {"tensors": len(deltas), "values": sum(d.numel() for d in deltas.values()),
+            "relative_change": change / norm if norm else float("inf")}
+
+
+# Seeds no benchmark evaluates or calibrates on: the check sees images nobody tuned on.
+CHECK_SEEDS = (1000, 1001, 1002)
+
+
+def check_erasure(model: DiffusionModel, patches: Sequence[patching.Patch], concept: str, prompts: int = 8,
+                  seeds: Sequence[int] = CHECK_SEEDS, steps: int = 35, progress: bool = False) -> dict[str, Any]:
+    """Draw a few target prompts of `concept` with the base and the patched model on fresh seeds and
+    count the concept with the model profile's detector: the rates with their 95 % intervals, and
+    whether the edited rate is within noise of the base's (the intervals overlap: nothing erased)."""
+    from erasekit.core.data import SamplingSettings
+    from erasekit.defaults import check_suite
+    from erasekit.eval.detectors import get_detector
+    from erasekit.eval.evaluate import sample_suite
+    from erasekit.eval.metrics import wilson_interval
+    from erasekit.eval.suites import resolve_suite
+
+    spec = check_suite(model.profile, concept)
+    if spec is None:
+        raise ErasekitError(f"no detector measures {concept!r} on this model (the check runs on the toy worlds); "
+                            "use --no-check and `erasekit eval` with a suite")
+    suite = resolve_suite(spec)
+    target = suite.groups["target"]
+    chosen = target[:: max(1, len(target) // prompts)][:prompts]
+    small = dataclasses.replace(suite, groups={"target": chosen})
+    settings = SamplingSettings(seeds=list(seeds), steps=steps)
+    detector = get_detector(suite.detector)
+    base = sample_suite(model, small, settings, progress)["target"]
+    with patching.applied_temporarily(model, patches):
+        edited = sample_suite(model, small, settings, progress)["target"]
+    out: dict[str, Any] = {"concept": concept, "suite": spec, "seeds": list(seeds), "prompts": len(chosen)}
+    for side, images in (("base", base), ("edited", edited)):
+        hits = detector.detect(images)[suite.concept.attribute] == suite.concept.value
+        k, n = int(hits.sum()), int(hits.size)
+        out[side] = {"rate": k / n, "n": n, "ci95": [round(v, 4) for v in wilson_interval(k, n)]}
+    out["within_noise"] = out["edited"]["ci95"][1] >= out["base"]["ci95"][0]
+    return out
+
+
 def save_patches(result: patching.Patch | list[patching.Patch], out: str | os.PathLike) -> list[Path]:
     """A patch to its .safetensors file; per-concept patches into a directory, plus their stack."""
     if isinstance(result, patching.Patch):

@@ -85,3 +85,12 @@ def resolve(method: str, profile: str | None, concepts: Sequence[str],
             sources[key.replace("-", "_")] = name
     config = build_config(info.config_class, merged)
     return ResolvedConfig(config, sources)
+
+
+def check_suite(profile: str | None, concept: str) -> str | None:
+    """A suite whose detector measures `concept` on this model profile (None: the profile has none)."""
+    if profile is None:
+        return None
+    module = importlib.import_module(PROFILES[profile])
+    finder = getattr(module, "check_suite", None)
+    return finder(concept) if finder else None

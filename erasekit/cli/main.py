@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -228,16 +229,21 @@ def patch_export(model, patches, config, device, out, single_file):
               help="checkpoint directory; rerunning with it resumes a killed run (needs checkpoint_every).")
 @click.option("--cache", default=".cache/erasekit/train-images", show_default=True, type=click.Path(file_okay=False),
               help="cache of images methods draw from the base model (anchor / concept images).")
+@click.option("--check/--no-check", "check", default=None,
+              help="after erasing, draw a few target prompts with base and edited model on fresh seeds and "
+              "report the concept's rate (default: on for the built-in toy worlds, where it costs seconds).")
 @click.option("--out", required=True, type=click.Path(),
               help="patch file (.safetensors) to write; a directory for per-concept methods (sepme).")
 def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, work, cache,
-          out):
+          check, out):
     """Erase concepts from MODEL with METHOD and write the result as a patch.
 
-    Everything is validated before the model loads; the patch is written only when the run finishes.
+    The config is the method paper's defaults, overridden by the model's own (`erasekit ls config
+    METHOD --model M` shows them), the request file's `config:` and then --set. Everything is validated
+    before the model loads; the patch is written only when the run (and its check) finishes.
     """
     from erasekit import api
-    from erasekit.defaults import profile_of
+    from erasekit.defaults import check_suite, profile_of
     from erasekit.registry import get_method
     from erasekit.request import EraseRequest, parse_overrides
 
@@ -258,17 +264,49 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
         _fail(f"--out must be a directory for {method} (one patch per concept)" if spec.multi_patch
               else f"--out must end with .safetensors, got {out!r}")
     # Paper < the model's defaults < the request file < --set; a bad value fails here, before the model loads.
-    cfg = api.resolve_config(method, profile_of(model), request, values, parse_overrides(overrides))
+    profile = profile_of(model)
+    cfg = api.resolve_config(method, profile, request, values, parse_overrides(overrides))
     spec.check_request(request, cfg.config)
+    if check is None:
+        check = profile is not None and all(check_suite(profile, c) for c in request.concepts)
+    elif check:
+        unmeasured = [c for c in request.concepts if check_suite(profile, c) is None]
+        if unmeasured:
+            _fail(f"--check: no built-in detector measures {unmeasured[0]!r} on this model (the check runs on the "
+                  "toy worlds); use --no-check and `erasekit eval` with a suite")
     from erasekit.core.model import load_tokenizer
 
     tokenizer = load_tokenizer(model, config)
     if tokenizer is not None:
         request.check_vocabulary(tokenizer)
     m = api.load_model(model, patches, device=device, config=config)
+    start = time.perf_counter()
     result = api.erase(m, method, request, cfg, checkpoint_dir=work, cache_dir=cache)
+    seconds = time.perf_counter() - start
+    made = result if isinstance(result, list) else [result]
+    change = api.change_summary(m, made)
+    click.echo(f"erased {', '.join(request.concepts)} with {method} in {seconds:.1f} s: {change['tensors']} tensors "
+               f"({change['values']:,} values), relative weight change {change['relative_change']:.4g}", err=True)
+    if check:
+        for concept in request.concepts:
+            _report_check(api.check_erasure(m, made, concept), method, made)
     for path in api.save_patches(result, out):
         click.echo(f"patch written to {path}")
+
+
+def _report_check(found: dict, method: str, made: list) -> None:
+    """One line per checked concept; a loud one when the patch left it within noise of the base."""
+    base, edited = found["base"], found["edited"]
+    lo, hi = edited["ci95"]
+    click.echo(f"check ({found['prompts']} target prompts x seeds {found['seeds'][0]}-{found['seeds'][-1]}): "
+               f"{found['concept']} in {base['rate']:.2f} of base images -> {edited['rate']:.2f} edited "
+               f"(95% CI {lo:.2f}-{hi:.2f}, n={edited['n']})", err=True)
+    if found["within_noise"]:
+        click.echo(f"WARNING: the patch did not erase {found['concept']!r}: its rate is within noise of the base "
+                   f"model's. Try a larger lr or more steps (--set lr=... --set steps=...; `erasekit ls config "
+                   f"{method}` shows the current values).", err=True)
+    for p in made:
+        p.info.setdefault("check", []).append(found)
 
 
 # ------------------------------------------------------------------- eval

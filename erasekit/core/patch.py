@@ -8,6 +8,7 @@ gives exactly the weights of applying both.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,8 @@ from erasekit.errors import ErasekitError
 log = logging.getLogger(__name__)
 
 FORMAT = "erasekit.patch/1"
+# info keys written after a patch is made, by api.erase and the CLI's check: not part of its id.
+ANNOTATIONS = ("config_sources", "check")
 
 
 class FingerprintMismatch(ErasekitError):
@@ -83,7 +86,11 @@ class Patch:
 
     @property
     def id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self._metadata(), sort_keys=True).encode())
+        """Hash of what the patch does (deltas, method, config, concepts, base); annotations added after it
+        was made (ANNOTATIONS: where its config came from, its post-erase check) leave it unchanged."""
+        meta = self._metadata() | {"info": json.dumps({k: v for k, v in self.info.items() if k not in ANNOTATIONS},
+                                                      sort_keys=True)}
+        digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
         for name in sorted(self.deltas):
             digest.update(name.encode())
             digest.update(self.deltas[name].numpy().tobytes())
@@ -285,6 +292,20 @@ def remove(model, patch: Patch) -> None:
         raise ErasekitError(f"patch {patch.id} is not applied to this model")
     del state.applied[ids.index(patch.id)]
     _refresh(model, patch.deltas)
+
+
+@contextlib.contextmanager
+def applied_temporarily(model, patches: Sequence[Patch]):
+    """`with applied_temporarily(model, patches):` the model carries them inside the block only."""
+    done = []
+    try:
+        for p in patches:
+            apply(model, p)
+            done.append(p)
+        yield model
+    finally:
+        for p in reversed(done):
+            remove(model, p)
 
 
 def applied(model) -> list[Patch]:

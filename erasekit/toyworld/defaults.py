@@ -51,3 +51,13 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     if method in CAPTION_FIELDS and kind in ("shape", "pattern", "color"):
         values[CAPTION_FIELDS[method]] = domain.caption_templates(N_CAPTIONS, kind)
     return values
+
+
+def check_suite(concept: str) -> str | None:
+    """The generated suite that measures `concept` (a synonym counts as its shape), for the post-erase check."""
+    kind = domain.concept_kind(concept)
+    if kind is None or kind == "background":
+        return None
+    if kind == "shape":
+        concept = next(name for name, words in domain.SHAPES.items() if concept in words)
+    return f"toyworld:{kind}={concept}"
