@@ -7,7 +7,8 @@ import pytest
 from erasekit.cli.main import cli, main
 
 COMMANDS = [
-    [], ["ls"], ["ls", "methods"], ["ls", "scopes"], ["ls", "suites"], ["ls", "detectors"], ["generate"],
+    [], ["ls"], ["ls", "methods"], ["ls", "config"], ["ls", "scopes"], ["ls", "suites"], ["ls", "detectors"],
+    ["generate"],
     ["erase"], ["demo"],
     ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
     ["toyworld"], ["toyworld", "train"], ["purify"], ["eval"], ["report"],

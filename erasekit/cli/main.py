@@ -63,7 +63,7 @@ def ls_suites() -> None:
 
     for name in builtin_suites():
         click.echo(f"{name:28s} shipped")
-    click.echo(f"{'toyworld:shape=circle':28s} generated; any shape or pattern, optional :anchor=shape=square")
+    click.echo(f"{'toyworld:shape=circle':28s} generated; any shape, pattern or colour, optional :anchor=shape=square")
     click.echo(f"{'path/to/i2p.csv[:sexual]':28s} I2P's CSV (prompt, sd_seed, sd_guidance_scale), optional category")
     click.echo(f"{'path/to/suite.yaml':28s} your own suite file")
 
@@ -433,7 +433,10 @@ def toyworld() -> None:
               help="text encoder width = UNet cross-attention width (default: the shipped world's 128).")
 @click.option("--vae-from", default=None, type=click.Path(file_okay=False, exists=True),
               help="reuse this toy world's tokenizer, VAE and classifier; train only the text encoder and UNet.")
-def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from):
+@click.option("--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default=None,
+              help="what the UNet learns to predict (default: epsilon, as the shipped worlds; v_prediction: SD 2.x "
+              "768's; with --init-from, fine-tunes an ε world to v).")
+def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from, prediction_type):
     """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
     import torch
 
@@ -442,7 +445,7 @@ def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from
 
     if threads:
         torch.set_num_threads(threads)
-    overrides = {"unet_steps": unet_steps, "text_dim": text_dim}
+    overrides = {"unet_steps": unet_steps, "text_dim": text_dim, "prediction_type": prediction_type}
     cfg = ToyTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     target = Path(out) if out else toyworld_dir()
     train_all(target, Path(work), cfg, Path(init_from) if init_from else None, Path(vae_from) if vae_from else None)

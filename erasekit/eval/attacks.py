@@ -23,6 +23,7 @@ from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
+from erasekit.core.noising import noised
 from erasekit.core.sampler import generate_images
 from erasekit.core.trainer import TrainerConfig
 
@@ -81,7 +82,6 @@ def recover(
     latents = torch.cat([model.encode_images(real[i : i + 64]) for i in range(0, len(real), 64)])
     placeholder_text = " ".join(attack.placeholders)
     attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
-    alphas = model.scheduler.alphas_cumprod.to(model.device)
     for p in patches:
         patching.apply(model, p)
     try:
@@ -90,13 +90,14 @@ def recover(
 
             def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
                 idx = torch.randint(len(latents), (attack.batch_size,), generator=gen)
-                t = torch.randint(0, len(alphas), (attack.batch_size,), generator=gen).to(model.device)
+                t = torch.randint(0, model.scheduler.config.num_train_timesteps, (attack.batch_size,),
+                                  generator=gen).to(model.device)
                 z0 = latents[idx]
                 noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-                a = alphas[t].view(-1, 1, 1, 1)
                 cond = model.encode([attacked[int(i) // len(settings.seeds)] for i in idx])
-                pred = model.eps(a.sqrt() * z0 + (1 - a).sqrt() * noise, t, cond[None])[0]
-                return F.mse_loss(pred, noise)
+                x_t, target = noised(model.scheduler, z0, noise, t)
+                pred = model.eps(x_t, t, cond[None])[0]
+                return F.mse_loss(pred, target)
 
             trainer = session.trainer(TrainerConfig(steps=attack.steps, lr=attack.lr, seed=attack.seed,
                                                     grad_clip=None, description=attack.name),

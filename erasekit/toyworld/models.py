@@ -61,8 +61,8 @@ def build_unet(text_dim: int = TEXT_DIM) -> UNet2DConditionModel:
     )
 
 
-def build_scheduler() -> DDIMScheduler:
-    # Stable Diffusion 1.x's schedule and DDIM settings.
+def build_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    """Stable Diffusion 1.x's schedule and DDIM settings; the UNet predicts ε or (SD 2.x 768) v."""
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -71,7 +71,7 @@ def build_scheduler() -> DDIMScheduler:
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
     )
 
 

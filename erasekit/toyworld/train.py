@@ -22,6 +22,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
+from erasekit.core.noising import min_snr_weight, noised
 from erasekit.core.trainer import Trainer, TrainerConfig
 from erasekit.toyworld import domain
 from erasekit.toyworld.models import (
@@ -57,6 +58,8 @@ class ToyTrainConfig:
     checkpoint_every: int = 250
     # Width of the text encoder and of the UNet's cross-attention inputs; the shipped world uses 128.
     text_dim: int = TEXT_DIM
+    # What the UNet predicts: "epsilon" (SD 1.x, the shipped worlds) or "v_prediction" (SD 2.x 768).
+    prediction_type: str = "epsilon"
 
 
 def _images_to_model(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -187,12 +190,8 @@ def encode_latents(cfg: ToyTrainConfig, out_dir: Path, work: Path) -> Path:
 
 
 # ------------------------------------------------------------------------ UNet
-def _snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    a = alphas_cumprod[t]
-    return a / (1 - a)
-
-
-def assemble_pipeline(out_dir: Path, unet, text_encoder) -> StableDiffusionPipeline:
+def assemble_pipeline(out_dir: Path, unet, text_encoder, prediction_type: str = "epsilon"
+                      ) -> StableDiffusionPipeline:
     from diffusers import AutoencoderKL
 
     return StableDiffusionPipeline(
@@ -200,7 +199,7 @@ def assemble_pipeline(out_dir: Path, unet, text_encoder) -> StableDiffusionPipel
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(out_dir / "tokenizer"),
         unet=unet,
-        scheduler=build_scheduler(),
+        scheduler=build_scheduler(prediction_type),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -223,7 +222,7 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
         log.info("initialised UNet and text encoder from %s", init_from)
     params = {f"unet.{n}": p for n, p in unet.named_parameters()}
     params.update({f"text_encoder.{n}": p for n, p in text_encoder.named_parameters()})
-    alphas_cumprod = build_scheduler().alphas_cumprod
+    scheduler = build_scheduler(cfg.prediction_type)
     mean, std, ids, uncond = data["mean"], data["std"], data["ids"], data["uncond"]
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
@@ -235,13 +234,11 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
         tokens[drop] = uncond[0]
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, 1000, (b,), generator=gen)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        zt, target = noised(scheduler, z0, noise, t)
         hidden = text_encoder(tokens).last_hidden_state
         pred = unet(zt, t, hidden).sample
-        snr = _snr(alphas_cumprod, t)
-        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-γ weighting for ε-prediction
-        return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        weight = min_snr_weight(scheduler, t, cfg.min_snr_gamma)
+        return (weight * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
 
     progress_path = out_dir / "training_progress.jsonl"
     last_time = [time.time()]
@@ -253,10 +250,10 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
         te.load_state_dict({k[13:]: v for k, v in ema.items() if k.startswith("text_encoder.")})
         _save_component(u, out_dir / "unet")
         _save_component(te, out_dir / "text_encoder")
-        pipe = assemble_pipeline(out_dir, u.eval(), te.eval())
+        pipe = assemble_pipeline(out_dir, u.eval(), te.eval(), cfg.prediction_type)
         if not (out_dir / "model_index.json").exists():
             pipe.save_config(out_dir)
-            build_scheduler().save_pretrained(out_dir / "scheduler")
+            build_scheduler(cfg.prediction_type).save_pretrained(out_dir / "scheduler")
         fidelity = quick_fidelity(pipe, classifier, seed=cfg.seed)
         recent = trainer.losses[-cfg.export_every:]
         entry = {"step": step, "loss": float(np.mean(recent)), **fidelity}

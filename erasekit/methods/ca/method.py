@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from erasekit.core.data import concept_latents
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
+from erasekit.core.noising import noised
 from erasekit.core.patch import Patch
 from erasekit.core.trainer import TrainerConfig
 from erasekit.errors import ErasekitError
@@ -25,9 +26,10 @@ from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
-def ca_loss(prediction: torch.Tensor, anchor_teacher: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
-    """Model-based when the teacher's anchor ε is given, noise-based otherwise."""
-    target = anchor_teacher.detach() if anchor_teacher is not None else noise
+def ca_loss(prediction: torch.Tensor, anchor_teacher: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+    """Model-based when the teacher's anchor prediction is given, noise-based (the scheduler's training
+    target: ε, or v on a v-prediction model) otherwise."""
+    target = anchor_teacher.detach() if anchor_teacher is not None else target
     return F.mse_loss(prediction, target)
 
 
@@ -57,23 +59,23 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
     if config.scope == "embedding":
         tok = model.tokenizer
         token_ids = sorted({i for c in request.concepts for i in tok(c, add_special_tokens=False).input_ids})
-    alphas = model.scheduler.alphas_cumprod.to(model.device)
+    n_train = model.scheduler.config.num_train_timesteps
 
     with EditSession(model, config.scope, token_ids=token_ids) as session:
         teacher = session.teacher_unet() if config.teacher == "frozen" else None
 
-        def noised(k: int, gen: torch.Generator):
+        def draw(k: int, gen: torch.Generator):
             idx = torch.randint(len(latents[k]), (config.batch_size,), generator=gen)
-            t = torch.randint(0, len(alphas), (config.batch_size,), generator=gen).to(model.device)
+            t = torch.randint(0, n_train, (config.batch_size,), generator=gen).to(model.device)
             z0 = latents[k][idx]
             noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-            a = alphas[t].view(-1, 1, 1, 1)
             prompt_idx = (idx % len(pairs[k])).to(model.device)  # image i was drawn from prompt i mod P
-            return a.sqrt() * z0 + (1 - a).sqrt() * noise, t, noise, prompt_idx
+            x_t, target = noised(model.scheduler, z0, noise, t)
+            return x_t, t, target, prompt_idx
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))
-            x, t, noise, p = noised(k, gen)
+            x, t, target, p = draw(k, gen)
             if config.scope == "embedding":  # the text encoder trains: encode inside the graph
                 target_cond = model.encode([pairs[k][i][1] for i in p.tolist()])
             else:
@@ -83,11 +85,11 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             if config.variant == "model":
                 with torch.no_grad():
                     anchor_eps = model.eps(x, t, anchor_embeds[k][p][None], teacher)[0]
-            loss = ca_loss(prediction, anchor_eps, noise)
+            loss = ca_loss(prediction, anchor_eps, target)
             if config.prior_weight:
-                x2, t2, noise2, p2 = noised(k, gen)
+                x2, t2, target2, p2 = draw(k, gen)
                 prior = model.eps(x2, t2, anchor_embeds[k][p2][None])[0]
-                loss = loss + config.prior_weight * F.mse_loss(prior, noise2)
+                loss = loss + config.prior_weight * F.mse_loss(prior, target2)
             return loss
 
         trainer = session.trainer(

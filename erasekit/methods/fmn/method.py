@@ -15,6 +15,7 @@ from erasekit.core.attention import control_attention, token_indices
 from erasekit.core.data import concept_latents
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
+from erasekit.core.noising import add_noise
 from erasekit.core.patch import Patch
 from erasekit.core.trainer import TrainerConfig
 from erasekit.methods.fmn.config import FmnConfig
@@ -45,17 +46,16 @@ def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: 
     columns = [concept_columns(model, p, c, config.use_pooler) for p, c in zip(prompts, request.concepts, strict=True)]
     with torch.no_grad():
         embeds = model.encode(prompts)
-    alphas = model.scheduler.alphas_cumprod.to(model.device)
 
     with EditSession(model, config.scope) as session:
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(prompts), (1,), generator=gen))
             i = int(torch.randint(config.n_images, (1,), generator=gen))
-            t = int(torch.randint(0, len(alphas), (1,), generator=gen))
+            t = int(torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=gen))
             z0 = latents[k][i : i + 1]
             noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-            zt = alphas[t].sqrt() * z0 + (1 - alphas[t]).sqrt() * noise
+            zt = add_noise(model.scheduler, z0, noise, torch.tensor([t]))
             with control_attention(model.unet, keep_grad=True) as store:
                 model.eps(zt, torch.tensor(t, device=model.device), embeds[k : k + 1])
                 return attention_norm(store.maps, columns[k])

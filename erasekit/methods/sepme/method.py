@@ -24,6 +24,7 @@ from erasekit.core import patch as patching
 from erasekit.core.data import concept_latents
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
+from erasekit.core.noising import add_noise
 from erasekit.core.patch import Patch
 from erasekit.core.scopes import named_parameters
 from erasekit.core.trainer import Trainer, TrainerConfig
@@ -163,7 +164,6 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
         f"{k}/{name}": torch.nn.Parameter(torch.zeros(w.shape[0], bases[k].shape[0], device=w.device))
         for k in range(len(concepts)) for name, w in layers.items()
     }
-    alphas = model.scheduler.alphas_cumprod.to(model.device)
 
     def increment(k: int, name: str) -> torch.Tensor:
         return config.beta * coeffs[f"{k}/{name}"] @ bases[k]
@@ -174,9 +174,9 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
     def concept_loss(k: int, step: int, gen: torch.Generator, ks) -> torch.Tensor:
         index = step % len(latents[k])  # each image once per pass, as the authors
         z0 = latents[k][index][None]
-        t = torch.randint(0, len(alphas), (1,), generator=gen).to(model.device)
+        t = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=gen).to(model.device)
         noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-        x = alphas[t].sqrt() * z0 + (1 - alphas[t]).sqrt() * noise
+        x = add_noise(model.scheduler, z0, noise, t)
         pair = pairs[k][index % len(pairs[k])]
         with torch.no_grad():
             base = model.eps(x, t, pair)
