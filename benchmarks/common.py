@@ -13,19 +13,48 @@ from erasekit import api
 from erasekit.core.patch import Patch, stack
 from erasekit.request import EraseRequest
 
+# Images methods draw from the base model (CA's anchor images, FMN's concept images), shared by runs.
+TRAIN_IMAGES = ".cache/erasekit/train-images"
+# Patches by (method, request, final config, model weights): an erasure is deterministic, so a calibration
+# run and an evaluation run of the same setting share one training (the seconds are the first run's).
+PATCHES = ".cache/erasekit/benchmark-patches"
 
-def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], cache_dir: str | None = None,
-                timeline=None, timeline_every: int = 0):
+
+def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], timeline=None,
+                timeline_every: int = 0):
     """(patch or per-concept patches, seconds, the resolved config). Timeline time is not excluded.
 
     config: the benchmark's own values for this case, layered over the paper's and the model's defaults
-    (erasekit.defaults) exactly as `erasekit erase` layers a request.
+    (erasekit.defaults) exactly as `erasekit erase` layers a request. A run without a timeline reuses
+    the patch of an identical earlier erasure (PATCHES); its patches then say `reused: true` in info.
     """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from erasekit.core.data import model_fingerprint
+
     resolved = api.resolve_config(method, model.profile, request, config)
+    key = hashlib.sha256(json.dumps([method, dataclasses.asdict(request), dataclasses.asdict(resolved.config),
+                                     model_fingerprint(model)], sort_keys=True, default=str).encode()).hexdigest()
+    stored = Path(PATCHES) / key[:24]
+    if timeline is None and (stored / "done.json").exists():
+        files = json.loads((stored / "done.json").read_text())
+        patches = [Patch.load(stored / f) for f in files["patches"]]
+        for p in patches:
+            p.info["reused"] = True
+        return (patches if files["multi"] else patches[0]), files["seconds"], resolved
     start = time.perf_counter()
-    result = api.erase(model, method, request, resolved, cache_dir=cache_dir, callback=timeline,
+    result = api.erase(model, method, request, resolved, cache_dir=TRAIN_IMAGES, callback=timeline,
                        callback_every=timeline_every)
-    return result, time.perf_counter() - start, resolved
+    seconds = time.perf_counter() - start
+    made = result if isinstance(result, list) else [result]
+    names = [f"{i}.safetensors" for i in range(len(made))]
+    for p, name in zip(made, names, strict=True):
+        p.save(stored / name)
+    (stored / "done.json").write_text(json.dumps({"patches": names, "multi": isinstance(result, list),
+                                                  "seconds": seconds}))
+    return result, seconds, resolved
 
 
 def small_timeline(model, suite: str, prompts: int = 6, seeds: tuple[int, ...] = (0, 1)):
@@ -70,6 +99,7 @@ def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], 
         model, [stack(patches)] if len(patches) > 1 else patches, suite, seeds, steps,
         {"method": method, "concepts": request.concepts, "anchors": request.anchors,
          "config": dataclasses.asdict(resolved.config), "config_sources": resolved.sources, "seed_set": i,
+         "patch_reused": bool(patches[0].info.get("reused")),
          **(label or {})},
         {"seconds": round(seconds, 1), "trainable_params": trainable}, attack_steps=attack_steps if i == 0 else 0,
     ) for i, seeds in enumerate(seed_sets)]

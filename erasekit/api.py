@@ -19,7 +19,7 @@ from erasekit.core import patch as patching
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.sampler import generate_images
-from erasekit.defaults import ResolvedConfig, resolve
+from erasekit.defaults import ResolvedConfig, resolve_config
 from erasekit.errors import ErasekitError
 from erasekit.registry import get_method
 from erasekit.request import EraseRequest
@@ -164,14 +164,6 @@ def erase(
     for p in result if isinstance(result, list) else [result]:
         p.info["config_sources"] = dict(resolved.sources)
     return result
-
-
-def resolve_config(method: str, profile: str | None, request: EraseRequest,
-                   config: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
-                   ) -> ResolvedConfig:
-    """The config `erase` would run: paper < the model profile's defaults < config < overrides."""
-    layers = [("request", dict(config or {})), ("set", dict(overrides or {}))]
-    return resolve(method, profile, request.concepts, [(n, v) for n, v in layers if v])
 
 
 def change_summary(model: DiffusionModel, patches: Sequence[patching.Patch]) -> dict[str, Any]:

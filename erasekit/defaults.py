@@ -63,6 +63,14 @@ def model_layer(profile: str | None, method: str, concepts: Sequence[str], reque
     return dict(module.method_defaults(method, concepts, requested))
 
 
+def resolve_config(method: str, profile: str | None, request, config: Mapping[str, Any] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> ResolvedConfig:
+    """The config `api.erase` runs: paper < the model profile's defaults < config (the request's) <
+    overrides (`--set`)."""
+    layers = [("request", dict(config or {})), ("set", dict(overrides or {}))]
+    return resolve(method, profile, request.concepts, [(n, v) for n, v in layers if v])
+
+
 def resolve(method: str, profile: str | None, concepts: Sequence[str],
             layers: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> ResolvedConfig:
     """The method's config from paper < model < the given (name, values) layers, in that order.

@@ -13,21 +13,32 @@ from erasekit.errors import ErasekitError
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registered method. Its config and checks import without torch; its erase function (and with it
+    torch and diffusers) only when a model is about to be edited."""
+
     name: str
-    config_class: type
-    erase: Callable  # erase(model, request, config, run) -> Patch
+    package: str  # erasekit.methods.<id>: config.py holds the config class (and checks), method.py erase()
+    config_name: str
     summary: str
     needs_anchor: bool = False
     multi_patch: bool = False  # returns one patch per concept (written to a directory)
-    check: Callable | None = None  # check(request, config): method-specific checks needing no model
+    check_name: str | None = None  # check(request, config) in config.py: method-specific checks needing no model
+
+    @property
+    def config_class(self) -> type:
+        return getattr(importlib.import_module(f"{self.package}.config"), self.config_name)
+
+    @property
+    def erase(self) -> Callable:  # erase(model, request, config, run) -> Patch
+        return importlib.import_module(f"{self.package}.method").erase
 
     def check_request(self, request, config=None) -> None:
         """Method-specific request checks that need no model (run before any weights load)."""
         if self.needs_anchor and (not request.anchors or not all(request.anchor_list())):
             raise ErasekitError(f"method {self.name!r} needs an anchor concept: give --anchor (one, or one "
                                 "per concept)")
-        if self.check is not None and config is not None:
-            self.check(request, config)
+        if self.check_name is not None and config is not None:
+            getattr(importlib.import_module(f"{self.package}.config"), self.check_name)(request, config)
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -36,26 +47,26 @@ _LOADED = False
 
 def register_method(
     name: str,
-    config_class: type,
+    package: str,
+    config: str,
     summary: str,
     needs_anchor: bool = False,
     multi_patch: bool = False,
-    check: Callable | None = None,
-) -> Callable[[Callable], Callable]:
-    """Decorator: `@register_method("abo", AboConfig, "...")` above a method's erase function."""
+    check: str | None = None,
+) -> None:
+    """One line in a method package's __init__.py: `register_method("abo", __name__, "AboConfig", "...")`.
 
-    def wrap(fn: Callable) -> Callable:
-        if name in _METHODS and _METHODS[name].erase is not fn:
-            raise ValueError(f"method {name!r} registered twice")
-        _METHODS[name] = MethodSpec(name=name, config_class=config_class, erase=fn, summary=summary,
-                                    needs_anchor=needs_anchor, multi_patch=multi_patch, check=check)
-        return fn
-
-    return wrap
+    config (and check) name objects of the package's config.py; its method.py defines erase().
+    """
+    spec = MethodSpec(name=name, package=package, config_name=config, summary=summary, needs_anchor=needs_anchor,
+                      multi_patch=multi_patch, check_name=check)
+    if name in _METHODS and _METHODS[name] != spec:
+        raise ValueError(f"method {name!r} registered twice")
+    _METHODS[name] = spec
 
 
 def _load_builtin_methods() -> None:
-    """Import every package under erasekit.methods once; each registers itself on import."""
+    """Import every package under erasekit.methods once (not its method.py); each registers itself."""
     global _LOADED
     if _LOADED:
         return
@@ -63,7 +74,7 @@ def _load_builtin_methods() -> None:
 
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.ispkg:
-            importlib.import_module(f"{pkg.__name__}.{info.name}.method")
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
     _LOADED = True
 
 

@@ -43,15 +43,10 @@ def test_version(capsys):
 
 
 def test_unknown_method_exit_2_with_suggestion(capsys):
-    from dataclasses import dataclass
+    from erasekit.registry import _METHODS, _load_builtin_methods, register_method
 
-    from erasekit.registry import _METHODS, register_method
-
-    @dataclass
-    class Cfg:
-        steps: int = 1
-
-    register_method("abo-test", Cfg, "test only")(lambda model, request, config: None)
+    _load_builtin_methods()
+    register_method("abo-test", "erasekit.methods.abo", "AboConfig", "test only")
     try:
         code, _, err = _run(["erase", "--method", "abo-tset", "--concept", "circle", "--out", "p.safetensors"], capsys)
     finally:
@@ -153,3 +148,23 @@ def test_erase_refuses_unknown_characters_before_loading(tiny_dir, capsys, monke
     code, _, err = _run(["erase", "--model", str(tiny_dir), "--method", "abo", "--concept", "circle",
                          "--set", "preset=nudty", "--out", "p.safetensors"], capsys)
     assert code == 2 and "did you mean 'nudity'" in err
+
+
+INSTANT = [
+    ["ls", "methods"], ["ls", "config", "abo", "--model", "toyworld"], ["ls", "scopes"], ["ls", "suites"],
+    ["erase", "--method", "abo", "--concept", "", "--out", "p.safetensors"],
+    ["erase", "--method", "abo", "--concept", "circle", "--anchor", "square", "--set", "lr=inf",
+     "--out", "p.safetensors"],
+    ["erase", "--method", "abo-x", "--concept", "circle", "--out", "p.safetensors"],
+    ["erase", "--method", "ca", "--concept", "circle", "--out", "p.safetensors"],
+]
+
+
+@pytest.mark.parametrize("args", INSTANT, ids=lambda a: " ".join(a[:3]))
+def test_listing_and_validation_answer_without_torch_diffusers_or_transformers(args):
+    code = ("import sys\nfrom erasekit.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+            "    print('HEAVY', heavy, 'CODE', e.code, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert "HEAVY [] CODE" in done.stderr, done.stderr[-500:]
+    assert done.stderr.rstrip().endswith("CODE 0") == (args[0] == "ls")

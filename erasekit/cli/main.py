@@ -242,8 +242,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     METHOD --model M` shows them), the request file's `config:` and then --set. Everything is validated
     before the model loads; the patch is written only when the run (and its check) finishes.
     """
-    from erasekit import api
-    from erasekit.defaults import check_suite, profile_of
+    from erasekit.defaults import check_suite, profile_of, resolve_config
     from erasekit.registry import get_method
     from erasekit.request import EraseRequest, parse_overrides
 
@@ -265,7 +264,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
               else f"--out must end with .safetensors, got {out!r}")
     # Paper < the model's defaults < the request file < --set; a bad value fails here, before the model loads.
     profile = profile_of(model)
-    cfg = api.resolve_config(method, profile, request, values, parse_overrides(overrides))
+    cfg = resolve_config(method, profile, request, values, parse_overrides(overrides))
     spec.check_request(request, cfg.config)
     if check is None:
         check = profile is not None and all(check_suite(profile, c) for c in request.concepts)
@@ -274,6 +273,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
         if unmeasured:
             _fail(f"--check: no built-in detector measures {unmeasured[0]!r} on this model (the check runs on the "
                   "toy worlds); use --no-check and `erasekit eval` with a suite")
+    from erasekit import api
     from erasekit.core.model import load_tokenizer
 
     tokenizer = load_tokenizer(model, config)

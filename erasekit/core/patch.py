@@ -29,8 +29,8 @@ from erasekit.errors import ErasekitError
 log = logging.getLogger(__name__)
 
 FORMAT = "erasekit.patch/1"
-# info keys written after a patch is made, by api.erase and the CLI's check: not part of its id.
-ANNOTATIONS = ("config_sources", "check")
+# info keys written after a patch is made (by api.erase, the CLI's check, a cache that reused it): not part of its id.
+ANNOTATIONS = ("config_sources", "check", "reused")
 
 
 class FingerprintMismatch(ErasekitError):

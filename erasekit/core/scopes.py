@@ -10,10 +10,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from erasekit.errors import ErasekitError
+
+if TYPE_CHECKING:  # torch loads with the model, not for `erasekit ls scopes`
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ def select(
         if not token_ids:
             raise ErasekitError("scope 'embedding' needs the token ids whose rows may change")
         (weight,) = chosen.values()
+        import torch
+
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[list(token_ids)] = 1.0
         handle = weight.register_hook(lambda grad: grad * mask)

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from erasekit.core.guidance import InstructionConcept
+from erasekit.core.instructions import InstructionConcept
+from erasekit.errors import ErasekitError
 
 SCOPES = ("to_out", "xattn", "full")
 DELTAS = ("none", "explicit", "implicit")
@@ -109,3 +110,10 @@ class AboConfig:
         for concept in out:
             concept.validate(T)
         return out
+
+
+def check_request(request, config: AboConfig) -> None:
+    """With no anchor and no δ the target is the model's own guidance: nothing would be erased."""
+    if config.delta == "none" and not all(request.anchor_list()):
+        raise ErasekitError("abo needs an anchor c′ for every concept (--anchor) or a δ (delta=explicit with a "
+                            "preset or instructions, or delta=implicit): otherwise nothing is erased")

@@ -27,9 +27,7 @@ from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.trainer import TrainerConfig
 from erasekit.core.trajectory import TrajectoryPool, timesteps_for
-from erasekit.errors import ErasekitError
 from erasekit.methods.abo.config import AboConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
@@ -106,15 +104,6 @@ class _Teacher:
         return eps_u + guidance, guidance, eps_u
 
 
-def check_request(request: EraseRequest, config: AboConfig) -> None:
-    """With no anchor and no δ the target is the model's own guidance: nothing would be erased."""
-    if config.delta == "none" and not all(request.anchor_list()):
-        raise ErasekitError("abo needs an anchor c′ for every concept (--anchor) or a δ (delta=explicit with a "
-                            "preset or instructions, or delta=implicit): otherwise nothing is erased")
-
-
-@register_method("abo", AboConfig, "All but One: match only the guidance term, penalise drift of ε(∅) (λ)",
-                 check=check_request)
 def erase(
     model: DiffusionModel, request: EraseRequest, config: AboConfig, run: RunOptions | None = None
 ) -> Patch:

@@ -22,7 +22,6 @@ from erasekit.core.patch import Patch
 from erasekit.core.trainer import TrainerConfig
 from erasekit.errors import ErasekitError
 from erasekit.methods.ca.config import CaConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
@@ -44,8 +43,6 @@ def prompt_pairs(concept: str, anchor: str, config: CaConfig) -> list[tuple[str,
     return pairs
 
 
-@register_method("ca", CaConfig, "Ablating Concepts: map the target prompt onto an anchor concept's images",
-                 needs_anchor=True)
 def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     anchors = request.anchor_list()

@@ -19,7 +19,6 @@ from erasekit.core.sampler import guided_eps
 from erasekit.core.trainer import TrainerConfig
 from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
 from erasekit.methods.esd.config import EsdConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
@@ -28,7 +27,6 @@ def esd_target(teacher_uncond: torch.Tensor, teacher_cond: torch.Tensor, eta: fl
     return teacher_uncond - eta * (teacher_cond - teacher_uncond)
 
 
-@register_method("esd", EsdConfig, "ESD: negative guidance as the teacher (variants x, u, x-strict)")
 def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     T = config.sampling_steps

@@ -19,7 +19,6 @@ from erasekit.core.noising import add_noise
 from erasekit.core.patch import Patch
 from erasekit.core.trainer import TrainerConfig
 from erasekit.methods.fmn.config import FmnConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
@@ -37,7 +36,6 @@ def concept_columns(model: DiffusionModel, prompt: str, concept: str, use_pooler
     return columns
 
 
-@register_method("fmn", FmnConfig, "Forget-Me-Not: minimise cross-attention on the concept's tokens")
 def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     prompts = [config.template.format(c) for c in request.concepts]

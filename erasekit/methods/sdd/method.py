@@ -18,7 +18,6 @@ from erasekit.core.sampler import guided_eps
 from erasekit.core.trainer import TrainerConfig
 from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
 from erasekit.methods.sdd.config import SddConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
@@ -27,7 +26,6 @@ def sdd_loss(student_cond: torch.Tensor, student_uncond: torch.Tensor) -> torch.
     return F.mse_loss(student_cond, student_uncond.detach())
 
 
-@register_method("sdd", SddConfig, "SDD: self-distil ε(c) onto the model's own ε(∅), keep the EMA teacher")
 def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     T = config.sampling_steps

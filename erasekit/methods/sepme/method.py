@@ -30,7 +30,6 @@ from erasekit.core.scopes import named_parameters
 from erasekit.core.trainer import Trainer, TrainerConfig
 from erasekit.errors import ErasekitError
 from erasekit.methods.sepme.config import SepmeConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,6 @@ def _token_embeddings(model: DiffusionModel, texts: list[str]) -> torch.Tensor:
         return model.encode(texts).reshape(-1, model.text_encoder.config.hidden_size) if texts else None
 
 
-@register_method("sepme", SepmeConfig, "SepME: one null-space increment per concept, restorable one by one",
-                 multi_patch=True)
 def erase(
     model: DiffusionModel, request: EraseRequest, config: SepmeConfig, run: RunOptions | None = None
 ) -> list[Patch]:

@@ -1,1 +1,5 @@
 """UCE: Unified Concept Editing in Diffusion Models (Gandikota et al., WACV 2024)."""
+
+from erasekit.registry import register_method
+
+register_method("uce", __name__, "UceConfig", "UCE: closed-form edit of cross-attention keys/values, no training")

@@ -17,7 +17,6 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.methods.uce.config import UceConfig
-from erasekit.registry import register_method
 from erasekit.request import EraseRequest
 
 
@@ -70,7 +69,6 @@ def _embedding_sets(model: DiffusionModel, request: EraseRequest, config: UceCon
     return torch.cat(targets), torch.cat(guides), torch.cat(preserved) if preserved else empty
 
 
-@register_method("uce", UceConfig, "UCE: closed-form edit of cross-attention keys/values, no training")
 def erase(model: DiffusionModel, request: EraseRequest, config: UceConfig, run: RunOptions | None = None) -> Patch:
     with EditSession(model, "xattn-kv") as session:
         targets, guides, preserved = _embedding_sets(model, request, config)
