@@ -55,7 +55,35 @@ def main() -> None:
     parts = [p | {"runs": len(p["runs"])} for p in parts]
     # The command that reproduces the merged file: its parts' commands (the files merged are local paths).
     command = " && ".join(p["command"] for p in parts) + " (parts merged by benchmarks/merge_results.py)"
-    print(write_result(names.pop(), runs, out_dir=args.out, extra={"parts": parts, "command": command}))
+    name = names.pop()
+    # What the parts recorded about the protocol (they must agree), and the benchmark's own views of the runs.
+    extra = {k: v for d in [*docs, *(d for d, _ in reused)] for k, v in d.items() if k in PROTOCOL_KEYS}
+    for key in PROTOCOL_KEYS:
+        values = {json.dumps(d[key], sort_keys=True) for d in [*docs, *(d for d, _ in reused)] if key in d}
+        if len(values) > 1:
+            parser.error(f"the parts disagree on {key!r}")
+    views = _views(name)
+    if views is not None and "evaluation_seeds" in extra:
+        extra["tables"] = views(runs, extra["evaluation_seeds"])
+    print(write_result(name, runs, out_dir=args.out, extra={**extra, "parts": parts, "command": command}))
+
+
+PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned")
+
+
+def _views(benchmark: str):
+    """The `tables(runs, seed_sets)` function of benchmarks/<benchmark>.py, if it has one."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parent / f"{benchmark}.py"
+    if not path.exists():
+        return None
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(benchmark, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, "tables", None)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--cases", default=None, help="comma-separated case names (default: every concept)")
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated case names, run in that order (default: every concept)")
     parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps (0: none)")
     parser.add_argument("--attack-cases", default="circle", help="cases that also run the attack (first seed set)")
     parser.add_argument("--patches", default=".cache/erasekit/table1-patches",
@@ -72,9 +73,11 @@ def main() -> None:
     runs: list[dict] = []
     for label in args.methods.split(","):
         rule, fixed = METHODS[label]
-        for case in common.concept_cases(rule):
-            if args.cases and case["case"] not in args.cases.split(","):
-                continue
+        cases = common.concept_cases(rule)
+        if args.cases:  # in the order given (two processes can walk the cases from opposite ends)
+            by_name = {c["case"]: c for c in cases}
+            cases = [by_name[name] for name in args.cases.split(",")]
+        for case in cases:
             attack = args.attack_steps if case["case"] in args.attack_cases.split(",") else 0
             entries = run_case(model, method_id(label), common.case_request(case), fixed, case["suite"], seed_sets,
                                args.steps, label={"label": label, "case": case["case"], "kind": case["kind"],
