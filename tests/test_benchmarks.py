@@ -1,0 +1,55 @@
+"""The benchmark protocol's fixed rules: anchors, seed sets, the calibration choice, summaries."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def test_every_concept_with_its_anchor_by_the_fixed_rule():
+    import common
+
+    cases = {c["case"]: c for c in common.concept_cases("next")}
+    assert [cases[s]["anchor"] for s in common.SHAPE_ORDER] == ["square", "triangle", "cross", "diamond", "circle"]
+    assert cases["striped"]["anchor"] == "solid" and cases["red"]["anchor"] == "green"
+    assert cases["red"]["suite"] == "toyworld:color=red:anchor=color=green"
+    assert {c["anchor"] for c in common.concept_cases("superset") if c["kind"] == "shape"} == {"thing"}
+    assert all(c["anchor"] is None for c in common.concept_cases("none"))
+    with pytest.raises(ValueError):
+        common.concept_cases("tuned")
+
+
+def test_calibration_and_evaluation_seeds_are_disjoint():
+    import common
+
+    from erasekit.api import CHECK_SEEDS, parse_seeds
+
+    calibration = set(parse_seeds(common.CALIBRATION_SEEDS))
+    evaluation = [set(s) for s in common.seed_sets(None)]
+    assert len(evaluation) == 2 and not evaluation[0] & evaluation[1]
+    assert all(not calibration & s and not set(CHECK_SEEDS) & s for s in evaluation)
+
+
+def point(target, ssim, drop):
+    return {"summary": {"target_rate_mean": sum(target) / len(target), "target_rate_worst": max(target),
+                        "ssim_other_mean": ssim, "accuracy_drop_mean": drop}}
+
+
+def test_calibration_choice_follows_its_written_rule():
+    from calibrate_toyworld import choose
+
+    # the strongest erasure wins only among points that preserve enough
+    assert choose([point([0.2, 0.4], 0.9, 0.01), point([0.0, 0.0], 0.8, 0.01), point([0.1, 0.1], 0.86, 0.02)]) == 2
+    assert choose([point([0.1, 0.3], 0.9, 0.0), point([0.2, 0.2], 0.9, 0.0)]) == 1  # equal mean: lower worst
+    assert choose([point([0.0], 0.7, 0.1), point([0.5], 0.8, 0.1)]) == 1  # nothing admissible: most preserving
+
+
+def test_summary_takes_mean_and_worst_in_each_metrics_direction():
+    import common
+
+    runs = [{"metrics": {"target_rate": 0.1, "ssim_other": 0.9}}, {"metrics": {"target_rate": 0.3, "ssim_other": 0.8}}]
+    s = common.summarize(runs, ("target_rate", "ssim_other"))
+    assert s["target_rate_mean"] == pytest.approx(0.2) and s["target_rate_worst"] == 0.3
+    assert s["ssim_other_worst"] == 0.8
