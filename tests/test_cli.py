@@ -7,8 +7,8 @@ import pytest
 from erasekit.cli.main import cli, main
 
 COMMANDS = [
-    [], ["ls"], ["ls", "methods"], ["ls", "config"], ["ls", "scopes"], ["ls", "suites"], ["ls", "detectors"],
-    ["generate"],
+    [], ["ls"], ["ls", "methods"], ["ls", "config"], ["ls", "families"], ["ls", "scopes"], ["ls", "suites"],
+    ["ls", "detectors"], ["generate"],
     ["erase"], ["demo"],
     ["patch"], ["patch", "info"], ["patch", "apply"], ["patch", "remove"], ["patch", "stack"], ["patch", "export"],
     ["toyworld"], ["toyworld", "train"], ["purify"], ["eval"], ["report"],
@@ -152,6 +152,7 @@ def test_erase_refuses_unknown_characters_before_loading(tiny_dir, capsys, monke
 
 INSTANT = [
     ["ls", "methods"], ["ls", "config", "abo", "--model", "toyworld"], ["ls", "scopes"], ["ls", "suites"],
+    ["ls", "families"],
     ["erase", "--method", "abo", "--concept", "", "--out", "p.safetensors"],
     ["erase", "--method", "abo", "--concept", "circle", "--anchor", "square", "--set", "lr=inf",
      "--out", "p.safetensors"],

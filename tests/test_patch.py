@@ -173,3 +173,31 @@ def test_purify_with_random_noise_starts_from_the_forward_process(tiny_model):
     assert (got - other_seed).abs().max() > 1e-3
     with pytest.raises(Exception, match="noise must be"):
         api.purify(tiny_model, images, steps=4, noise="sdedit")
+
+
+def test_patch_records_its_family_and_refuses_another(tiny_model, tmp_path):
+    import dataclasses
+
+    from erasekit.core.families import Family
+    from erasekit.core.patch import FingerprintMismatch, Patch, apply
+
+    patch = _random_patch(tiny_model, "xattn-kv", seed=0)
+    assert patch.family == "sd" == Patch.load(patch.save(tmp_path / "p.safetensors")).family
+    other = dataclasses.replace(patch, family="sdxl")
+    with pytest.raises(FingerprintMismatch, match="made on a sdxl model; this model is sd"):
+        apply(tiny_model, other)
+    tiny_model.family = Family("flux-test", "", "FluxPipeline", ("FluxPipeline",), ("transformer",), 1024)
+    with pytest.raises(FingerprintMismatch, match="this model is flux-test"):
+        apply(tiny_model, patch)
+
+
+def test_family_of_a_directory_comes_from_its_model_index(tmp_path, tiny_dir):
+    import json
+
+    from erasekit.core.families import family_of
+    from erasekit.errors import ErasekitError
+
+    assert family_of(tiny_dir).name == "sd" and family_of("owner/name").name == "sd"
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    with pytest.raises(ErasekitError, match="WanPipeline; erasekit serves: sd"):
+        family_of(tmp_path)

@@ -97,6 +97,16 @@ def ls_config(method, model, concepts, overrides):
         click.echo(f"{name:20s} {shown:28s} {layer}")
 
 
+@ls.command("families")
+def ls_families() -> None:
+    """Model families erasekit serves: their pipeline class, trainable components and native resolution."""
+    from erasekit.core.families import list_families
+
+    for f in list_families():
+        click.echo(f"{f.name:6s} {f.description}; {f.pipeline}, components {', '.join(f.components)}, "
+                   f"{f.native_resolution} px")
+
+
 @ls.command("scopes")
 def ls_scopes() -> None:
     """Named parameter scopes a method may train."""

@@ -89,7 +89,7 @@ class EditSession:
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         info = {"trainable_params": self.selection.trainable_count, **self.made_on, **(info or {})}
         return Patch.from_weights(self.base, edited, method, cfg, concepts, info=info,
-                                  base_fingerprint=self.base_fingerprint)
+                                  base_fingerprint=self.base_fingerprint, family=self.model.family.name)
 
     @torch.no_grad()
     def restore(self) -> None:

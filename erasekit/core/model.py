@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+from erasekit.core.families import Family, family_of, list_families
 from erasekit.defaults import profile_of
 from erasekit.errors import ErasekitError
 
@@ -75,16 +76,17 @@ def load_pipeline(
     checkpoint, which otherwise would have to be fetched from the hub.
     """
     resolved = resolve_source(source)
+    pipeline_class = family_of(resolved).pipeline_class()
     kwargs = {"safety_checker": None, "requires_safety_checker": False}
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     try:
         if isinstance(resolved, Path) and resolved.is_file():
-            pipe = StableDiffusionPipeline.from_single_file(
+            pipe = pipeline_class.from_single_file(
                 str(resolved), config=str(config) if config else None, local_files_only=local_files_only, **kwargs
             )
         else:
-            pipe = StableDiffusionPipeline.from_pretrained(
+            pipe = pipeline_class.from_pretrained(
                 str(resolved), local_files_only=local_files_only, use_safetensors=True, **kwargs
             )
     except (OSError, ValueError) as exc:
@@ -95,6 +97,14 @@ def load_pipeline(
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def family_of_pipeline(pipe) -> Family:
+    """The family whose pipeline class `pipe` is (or derives from)."""
+    for family in list_families():
+        if any(cls.__name__ in family.class_names for cls in type(pipe).__mro__):
+            return family
+    raise ErasekitError(f"erasekit serves no model family for a {type(pipe).__name__}")
 
 
 def load_tokenizer(source: str | os.PathLike, config: str | os.PathLike | None = None):
@@ -116,6 +126,7 @@ class DiffusionModel:
 
     def __init__(self, pipe: StableDiffusionPipeline, device: str | torch.device | None = None) -> None:
         self.pipe = pipe
+        self.family = family_of_pipeline(pipe)
         self.source = "in-memory pipeline"  # what load() was given, for result records
         self.profile: str | None = None  # whose layer of method defaults applies (erasekit.defaults)
         if device is not None:
@@ -176,8 +187,8 @@ class DiffusionModel:
         return self.unet.config.sample_size * self.pipe.vae_scale_factor
 
     def named_modules(self) -> dict[str, torch.nn.Module]:
-        """The trainable components by prefix, as parameter scopes and patches name them."""
-        return {"unet": self.unet, "text_encoder": self.text_encoder}
+        """The trainable components by prefix (the family's), as parameter scopes and patches name them."""
+        return {name: getattr(self.pipe, name) for name in self.family.components}
 
     # -------------------------------------------------------------- encoding
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -57,6 +57,7 @@ class Patch:
     base_fingerprint: str
     erasekit_version: str = erasekit.__version__
     info: dict[str, Any] = field(default_factory=dict)
+    family: str = "sd"  # the model family it was made on (patches written before families existed: sd)
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -69,6 +70,7 @@ class Patch:
         concepts: Sequence[str],
         info: dict[str, Any] | None = None,
         base_fingerprint: str | None = None,
+        family: str = "sd",
     ) -> Patch:
         """Deltas edited − base (float32) of the named tensors.
 
@@ -82,7 +84,7 @@ class Patch:
             for name in base
         }
         return cls(deltas, method, dict(config), list(concepts), base_fingerprint or fingerprint(base),
-                   info=dict(info or {}))
+                   info=dict(info or {}), family=family)
 
     @property
     def id(self) -> str:
@@ -109,6 +111,7 @@ class Patch:
             "base_fingerprint": self.base_fingerprint,
             "erasekit_version": self.erasekit_version,
             "info": json.dumps(self.info, sort_keys=True),
+            "family": self.family,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -143,12 +146,14 @@ class Patch:
             base_fingerprint=meta["base_fingerprint"],
             erasekit_version=meta["erasekit_version"],
             info=json.loads(meta.get("info", "{}")),
+            family=meta.get("family", "sd"),
         )
 
     def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "method": self.method,
+            "family": self.family,
             "concepts": self.concepts,
             "config": self.config,
             "base_fingerprint": self.base_fingerprint,
@@ -163,6 +168,9 @@ def stack(patches: Sequence[Patch]) -> Patch:
     """One patch equal to applying all of them (deltas summed in order)."""
     if not patches:
         raise ErasekitError("nothing to stack")
+    families = {p.family for p in patches}
+    if len(families) > 1:
+        raise ErasekitError(f"cannot stack patches of different model families ({', '.join(sorted(families))})")
     deltas: dict[str, torch.Tensor] = {}
     for patch in patches:
         for name, delta in patch.deltas.items():
@@ -176,6 +184,7 @@ def stack(patches: Sequence[Patch]) -> Patch:
         base_fingerprint="+".join(p.base_fingerprint for p in patches),
         info={"parts": [{"id": p.id, "base_fingerprint": p.base_fingerprint, "tensors": sorted(p.deltas)}
                         for p in patches]},
+        family=families.pop(),
     )
 
 
@@ -228,6 +237,10 @@ def applied_signature(model) -> list[str]:
 
 
 def check_fingerprint(model, patch: Patch) -> None:
+    family = getattr(getattr(model, "family", None), "name", patch.family)
+    if patch.family != family:
+        raise FingerprintMismatch(f"patch was made on a {patch.family} model; this model is {family}: apply it to "
+                                  "the model it was made from")
     parts = patch.info.get("parts") if patch.method == "stack" else None
     checks = parts or [{"base_fingerprint": patch.base_fingerprint, "tensors": sorted(patch.deltas)}]
     for part in checks:

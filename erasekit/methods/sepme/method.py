@@ -230,5 +230,6 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
             info = {**made_on, "stopped_at": stopped.get(k), "tau": stoppers[k].tau,
                     "loss_scale": scales[k], "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]),
                     "trainable_params": sum(coeffs[f"{k}/{n}"].numel() for n in layers)}
-            patches[concept] = Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info)
+            patches[concept] = Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info,
+                                     family=model.family.name)
     return patches
