@@ -82,9 +82,7 @@ def recover(
     latents = torch.cat([model.encode_images(real[i : i + 64]) for i in range(0, len(real), 64)])
     placeholder_text = " ".join(attack.placeholders)
     attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
-    for p in patches:
-        patching.apply(model, p)
-    try:
+    with patching.applied_temporarily(model, patches):
         with EditSession(model, "embedding", token_ids=ids) as session:
             (table,) = session.params.values()
 
@@ -116,9 +114,6 @@ def recover(
                                          flat.seeds, steps=settings.steps, guidance=settings.guidance,
                                          batch_size=settings.batch_size, progress=progress)
             return images, placeholder_text
-    finally:
-        for p in reversed(list(patches)):
-            patching.remove(model, p)
 
 
 def concept_inversion(model, patches, concept_word, prompts, settings, attack, cache_dir=None, progress=False):

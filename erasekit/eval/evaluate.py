@@ -140,13 +140,8 @@ def evaluate(
     start = time.perf_counter()
     base = sample_suite(model, suite, settings, progress, cache_dir)
     seconds_base = time.perf_counter() - start
-    for p in patches:
-        patching.apply(model, p)
-    try:
+    with patching.applied_temporarily(model, patches):
         edited = sample_suite(model, suite, settings, progress)
-    finally:
-        for p in reversed(list(patches)):
-            patching.remove(model, p)
     seconds_edited = time.perf_counter() - start - seconds_base
     metrics, details = score(suite, detector, settings, base, edited, model.image_size)
     details["detector"] = detector.settings()

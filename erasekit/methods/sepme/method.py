@@ -111,18 +111,10 @@ def erase(
     layers = {n: p for n, p in layers.items() if n.endswith(".weight")}
     bases = null_spaces(model, concepts, list(request.preserve) + list(config.protect), config)
     patches: dict[str, Patch] = {}
-    carried: list[Patch] = []
-    try:
-        for i, stage in enumerate(stages):
+    for i, stage in enumerate(stages):
+        # A later stage trains on the model that carries the earlier stages' increments.
+        with patching.applied_temporarily(model, [patches[c] for done in stages[:i] for c in done]):
             patches.update(train_stage(model, stage, [bases[c] for c in stage], layers, config, run))
-            if i + 1 < len(stages):
-                # A later stage trains on the model that carries the earlier stages' increments.
-                for concept in stage:
-                    patching.apply(model, patches[concept])
-                    carried.append(patches[concept])
-    finally:
-        for patch in reversed(carried):
-            patching.remove(model, patch)
     return [patches[c] for c in concepts]
 
 
