@@ -93,7 +93,7 @@ def test_readme_erase_command_uses_the_toy_settings_and_checks_itself(tmp_path, 
     assert "relative weight change" in err
     check = patch.info["check"][0]
     assert check["base"]["rate"] > 0.5 and check["within_noise"]
-    assert "WARNING: the patch did not erase 'circle'" in err
+    assert "WARNING: the patch did not measurably erase 'circle'" in err
 
 
 def test_check_refuses_a_concept_no_detector_measures(tiny_dir, capsys):

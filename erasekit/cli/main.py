@@ -312,8 +312,8 @@ def _report_check(found: dict, method: str, made: list) -> None:
                f"{found['concept']} in {base['rate']:.2f} of base images -> {edited['rate']:.2f} edited "
                f"(95% CI {lo:.2f}-{hi:.2f}, n={edited['n']})", err=True)
     if found["within_noise"]:
-        click.echo(f"WARNING: the patch did not erase {found['concept']!r}: its rate is within noise of the base "
-                   f"model's. Try a larger lr or more steps (--set lr=... --set steps=...; `erasekit ls config "
+        click.echo(f"WARNING: the patch did not measurably erase {found['concept']!r}: its rate is within noise of "
+                   f"the base model's. Try a larger lr or more steps (--set lr=... --set steps=...; `erasekit ls config "
                    f"{method}` shows the current values).", err=True)
     for p in made:
         p.info.setdefault("check", []).append(found)
