@@ -313,8 +313,8 @@ def _report_check(found: dict, method: str, made: list) -> None:
                f"(95% CI {lo:.2f}-{hi:.2f}, n={edited['n']})", err=True)
     if found["within_noise"]:
         click.echo(f"WARNING: the patch did not measurably erase {found['concept']!r}: its rate is within noise of "
-                   f"the base model's. Try a larger lr or more steps (--set lr=... --set steps=...; `erasekit ls config "
-                   f"{method}` shows the current values).", err=True)
+                   f"the base model's. Try a larger lr or more steps (--set lr=... --set steps=...; "
+                   f"`erasekit ls config {method}` shows the current values).", err=True)
     for p in made:
         p.info.setdefault("check", []).append(found)
 
