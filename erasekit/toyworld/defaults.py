@@ -15,10 +15,10 @@ from erasekit.toyworld import domain
 
 # method -> {"*": for every concept, kind: for concepts of that kind (shape / pattern / color)}
 METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    # lr and steps: benchmarks/results/calibration_abo_toyworld.json (every concept, seeds 10–13).
     # θ*'s trajectories from a pool of 64 (one per 200 steps), 4 examples a step: 3× faster than the
     # paper's fresh walk per step on the toy CPU, same objective (docs/methods/abo.md).
-    "abo": {"*": {"lr": 2e-4, "steps": 200, "pool_size": 64, "pool_refresh": 200, "batch_size": 4},
-            "pattern": {"lr": 1e-3, "steps": 300}},
+    "abo": {"*": {"lr": 4e-4, "steps": 300, "pool_size": 64, "pool_refresh": 200, "batch_size": 4}},
     "ca": {"*": {"lr": 1e-3, "steps": 200, "n_images": 200}},
     "esd": {"*": {"steps": 200, "lr": 1.5e-4}},
     "sdd": {"*": {"steps": 300, "lr": 2e-4}},
