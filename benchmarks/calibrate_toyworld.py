@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+from pathlib import Path
 
 import common
 
 from erasekit import api
 from erasekit.eval.results import write_result
+
+# Where results go, wherever the script is started from (the repo root or benchmarks/).
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # Each method's anchor rule (common.concept_cases) and the values every grid point shares.
 METHODS = {
@@ -94,7 +98,7 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: every concept)")
     parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     import torch
 

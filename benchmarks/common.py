@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional image backends are never used here
@@ -12,6 +13,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional image backe
 from erasekit import api
 from erasekit.core.patch import Patch, stack
 from erasekit.request import EraseRequest
+
+# Where results go, wherever the script is started from (the repo root or benchmarks/).
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # Images methods draw from the base model (CA's anchor images, FMN's concept images), shared by runs.
 TRAIN_IMAGES = ".cache/erasekit/train-images"
@@ -30,7 +34,6 @@ def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any
     """
     import hashlib
     import json
-    from pathlib import Path
 
     from erasekit.core.data import model_fingerprint
 
@@ -121,7 +124,7 @@ def parser(description: str):
                    f"settings are chosen on the calibration seeds {CALIBRATION_SEEDS}, never on these")
     p.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default=str(RESULTS))
     return p
 
 

@@ -43,6 +43,17 @@ def table(doc: dict) -> str:
             grid = ", ".join(f"{k}={v}" for k, v in r["grid"].items()) or "defaults"
             mark = "yes" if r["grid"] == doc.get("chosen") else ""
             lines.append(f"| {grid} | " + " | ".join(_fmt(r["summary"].get(k, "")) for k in keys) + f" | {mark} |")
+        cases = list(dict.fromkeys(c["case"] for r in runs for c in r["per_concept"]))
+        lines += ["", "target_rate / ssim_other per concept:", "", "| grid | " + " | ".join(cases) + " |",
+                  "|---" * (len(cases) + 1) + "|"]
+        for r in runs:
+            found = {c["case"]: c["metrics"] for c in r["per_concept"]}
+            cells = [f"{_fmt(found[c]['target_rate'])} / {_fmt(found[c]['ssim_other'])}" if c in found else ""
+                     for c in cases]
+            lines.append("| " + (", ".join(f"{k}={v}" for k, v in r["grid"].items()) or "defaults") + " | "
+                         + " | ".join(cells) + " |")
+        if not doc.get("complete", True):
+            lines += ["", "(grid not completed: the points not listed were not run)"]
         return "\n".join(lines)
     varying = _varying(runs)
     standard = [r for r in runs if len(runs) > 1 and any(k in r["metrics"] for k in COLUMNS)

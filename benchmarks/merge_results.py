@@ -16,6 +16,9 @@ from pathlib import Path
 
 from erasekit.eval.results import without_out_option, write_result
 
+# Where results go, wherever the script is started from (the repo root or benchmarks/).
+RESULTS = Path(__file__).resolve().parent / "results"
+
 
 def split_parts(doc: dict) -> list[dict]:
     """A result file as its parts, each with its own runs (a file that was not merged is one part)."""
@@ -42,7 +45,7 @@ def main() -> None:
     parser.add_argument("--reuse", nargs=2, action="append", default=[], metavar=("FILE", "CASES"),
                         help="an earlier result file and the comma-separated cases (glob patterns) to take "
                         "from it (repeatable)")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     docs = [json.loads(f.read_text()) for f in args.files]
     reused = [(json.loads(Path(f).read_text()), cases.split(",")) for f, cases in args.reuse]

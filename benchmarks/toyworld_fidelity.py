@@ -23,6 +23,9 @@ from erasekit.eval.results import write_result
 from erasekit.toyworld import domain, fidelity
 from erasekit.toyworld.models import AttributeClassifier, classifier_path
 
+# Where results go, wherever the script is started from (the repo root or benchmarks/).
+RESULTS = Path(__file__).resolve().parent / "results"
+
 
 def classifier_accuracy(model, classifier, n: int, seed: int) -> dict[str, float]:
     images, _, labels = domain.sample_dataset(n, seed=seed)
@@ -44,7 +47,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=35)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
