@@ -64,6 +64,8 @@ def main() -> None:
                         help="comma-separated case names, run in that order (default: every concept)")
     parser.add_argument("--attack-steps", type=int, default=100, help="Concept Inversion steps (0: none)")
     parser.add_argument("--attack-cases", default="circle", help="cases that also run the attack (first seed set)")
+    parser.add_argument("--every-set-cases", default=None,
+                        help="cases measured on every --seeds set; the others on the first set only (default: all)")
     parser.add_argument("--patches", default=".cache/erasekit/table1-patches",
                         help="where each run's patch is kept (benchmarks/table1_grid.py draws from them)")
     parser.add_argument("--name", default="table1_toyworld", help="result file name (parts are merged later)")
@@ -79,7 +81,9 @@ def main() -> None:
             cases = [by_name[name] for name in args.cases.split(",")]
         for case in cases:
             attack = args.attack_steps if case["case"] in args.attack_cases.split(",") else 0
-            entries = run_case(model, method_id(label), common.case_request(case), fixed, case["suite"], seed_sets,
+            every = args.every_set_cases is None or case["case"] in args.every_set_cases.split(",")
+            entries = run_case(model, method_id(label), common.case_request(case), fixed, case["suite"],
+                               seed_sets if every else seed_sets[:1],
                                args.steps, label={"label": label, "case": case["case"], "kind": case["kind"],
                                                   "calibrated": calibrated(label)},
                                attack_steps=attack, save_to=f"{args.patches}/{label}-{case['case']}.safetensors")
