@@ -74,17 +74,20 @@ def small_timeline(model, suite: str, prompts: int = 6, seeds: tuple[int, ...] =
 
 
 def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], steps: int, label: dict[str, Any],
-                   extra_metrics: dict[str, Any] | None = None, attack_steps: int = 0) -> dict[str, Any]:
-    """Evaluate `patches` on `suite` (with a Concept Inversion attack when attack_steps > 0)."""
-    result = api.evaluate(model, patches, suite, seeds=seeds, steps=steps, attack_steps=attack_steps)
+                   extra_metrics: dict[str, Any] | None = None, attack_steps: int = 0,
+                   groups: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate `patches` on `suite` (with a Concept Inversion attack when attack_steps > 0; only the
+    given prompt groups when `groups` is set)."""
+    result = api.evaluate(model, patches, suite, seeds=seeds, steps=steps, attack_steps=attack_steps, groups=groups)
     metrics = {**result["metrics"], "ssim_window": result["ssim"]["window"], **(extra_metrics or {})}
     return {**label, "model": model.source, "suite": suite, "seeds": seeds, "metrics": metrics,
-            "details": result["details"]}
+            "details": result["details"], **({"groups": groups} if groups else {})}
 
 
 def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], suite: str,
              seed_sets: list[list[int]], steps: int, label: dict[str, Any] | None = None, timeline_every: int = 0,
-             attack_steps: int = 0, save_to: str | None = None) -> list[dict[str, Any]]:
+             attack_steps: int = 0, save_to: str | None = None, groups: list[str] | None = None
+             ) -> list[dict[str, Any]]:
     """Erase with one method and evaluate the patch on one suite once per evaluation seed set (a run
     each, marked `seed_set`); optionally log a timeline every N steps (on the first set's run).
 
@@ -105,6 +108,7 @@ def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], 
          "patch_reused": bool(patches[0].info.get("reused")),
          **(label or {})},
         {"seconds": round(seconds, 1), "trainable_params": trainable}, attack_steps=attack_steps if i == 0 else 0,
+        groups=groups,
     ) for i, seeds in enumerate(seed_sets)]
     if timeline is not None:
         runs[0]["timeline"] = timeline.points

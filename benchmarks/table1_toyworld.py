@@ -16,6 +16,7 @@ from calibrate_toyworld import METHODS, method_id
 from common import run_case
 
 from erasekit.eval.results import write_result
+from erasekit.eval.suites import resolve_suite
 
 TUNED = {
     "lr, steps": "per method, one setting for every concept: calibrate_toyworld.py on the calibration seeds "
@@ -25,6 +26,7 @@ TUNED = {
     "anchors": "fixed rule in common.concept_cases (next shape / 'thing' / solid / next colour), never tuned",
 }
 SUMMARY_KEYS = ("target_rate", "ssim_other", "other_accuracy")
+SUMMARY_GROUPS = ("target", "implicit", "other")  # the prompt groups those read (implicit: the stripes')
 
 
 def calibrated(method: str) -> bool:
@@ -66,6 +68,9 @@ def main() -> None:
     parser.add_argument("--attack-cases", default="circle", help="cases that also run the attack (first seed set)")
     parser.add_argument("--every-set-cases", default=None,
                         help="cases measured on every --seeds set; the others on the first set only (default: all)")
+    parser.add_argument("--every-group-cases", default=None,
+                        help="cases measured on every prompt group; the others on the groups the summary reads "
+                        f"({', '.join(SUMMARY_GROUPS)}) (default: all)")
     parser.add_argument("--patches", default=".cache/erasekit/table1-patches",
                         help="where each run's patch is kept (benchmarks/table1_grid.py draws from them)")
     parser.add_argument("--name", default="table1_toyworld", help="result file name (parts are merged later)")
@@ -82,11 +87,14 @@ def main() -> None:
         for case in cases:
             attack = args.attack_steps if case["case"] in args.attack_cases.split(",") else 0
             every = args.every_set_cases is None or case["case"] in args.every_set_cases.split(",")
+            all_groups = args.every_group_cases is None or case["case"] in args.every_group_cases.split(",")
+            groups = None if all_groups else [g for g in SUMMARY_GROUPS if g in resolve_suite(case["suite"]).groups]
             entries = run_case(model, method_id(label), common.case_request(case), fixed, case["suite"],
                                seed_sets if every else seed_sets[:1],
                                args.steps, label={"label": label, "case": case["case"], "kind": case["kind"],
                                                   "calibrated": calibrated(label)},
-                               attack_steps=attack, save_to=f"{args.patches}/{label}-{case['case']}.safetensors")
+                               attack_steps=attack, save_to=f"{args.patches}/{label}-{case['case']}.safetensors",
+                               groups=groups)
             runs.extend(entries)
             for entry in entries:
                 print(label, case["case"], entry["seeds"][0], {k: round(v, 3) for k, v in entry["metrics"].items()

@@ -315,8 +315,11 @@ def evaluate(
     attack_steps: int = 0,
     clip_path: str | os.PathLike | None = None,
     attack: str = "concept-inversion",
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both.
+
+    groups: measure only these prompt groups of the suite (e.g. target, other); default: all of them.
 
     attack_steps > 0 also runs a recovery attack of that many steps: 'concept-inversion' (a learned
     embedding) or 'prompt' (learned tokens projected to real words).
@@ -327,6 +330,12 @@ def evaluate(
     from erasekit.eval.suites import resolve_suite
 
     resolved = resolve_suite(suite)
+    if groups is not None:
+        unknown = set(groups) - set(resolved.groups)
+        if unknown or "target" not in groups:
+            raise ErasekitError(f"groups must include 'target' and name groups of {resolved.name} "
+                                f"({', '.join(resolved.groups)}), got {', '.join(groups)}")
+        resolved = dataclasses.replace(resolved, groups={g: p for g, p in resolved.groups.items() if g in groups})
     loaded = [p if isinstance(p, patching.Patch) else patching.Patch.load(p) for p in patches]
     settings = SamplingSettings(seeds=parse_seeds(seeds), steps=steps, guidance=guidance, batch_size=batch_size)
     from erasekit.eval.attacks import InversionAttack, prompt_attack

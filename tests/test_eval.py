@@ -392,3 +392,26 @@ def test_result_command_leaves_out_the_output_directory():
 
     argv = ["bench.py", "--threads", "1", "--out", "/somewhere/x", "--seeds", "0-3", "--out=/else"]
     assert without_out_option(argv) == ["bench.py", "--threads", "1", "--seeds", "0-3"]
+
+
+def test_evaluate_measures_only_the_groups_asked_for(tiny_model, monkeypatch):
+    import numpy as np
+
+    import erasekit.eval.detectors as detectors
+    from erasekit import api
+    from erasekit.errors import ErasekitError
+
+    class Blank:  # the tiny model's 16 px images are not the toy classifier's
+        def detect(self, images):
+            return {a: np.array(["none"] * len(images)) for a in ("shape", "color", "background")}
+
+        def settings(self):
+            return {}
+
+    monkeypatch.setattr(detectors, "get_detector", lambda name: Blank())
+    result = api.evaluate(tiny_model, [], "toyworld:color=red", seeds=[0], steps=2, cache_dir=None, progress=False,
+                          groups=["target", "other"])
+    assert set(result["images"]["base"]) == {"target", "other"}
+    assert "misspelling_rate" not in result["metrics"] and "target_rate" in result["metrics"]
+    with pytest.raises(ErasekitError, match="groups must include 'target'"):
+        api.evaluate(tiny_model, [], "toyworld:color=red", seeds=[0], steps=2, groups=["other", "synonym"])
