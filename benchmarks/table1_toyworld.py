@@ -37,7 +37,8 @@ def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
     """The README's views of the runs: mean and worst over the shapes per method and seed set, and each
     concept's target rate (first seed set)."""
     labels = list(dict.fromkeys(r["label"] for r in runs))
-    cases = list(dict.fromkeys(r["case"] for r in runs))
+    order = [c["case"] for c in common.concept_cases("none")]
+    cases = sorted(dict.fromkeys(r["case"] for r in runs), key=order.index)
     summary_rows, concept_rows = [], []
     for label in labels:
         for i, seeds in enumerate(seed_sets):
