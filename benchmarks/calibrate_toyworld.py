@@ -57,23 +57,10 @@ def parse_grid(items: list[str]) -> list[dict]:
     return [dict(point) for point in itertools.product(*axes)] or [{}]
 
 
-def calibration_suite(spec: str):
-    from erasekit.eval.suites import resolve_suite
-
-    suite = resolve_suite(spec)
-    return dataclasses.replace(suite, groups={g: p for g, p in suite.groups.items() if g in GROUPS})
-
-
 def evaluate_case(model, patch, case, seeds, steps) -> dict:
-    from erasekit.core.data import SamplingSettings
-    from erasekit.eval.detectors import get_detector
-    from erasekit.eval.evaluate import evaluate
-
-    suite = calibration_suite(case["suite"])
-    result = evaluate(model, [patch], suite, get_detector(suite.detector), SamplingSettings(seeds=seeds, steps=steps),
-                      cache_dir=".cache/erasekit/base-images", progress=False)
-    metrics = result["metrics"]
-    return {k: v for k, v in metrics.items() if not k.startswith(("fid", "kid"))}
+    result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=steps, progress=False,
+                          groups=list(GROUPS))
+    return {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
 
 
 def choose(points: list[dict]) -> int:

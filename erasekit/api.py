@@ -168,10 +168,7 @@ def erase(
 
 def change_summary(model: DiffusionModel, patches: Sequence[patching.Patch]) -> dict[str, Any]:
     """What the patches touch: tensors, values, and the relative weight change ‖Δ‖ / ‖W_base‖ over them."""
-    deltas: dict[str, torch.Tensor] = {}
-    for p in patches:
-        for name, d in p.deltas.items():
-            deltas[name] = deltas[name] + d if name in deltas else d.clone()
+    deltas = patching.stack(patches).deltas
     base = patching.base_tensors(model, deltas)
     change = sum(float(d.float().pow(2).sum()) for d in deltas.values()) ** 0.5
     norm = sum(float(base[n].float().pow(2).sum()) for n in deltas) ** 0.5
