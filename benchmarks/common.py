@@ -37,7 +37,7 @@ def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any
 
     from erasekit.core.data import model_fingerprint
 
-    resolved = api.resolve_config(method, model.profile, request, config)
+    resolved = api.resolve_config(method, model.profile, request, config, family=model.family.name)
     key = hashlib.sha256(json.dumps([method, dataclasses.asdict(request), dataclasses.asdict(resolved.config),
                                      model_fingerprint(model)], sort_keys=True, default=str).encode()).hexdigest()
     stored = Path(PATCHES) / key[:24]
@@ -134,7 +134,7 @@ def parser(description: str):
 
 def result_name(benchmark: str, model: str) -> str:
     """'<benchmark>_toyworld', or '<benchmark>_<variant>' for another built-in toy world (e.g. toyworld-wide)."""
-    from erasekit.core.model import TOYWORLD_VARIANTS
+    from erasekit.core.sources import TOYWORLD_VARIANTS
 
     return f"{benchmark}_{model if model in TOYWORLD_VARIANTS else 'toyworld'}"
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from erasekit.api import load_model, parse_seeds
-from erasekit.core.model import TOYWORLD_VARIANTS, resolve_source
 from erasekit.core.sampler import generate_images
+from erasekit.core.sources import TOYWORLD_VARIANTS, resolve_source
 from erasekit.eval.results import write_result
 from erasekit.toyworld import domain, fidelity
 from erasekit.toyworld.models import AttributeClassifier, classifier_path

@@ -1,10 +1,12 @@
-"""Method configs in layers: the paper's defaults, the model's own, the request's, then `--set`.
+"""Method configs in layers: the paper's defaults, the model family's, the model's own, the request's,
+then `--set`.
 
 Every entry point (api.erase, the CLI, the demo, the benchmarks) resolves a config here and nowhere
 else, and the patch records, for every field, which layer its value came from.
 
-A model's layer comes from its *profile*: today the built-in toy worlds ('toyworld'); the model
-families (SD, SDXL, ...) add theirs. A model with no known profile gets the paper's defaults.
+The family layer comes from the family adapter (erasekit.core.families: e.g. SDXL samples its
+training images at guidance 5). A model's own layer comes from its *profile*: today the built-in
+toy worlds ('toyworld'). A model with neither gets the paper's defaults.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def profile_of(source: str | os.PathLike | None) -> str | None:
         return None
 
 
+def family_name_of(source: str | os.PathLike | None) -> str | None:
+    """The model family of a model argument, from its files (model_index.json), before it loads."""
+    if source is None:
+        return None
+    from erasekit.core.families import family_of
+    from erasekit.core.sources import resolve_source
+
+    return family_of(resolve_source(source)).name
+
+
 def model_layer(profile: str | None, method: str, concepts: Sequence[str], requested: Mapping[str, Any]
                 ) -> dict[str, Any]:
     """The model's own defaults for a method (empty for an unknown profile)."""
@@ -63,17 +75,26 @@ def model_layer(profile: str | None, method: str, concepts: Sequence[str], reque
     return dict(module.method_defaults(method, concepts, requested))
 
 
+def family_layer(family: str | None, method: str) -> dict[str, Any]:
+    """The model family's defaults for a method (empty for no family)."""
+    if family is None:
+        return {}
+    from erasekit.core.families import get_family
+
+    return dict(get_family(family).method_defaults.get(method, {}))
+
+
 def resolve_config(method: str, profile: str | None, request, config: Mapping[str, Any] | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> ResolvedConfig:
-    """The config `api.erase` runs: paper < the model profile's defaults < config (the request's) <
-    overrides (`--set`)."""
+                   overrides: Mapping[str, Any] | None = None, family: str | None = None) -> ResolvedConfig:
+    """The config `api.erase` runs: paper < the family's < the model profile's defaults < config (the
+    request's) < overrides (`--set`)."""
     layers = [("request", dict(config or {})), ("set", dict(overrides or {}))]
-    return resolve(method, profile, request.concepts, [(n, v) for n, v in layers if v])
+    return resolve(method, profile, request.concepts, [(n, v) for n, v in layers if v], family=family)
 
 
 def resolve(method: str, profile: str | None, concepts: Sequence[str],
-            layers: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> ResolvedConfig:
-    """The method's config from paper < model < the given (name, values) layers, in that order.
+            layers: Sequence[tuple[str, Mapping[str, Any]]] = (), family: str | None = None) -> ResolvedConfig:
+    """The method's config from paper < family < model < the given (name, values) layers, in that order.
 
     A value the user gives as text ('2e-4' in YAML or `--set`) is typed against the config field.
     """
@@ -84,7 +105,8 @@ def resolve(method: str, profile: str | None, concepts: Sequence[str],
     requested: dict[str, Any] = {}
     for _, values in layers:
         requested.update(values)
-    ordered = [(f"model:{profile}", model_layer(profile, method, concepts, requested)), *layers]
+    ordered = [(f"family:{family}", family_layer(family, method)),
+               (f"model:{profile}", model_layer(profile, method, concepts, requested)), *layers]
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, values in ordered:

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from erasekit.api import erase
-from erasekit.core.scopes import SCOPES, named_parameters
+from erasekit.core.scopes import UNET_SCOPES as SCOPES
+from erasekit.core.scopes import named_parameters
 from erasekit.methods.esd.config import EsdConfig
 from erasekit.methods.esd.method import esd_target
 from erasekit.methods.uce.config import UceConfig

@@ -3,7 +3,8 @@ import torch
 
 from erasekit.api import erase
 from erasekit.cli.main import main
-from erasekit.core.scopes import SCOPES, named_parameters
+from erasekit.core.scopes import UNET_SCOPES as SCOPES
+from erasekit.core.scopes import named_parameters
 from erasekit.methods.ca.config import CaConfig
 from erasekit.methods.ca.method import ca_loss, prompt_pairs
 from erasekit.request import EraseRequest

@@ -71,7 +71,7 @@ def test_bad_suite_files_name_file_and_problem(tmp_path, text, fragment):
 
 
 def test_classifier_rates_on_rendered_images_are_known():
-    from erasekit.core.model import toyworld_dir
+    from erasekit.core.sources import toyworld_dir
 
     if not (toyworld_dir().parent / "toyworld-classifier.safetensors").exists():
         pytest.skip("classifier not present")
@@ -215,7 +215,7 @@ def test_efficientnet_detector_loads_shipped_weights_and_names_imagenette_classe
     assert list(detector.detect(images)["object"]) == ["church", "imagenet-5", "parachute"]
 
 
-@pytest.mark.skipif(not __import__("erasekit.core.model", fromlist=["x"]).toyworld_dir().joinpath(
+@pytest.mark.skipif(not __import__("erasekit.core.sources", fromlist=["x"]).toyworld_dir().joinpath(
     "model_index.json").exists(), reason="toy-world model not present")
 def test_accelerate_two_processes_give_the_same_metrics(tmp_path):
     """`accelerate launch --num_processes 2` shards prompt × seed and gathers: same numbers as one process."""

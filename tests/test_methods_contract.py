@@ -1,5 +1,6 @@
-"""Every registered method on a tiny SD-2-style v-prediction pipeline: a short run changes only its
-scope's tensors, the caller's model is left as it was, and apply → remove restores it exactly."""
+"""Every registered method on a tiny SD-2-style v-prediction pipeline and a tiny SDXL pipeline: a short
+run changes only its scope's tensors, the caller's model is left as it was, and apply → remove
+restores it exactly."""
 
 import pytest
 import torch
@@ -37,12 +38,25 @@ def v_model(tokenizer_dir):
     return DiffusionModel(pipe)
 
 
+@pytest.fixture(scope="module")
+def sdxl_model(tokenizer_dir):
+    from conftest import build_tiny_sdxl_pipeline
+
+    return DiffusionModel(build_tiny_sdxl_pipeline(tokenizer_dir, text_dim=64))  # context 128, as above
+
+
+@pytest.fixture(params=["sd-v", "sdxl"])
+def family_model(request, v_model, sdxl_model):
+    return {"sd-v": v_model, "sdxl": sdxl_model}[request.param]
+
+
 def test_every_registered_method_has_a_contract_case():
     assert {spec.name for spec in list_methods()} == set(CASES)
 
 
 @pytest.mark.parametrize("method", sorted(CASES))
-def test_short_run_on_a_v_prediction_model_stays_in_scope_and_comes_off_exactly(v_model, method):
+def test_short_run_stays_in_scope_and_comes_off_exactly(family_model, method):
+    v_model = family_model
     request, config, scope = CASES[method]
     before = {n: p.detach().clone() for n, p in named_parameters(v_model.named_modules()).items()}
     result = erase(v_model, method, request, config, progress=False)
@@ -57,4 +71,4 @@ def test_short_run_on_a_v_prediction_model_stays_in_scope_and_comes_off_exactly(
         assert any(not torch.equal(before[n], p.detach())
                    for n, p in named_parameters(v_model.named_modules()).items())
     assert all(torch.equal(before[n], p.detach()) for n, p in named_parameters(v_model.named_modules()).items())
-    assert all(p.family == "sd" for p in patches)
+    assert all(p.family == v_model.family.name for p in patches)

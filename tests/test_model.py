@@ -3,7 +3,8 @@ import shutil
 import pytest
 import torch
 
-from erasekit.core.model import DiffusionModel, load_pipeline, resolve_source
+from erasekit.core.model import DiffusionModel, load_pipeline
+from erasekit.core.sources import resolve_source
 from erasekit.errors import ErasekitError
 
 
@@ -84,7 +85,7 @@ def test_loads_from_single_safetensors_file(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["toyworld", "toyworld-wide"])
 def test_builtin_toy_worlds_resolve_to_their_own_directories(name, monkeypatch):
-    from erasekit.core import model as model_module
+    from erasekit.core import sources as model_module
 
     monkeypatch.delenv("ERASEKIT_TOYWORLD", raising=False)
     path = model_module.toyworld_dir(name)

@@ -106,7 +106,8 @@ def test_ddim_inversion_on_toyworld():
     # latents of rendered toy images: 0.086 / 0.038 / 0.020 relative error at 20 / 50 / 100 steps.
     import pytest
 
-    from erasekit.core.model import DiffusionModel, toyworld_dir
+    from erasekit.core.model import DiffusionModel
+    from erasekit.core.sources import toyworld_dir
     from erasekit.toyworld import domain
 
     if not (toyworld_dir() / "model_index.json").exists():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from erasekit.core.model import toyworld_dir
+from erasekit.core.sources import toyworld_dir
 from erasekit.toyworld import domain
 
 MODEL_PRESENT = (toyworld_dir() / "model_index.json").exists()

@@ -80,18 +80,19 @@ def ls_detectors() -> None:
 
 @ls.command("config")
 @click.argument("method")
-@click.option("--model", default=None, help="model whose defaults layer applies (e.g. toyworld); none: the paper's.")
+@click.option("--model", default=None, help="model whose family's and own defaults layers apply (e.g. toyworld); "
+              "none: the paper's.")
 @click.option("--concept", "concepts", multiple=True, help="concept to erase (the toy world's defaults depend on "
               "its kind: shape, pattern or colour).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override, as `erasekit erase` takes.")
 def ls_config(method, model, concepts, overrides):
     """The effective config of METHOD: every field, its value and the layer it comes from
-    (paper < model:<profile> < request < set)."""
-    from erasekit.defaults import profile_of, resolve
+    (paper < family:<family> < model:<profile> < request < set)."""
+    from erasekit.defaults import family_name_of, profile_of, resolve
     from erasekit.request import parse_overrides
 
     layers = [("set", parse_overrides(overrides))] if overrides else []
-    resolved = resolve(method, profile_of(model), list(concepts), layers)
+    resolved = resolve(method, profile_of(model), list(concepts), layers, family=family_name_of(model))
     for name, value, layer in resolved.rows():
         shown = json.dumps(value) if not isinstance(value, list) or len(value) <= 4 else f"[{len(value)} items]"
         click.echo(f"{name:20s} {shown:28s} {layer}")
@@ -108,12 +109,15 @@ def ls_families() -> None:
 
 
 @ls.command("scopes")
-def ls_scopes() -> None:
-    """Named parameter scopes a method may train."""
-    from erasekit.core.scopes import SCOPE_DESCRIPTIONS
+@click.option("--family", default=None, help="only this model family's scopes (default: every family's).")
+def ls_scopes(family) -> None:
+    """Named parameter scopes a method may train, per model family."""
+    from erasekit.core.families import get_family, list_families
 
-    for name, text in SCOPE_DESCRIPTIONS.items():
-        click.echo(f"{name:10s} {text}")
+    for f in [get_family(family)] if family else list_families():
+        click.echo(f"{f.name}:")
+        for name, text in f.scope_descriptions.items():
+            click.echo(f"  {name:10s} {text}")
 
 
 # --------------------------------------------------------------- generate
@@ -215,11 +219,16 @@ def patch_stack(patch_files, out):
 def patch_export(model, patches, config, device, out, single_file):
     """Export MODEL with patches applied as a plain diffusers pipeline (no erasekit needed to load it)."""
     from erasekit import api
+    from erasekit.core.families import get_family
     from erasekit.core.ldm import save_single_file
     from erasekit.core.patch import export_pipeline
+    from erasekit.defaults import family_name_of
 
     if single_file and not out.endswith(".safetensors"):
         _fail("--single-file needs --out ending in .safetensors")
+    family = get_family(family_name_of(model))
+    if single_file and not family.exports_single_file:
+        _fail(f"--single-file: {family.single_file_note}")
     m = api.load_model(model, patches, device=device, config=config)
     written = save_single_file(m.pipe, out) if single_file else export_pipeline(m, out, keep_base=False)
     click.echo(f"exported to {written}")
@@ -252,7 +261,7 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     METHOD --model M` shows them), the request file's `config:` and then --set. Everything is validated
     before the model loads; the patch is written only when the run (and its check) finishes.
     """
-    from erasekit.defaults import check_suite, profile_of, resolve_config
+    from erasekit.defaults import check_suite, family_name_of, profile_of, resolve_config
     from erasekit.registry import get_method
     from erasekit.request import EraseRequest, parse_overrides
 
@@ -272,9 +281,10 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     if spec.multi_patch == out.endswith(".safetensors"):
         _fail(f"--out must be a directory for {method} (one patch per concept)" if spec.multi_patch
               else f"--out must end with .safetensors, got {out!r}")
-    # Paper < the model's defaults < the request file < --set; a bad value fails here, before the model loads.
+    # Paper < the family's < the model's defaults < the request file < --set; a bad value fails here,
+    # before the model loads.
     profile = profile_of(model)
-    cfg = resolve_config(method, profile, request, values, parse_overrides(overrides))
+    cfg = resolve_config(method, profile, request, values, parse_overrides(overrides), family=family_name_of(model))
     spec.check_request(request, cfg.config)
     if check is None:
         check = profile is not None and all(check_suite(profile, c) for c in request.concepts)
@@ -446,16 +456,23 @@ def toyworld() -> None:
 @click.option("--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default=None,
               help="what the UNet learns to predict (default: epsilon, as the shipped worlds; v_prediction: SD 2.x "
               "768's; with --init-from, fine-tunes an ε world to v).")
-def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from, prediction_type):
+@click.option("--ema-decay", default=None, type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="EMA decay of the exported weights (default 0.9995; a short fine-tune wants a shorter "
+              "memory, e.g. 0.998, or its export still averages in the initial weights).")
+@click.option("--export-every", default=None, type=click.IntRange(min=1),
+              help="export the EMA weights and probe fidelity every N steps (default 1000).")
+def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from, prediction_type, ema_decay,
+                   export_every):
     """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
     import torch
 
-    from erasekit.core.model import toyworld_dir
+    from erasekit.core.sources import toyworld_dir
     from erasekit.toyworld.train import ToyTrainConfig, train_all
 
     if threads:
         torch.set_num_threads(threads)
-    overrides = {"unet_steps": unet_steps, "text_dim": text_dim, "prediction_type": prediction_type}
+    overrides = {"unet_steps": unet_steps, "text_dim": text_dim, "prediction_type": prediction_type,
+                 "ema_decay": ema_decay, "export_every": export_every}
     cfg = ToyTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     target = Path(out) if out else toyworld_dir()
     train_all(target, Path(work), cfg, Path(init_from) if init_from else None, Path(vae_from) if vae_from else None)

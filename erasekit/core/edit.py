@@ -35,7 +35,8 @@ class RunOptions:
 class EditSession:
     def __init__(self, model, scope: str, token_ids: Sequence[int] | None = None) -> None:
         self.model = model
-        self.selection: Selection = select(model.named_modules(), scope, token_ids=token_ids)
+        self.selection: Selection = select(model.named_modules(), scope, token_ids=token_ids,
+                                          scopes=model.family.scopes)
         self.base = {n: p.detach().clone() for n, p in self.selection.params.items()}
         # The patch fits the unpatched base; it remembers the patches the model carries while training.
         self.base_fingerprint = patching.base_fingerprint(model, self.base)

@@ -14,54 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler, DiffusionPipeline
 
+from erasekit.core.conditioning import Conditioning, as_conditioning
 from erasekit.core.families import Family, family_of, list_families
+from erasekit.core.sources import resolve_source
 from erasekit.defaults import profile_of
 from erasekit.errors import ErasekitError
 
 log = logging.getLogger(__name__)
-
-PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
-TOYWORLD = "toyworld"
-# The built-in pipelines under models/: the toy world every table is measured on, and the same world
-# with a 256-wide text encoder, SD's ratio of prompt tokens to text width (docs/methods/sepme.md).
-TOYWORLD_VARIANTS = (TOYWORLD, "toyworld-wide")
-
-
-def toyworld_dir(name: str = TOYWORLD) -> Path:
-    """A shipped toy-world pipeline directory ('toyworld' is overridable with ERASEKIT_TOYWORLD)."""
-    env = os.environ.get("ERASEKIT_TOYWORLD") if name == TOYWORLD else None
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models" / name
-
-
-def resolve_source(source: str | os.PathLike) -> str | Path:
-    """Map a user's model argument to a local path or a hub id, refusing pickles up front."""
-    text = str(source)
-    if not text.strip():
-        raise ErasekitError("model must not be empty: give a diffusers directory, a hub id, a .safetensors file "
-                            "or 'toyworld'")
-    if text in TOYWORLD_VARIANTS:
-        path = toyworld_dir(text)
-        if not (path / "model_index.json").exists():
-            raise ErasekitError(f"the toy-world model {text!r} is missing at {path}; run `erasekit toyworld train`")
-        return path
-    path = Path(text).expanduser()
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ErasekitError(
-            f"refusing to load pickle checkpoint {path.name}: pickles can run arbitrary code; "
-            "convert it to .safetensors (e.g. with diffusers' conversion scripts) and pass that file"
-        )
-    if path.exists():
-        if path.is_dir() and not (path / "model_index.json").exists():
-            raise ErasekitError(f"{path} is a directory but not a diffusers pipeline (no model_index.json)")
-        if path.is_file() and path.suffix.lower() != ".safetensors":
-            raise ErasekitError(f"unsupported model file {path.name}: expected a .safetensors checkpoint")
-        return path
-    if path.suffix or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise ErasekitError(f"model {text!r} not found: not a local path, and not a hub id of the form owner/name")
-    return text
-
 
 def load_pipeline(
     source: str | os.PathLike,
@@ -69,15 +30,17 @@ def load_pipeline(
     config: str | os.PathLike | None = None,
     local_files_only: bool = True,
     torch_dtype: torch.dtype | None = None,
-) -> StableDiffusionPipeline:
-    """Load a StableDiffusionPipeline from a directory, hub id, single .safetensors file or 'toyworld'.
+) -> DiffusionPipeline:
+    """Load the pipeline of the model's family (erasekit.core.families) from a directory, hub id,
+    single .safetensors file or 'toyworld'.
 
     `config` (a diffusers directory or hub id) gives the component configs of a single-file
     checkpoint, which otherwise would have to be fetched from the hub.
     """
     resolved = resolve_source(source)
-    pipeline_class = family_of(resolved).pipeline_class()
-    kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    family = family_of(resolved)
+    pipeline_class = family.pipeline_class()
+    kwargs = dict(family.load_kwargs)
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     try:
@@ -124,14 +87,14 @@ def load_tokenizer(source: str | os.PathLike, config: str | os.PathLike | None =
 class DiffusionModel:
     """What every method needs from a Stable Diffusion pipeline, in one place."""
 
-    def __init__(self, pipe: StableDiffusionPipeline, device: str | torch.device | None = None) -> None:
+    def __init__(self, pipe: DiffusionPipeline, device: str | torch.device | None = None) -> None:
         self.pipe = pipe
         self.family = family_of_pipeline(pipe)
         self.source = "in-memory pipeline"  # what load() was given, for result records
         self.profile: str | None = None  # whose layer of method defaults applies (erasekit.defaults)
         if device is not None:
             pipe.to(device)
-        for module in (pipe.unet, pipe.text_encoder, pipe.vae):
+        for module in (*self.named_modules().values(), pipe.vae):
             module.requires_grad_(False)
             module.eval()
 
@@ -159,6 +122,7 @@ class DiffusionModel:
 
     @property
     def tokenizer(self):
+        """The tokenizer whose positions index a Conditioning's tokens (the family's first)."""
         return self.pipe.tokenizer
 
     @property
@@ -188,7 +152,13 @@ class DiffusionModel:
 
     def named_modules(self) -> dict[str, torch.nn.Module]:
         """The trainable components by prefix (the family's), as parameter scopes and patches name them."""
-        return {name: getattr(self.pipe, name) for name in self.family.components}
+        return {name: getattr(self.pipe, name) for name in self.family.components
+                if getattr(self.pipe, name, None) is not None}
+
+    @property
+    def context_dim(self) -> int:
+        """The width of the cross-attention context (SD 1.x: 768, SDXL: 2048)."""
+        return int(self.unet.config.cross_attention_dim)
 
     # -------------------------------------------------------------- encoding
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -197,26 +167,28 @@ class DiffusionModel:
             list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(self.device)
 
-    def encode(self, prompts: Sequence[str] | str) -> torch.Tensor:
-        """Text-encoder hidden states (B, L, D) used as cross-attention context."""
+    def encode(self, prompts: Sequence[str] | str) -> Conditioning:
+        """The prompts as the denoiser reads them (the family's Conditioning), batch (B, L, D)."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
+        return self.family.encode(self.pipe, list(prompts)).to(self.dtype)
 
     # ------------------------------------------------------------ denoising
     def eps(
         self,
         x_t: torch.Tensor,
         t: torch.Tensor | int,
-        cond: torch.Tensor,
+        cond: Conditioning | torch.Tensor,
         weights: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """ε for every latent under every condition, in one UNet call.
+        """The model's prediction (ε, or v on a v-prediction model) for every latent under every
+        condition, in one UNet call.
 
         x_t: (B, C, H, W); cond: (K, L, D) or (K, B, L, D). Returns (K, B, C, H, W).
         weights: UNet tensors to use instead of the live ones (e.g. a frozen teacher's copy of
         the parameters being trained), by their names inside the UNet.
         """
+        cond = as_conditioning(cond)
         b, k = x_t.shape[0], cond.shape[0]
         if cond.dim() == 3:
             cond = cond[:, None].expand(k, b, *cond.shape[1:])
@@ -225,11 +197,13 @@ class DiffusionModel:
         t = torch.as_tensor(t, device=x_t.device)
         t = t.expand(b) if t.dim() == 0 else t
         x = x_t.unsqueeze(0).expand(k, *x_t.shape).reshape(k * b, *x_t.shape[1:])
-        args = (x, t.repeat(k), cond.reshape(k * b, *cond.shape[2:]))
+        flat = cond.flatten_batch()
+        args = (x, t.repeat(k), flat.hidden)
+        kwargs = self.family.denoiser_kwargs(flat.extras)
         if weights:
-            out = torch.func.functional_call(self.unet, weights, args, strict=False).sample
+            out = torch.func.functional_call(self.unet, weights, args, kwargs, strict=False).sample
         else:
-            out = self.unet(*args).sample
+            out = self.unet(*args, **kwargs).sample
         return out.view(k, b, *x_t.shape[1:])
 
     # -------------------------------------------------------------- latents

@@ -1,14 +1,15 @@
 """Named selections of trainable parameters (what a method is allowed to change).
 
-Parameter names carry their component as prefix: `unet.<name>` or
-`text_encoder.<name>`, the same names patches store.
+Parameter names carry their component as prefix: `unet.<name>`, `text_encoder.<name>`,
+`text_encoder_2.<name>`, the same names patches store. Each model family maps the scope names to
+its own modules (erasekit.core.families); the UNet families (SD, SDXL) share the table here.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,9 @@ if TYPE_CHECKING:  # torch loads with the model, not for `erasekit ls scopes`
 
 log = logging.getLogger(__name__)
 
-# transformers 4 names it text_model.embeddings..., transformers 5 embeddings...
-_TOKEN_EMBEDDING = re.compile(r"^text_encoder\.(text_model\.)?embeddings\.token_embedding\.weight$")
+# transformers 4 names it text_model.embeddings..., transformers 5 embeddings...; every text encoder
+# of the family (SDXL: text_encoder and text_encoder_2) has its own table.
+TOKEN_EMBEDDING = re.compile(r"^text_encoder(_\d)?\.(text_model\.)?embeddings\.token_embedding\.weight$")
 
 _TO_OUT = re.compile(r"\.attn[12]\.to_out\.0\.")
 _XATTN = re.compile(r"\.attn2\.")
@@ -29,20 +31,20 @@ _XATTN_KV = re.compile(r"\.attn2\.to_[kv]\.")
 # embedding and the output head (conv_norm_out / conv_out).
 _NON_XATTN_EXCLUDE = re.compile(r"(\.attn2\.|^unet\.time_embedding\.|^unet\.conv_norm_out\.|^unet\.conv_out\.)")
 
-SCOPES: dict[str, Callable[[str], bool]] = {
+UNET_SCOPES: dict[str, Callable[[str], bool]] = {
     "to_out": lambda n: n.startswith("unet.") and bool(_TO_OUT.search(n)),
     "xattn": lambda n: n.startswith("unet.") and bool(_XATTN.search(n)),
     "xattn-kv": lambda n: n.startswith("unet.") and bool(_XATTN_KV.search(n)),
     "non-xattn": lambda n: n.startswith("unet.") and not _NON_XATTN_EXCLUDE.search(n),
-    "embedding": lambda n: bool(_TOKEN_EMBEDDING.match(n)),
+    "embedding": lambda n: bool(TOKEN_EMBEDDING.match(n)),
     "full": lambda n: n.startswith("unet."),
 }
-SCOPE_DESCRIPTIONS = {
+UNET_SCOPE_DESCRIPTIONS = {
     "to_out": "to_out.0 of self- (attn1) and cross-attention (attn2) in the UNet",
     "xattn": "all cross-attention (attn2) projections of the UNet (ESD-x)",
     "xattn-kv": "cross-attention to_k / to_v of the UNet",
     "non-xattn": "the UNet without cross-attention, time embedding and output head (ESD-u)",
-    "embedding": "rows of the text encoder's token embedding (only the given tokens train)",
+    "embedding": "rows of every text encoder's token embedding (only the given tokens train)",
     "full": "every UNet parameter",
 }
 
@@ -62,25 +64,23 @@ def named_parameters(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.
     return {f"{prefix}.{name}": p for prefix, module in modules.items() for name, p in module.named_parameters()}
 
 
-def scope_names() -> list[str]:
-    return list(SCOPES)
-
-
 def select(
-    modules: dict[str, torch.nn.Module], scope: str, token_ids: Sequence[int] | None = None
+    modules: dict[str, torch.nn.Module], scope: str, token_ids: Sequence[int] | None = None,
+    scopes: Mapping[str, Callable[[str], bool]] = UNET_SCOPES,
 ) -> Selection:
-    """Freeze every parameter, then unfreeze and return those of `scope`.
+    """Freeze every parameter, then unfreeze and return those of `scope` (in the family's `scopes`).
 
-    For `embedding`, only the rows of `token_ids` receive gradient (a hook zeroes the rest).
+    For `embedding`, only the rows of `token_ids` receive gradient (a hook zeroes the rest), in every
+    token table the scope selects (the tokenizers of a family share one vocabulary).
     """
-    if scope not in SCOPES:
+    if scope not in scopes:
         from erasekit.registry import suggest
 
-        raise ErasekitError(f"unknown parameter scope {scope!r}{suggest(scope, SCOPES)}")
+        raise ErasekitError(f"unknown parameter scope {scope!r}{suggest(scope, scopes)}")
     every = named_parameters(modules)
     for p in every.values():
         p.requires_grad_(False)
-    chosen = {n: p for n, p in every.items() if SCOPES[scope](n)}
+    chosen = {n: p for n, p in every.items() if scopes[scope](n)}
     if not chosen:
         raise ErasekitError(f"scope {scope!r} selects no parameter of this model")
     for p in chosen.values():
@@ -89,14 +89,17 @@ def select(
     if scope == "embedding":
         if not token_ids:
             raise ErasekitError("scope 'embedding' needs the token ids whose rows may change")
-        (weight,) = chosen.values()
         import torch
 
+        rows = {p.shape[0] for p in chosen.values()}
+        if len(rows) != 1:
+            raise ErasekitError(f"scope 'embedding': the token tables differ in size {sorted(rows)}")
+        weight = next(iter(chosen.values()))
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[list(token_ids)] = 1.0
-        handle = weight.register_hook(lambda grad: grad * mask)
-        count = len(set(token_ids)) * weight.shape[1]
+        hooks = [p.register_hook(lambda grad: grad * mask) for p in chosen.values()]
+        count = len(set(token_ids)) * sum(p.shape[1] for p in chosen.values())
         log.info("scope %s: %d tensors, %d trainable values", scope, len(chosen), count)
-        return Selection(scope=scope, params=chosen, trainable_count=count, hooks=[handle], row_mask=mask)
+        return Selection(scope=scope, params=chosen, trainable_count=count, hooks=hooks, row_mask=mask)
     log.info("scope %s: %d tensors, %d trainable values", scope, len(chosen), count)
     return Selection(scope=scope, params=chosen, trainable_count=count)

@@ -84,7 +84,6 @@ def recover(
     attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
     with patching.applied_temporarily(model, patches):
         with EditSession(model, "embedding", token_ids=ids) as session:
-            (table,) = session.params.values()
 
             def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
                 idx = torch.randint(len(latents), (attack.batch_size,), generator=gen)
@@ -104,8 +103,11 @@ def recover(
             if attack.project:
                 concept_ids = set(tok(concept_word, add_special_tokens=False).input_ids)
                 special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
-                hard = nearest_tokens(session.base[next(iter(session.base))], table.detach()[ids],
-                                      set(ids) | concept_ids | special)
+                # Every text encoder's table learned its own rows: the nearest real token is judged on
+                # all of them at once (SDXL: CLIP-L ⊕ CLIP-G features of one vocabulary).
+                vocabulary = torch.cat(list(session.base.values()), dim=1)
+                learned = torch.cat([p.detach()[ids] for p in session.params.values()], dim=1)
+                hard = nearest_tokens(vocabulary, learned, set(ids) | concept_ids | special)
                 session.restore()  # the hard prompt runs on the untouched vocabulary
                 placeholder_text = tok.decode(hard).strip()
                 attacked = [p.replace(concept_word, placeholder_text) for p in prompts]

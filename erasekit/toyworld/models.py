@@ -77,7 +77,7 @@ def build_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
 
 def classifier_path() -> Path:
     """The shipped classifier, beside the toy-world pipeline directory."""
-    from erasekit.core.model import toyworld_dir
+    from erasekit.core.sources import toyworld_dir
 
     directory = toyworld_dir()
     return directory.parent / f"{directory.name}-classifier.safetensors"

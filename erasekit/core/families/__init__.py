@@ -1,8 +1,14 @@
 """Model families: where everything that differs between SD, SDXL, SD3 and Flux lives.
 
 A family is registered once (one module per family under this package) and found by name or by a
-pipeline directory's `model_index.json`; nothing else tests a family's name. The records here are
-plain data, so that `erasekit ls families` answers without importing diffusers.
+pipeline directory's `model_index.json`; nothing else tests a family's name. A family module imports
+neither torch nor diffusers at import time (its functions do, when called), so that `erasekit ls
+families` and the CLI's checks answer at once.
+
+What a family knows: its pipeline class, its trainable components (the prefixes of parameter and
+patch names), how prompts become a `Conditioning` and how that reaches its denoiser, its parameter
+scopes, its native resolution, its layer of method defaults and whether it has a single-file layout
+erasekit can export.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import importlib
 import json
 import os
 import pkgutil
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from erasekit.errors import ErasekitError
 
@@ -24,7 +32,23 @@ class Family:
     pipeline: str  # the diffusers pipeline class that loads it
     class_names: tuple[str, ...]  # model_index.json `_class_name`s that are this family's
     components: tuple[str, ...]  # trainable components: the prefixes of parameter names and patches
+    text_encoders: tuple[str, ...]  # the components that read tokens (the `embedding` scope's tables)
     native_resolution: int
+    # (pipe, prompts) -> Conditioning; its token positions follow the pipeline's first tokenizer
+    encode: Callable[[Any, Sequence[str]], Any]
+    # a Conditioning's extras (flattened to one batch dim) -> keyword arguments of the denoiser call
+    denoiser_kwargs: Callable[[Mapping[str, Any]], dict[str, Any]]
+    scopes: Mapping[str, Callable[[str], bool]]  # scope name -> selects a parameter by its name
+    scope_descriptions: Mapping[str, str]
+    # whether `patch export --single-file` can write the original (A1111 / ComfyUI) layout; else why not
+    exports_single_file: bool = False
+    single_file_note: str = ""
+    # a key only this family's original-layout single files have (e.g. SDXL's second text encoder)
+    single_file_marker: str = ""
+    # extra keyword arguments of the pipeline's from_pretrained / from_single_file
+    load_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # method -> values: the family's layer of method defaults (erasekit.defaults), above the paper's
+    method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def pipeline_class(self) -> type:
         import diffusers
@@ -67,12 +91,41 @@ def get_family(name: str) -> Family:
 DEFAULT_FAMILY = "sd"  # hub ids and single files not otherwise recognised
 
 
-def family_of(source: str | os.PathLike) -> Family:
-    """The family of a pipeline directory (its model_index.json `_class_name`); the default family for a
-    hub id or a single file. A directory of a pipeline no family serves is one clear error."""
-    _load()
+def _model_index(source: str | os.PathLike) -> Path | None:
+    """model_index.json of a pipeline directory, or of a hub id in the local hub cache."""
     index = Path(source) / "model_index.json"
-    if not index.is_file():
+    if index.is_file():
+        return index
+    text = str(source)
+    if Path(text).exists() or text.count("/") != 1:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(text, "model_index.json")
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _single_file_family(path: Path) -> Family:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        keys = list(f.keys())
+    for family in _FAMILIES.values():
+        if family.single_file_marker and any(k.startswith(family.single_file_marker) for k in keys):
+            return family
+    return get_family(DEFAULT_FAMILY)
+
+
+def family_of(source: str | os.PathLike) -> Family:
+    """The family of a pipeline directory or cached hub id (its model_index.json `_class_name`) or of a
+    single .safetensors file (its keys); SD for anything else. A pipeline no family serves is one clear
+    error."""
+    _load()
+    path = Path(source)
+    if path.is_file() and path.suffix == ".safetensors":
+        return _single_file_family(path)
+    index = _model_index(source)
+    if index is None:
         return get_family(DEFAULT_FAMILY)
     try:
         class_name = json.loads(index.read_text()).get("_class_name", "")

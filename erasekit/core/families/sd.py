@@ -1,6 +1,31 @@
 """Stable Diffusion 1.x and 2.x: one CLIP text encoder, a UNet with cross-attention (attn2), ε or v."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from erasekit.core.families import Family, register_family
+from erasekit.core.scopes import UNET_SCOPE_DESCRIPTIONS, UNET_SCOPES
+
+
+def token_ids(tokenizer, prompts: Sequence[str], device):
+    """Prompts padded to the tokenizer's full length, as the diffusers pipelines tokenize them."""
+    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids.to(device)
+
+
+def encode(pipe, prompts: Sequence[str]):
+    """The text encoder's last hidden state (after its final layer norm), as StableDiffusionPipeline."""
+    from erasekit.core.conditioning import Conditioning
+
+    encoder = pipe.text_encoder
+    return Conditioning(encoder(token_ids(pipe.tokenizer, prompts, encoder.device))[0])
+
+
+def no_kwargs(extras: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
 
 register_family(Family(
     name="sd",
@@ -8,5 +33,12 @@ register_family(Family(
     pipeline="StableDiffusionPipeline",
     class_names=("StableDiffusionPipeline",),
     components=("unet", "text_encoder"),
+    text_encoders=("text_encoder",),
     native_resolution=512,
+    encode=encode,
+    denoiser_kwargs=no_kwargs,
+    scopes=UNET_SCOPES,
+    scope_descriptions=UNET_SCOPE_DESCRIPTIONS,
+    exports_single_file=True,
+    load_kwargs={"safety_checker": None, "requires_safety_checker": False},  # erasekit measures, it does not filter
 ))

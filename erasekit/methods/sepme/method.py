@@ -78,7 +78,7 @@ def relative_kv_change(model: DiffusionModel, patches: list[Patch], prompt: str)
     how far the patches move that prompt's keys and values (0 when it lies in their null spaces)."""
     names = sorted({n for p in patches for n in p.deltas})
     with torch.no_grad():
-        tokens = model.encode([prompt])[0].float().cpu()
+        tokens = model.encode([prompt]).hidden[0].float().cpu()
         base = patching.base_tensors(model, names)
         worst = 0.0
         for name in names:
@@ -90,7 +90,7 @@ def relative_kv_change(model: DiffusionModel, patches: list[Patch], prompt: str)
 
 def _token_embeddings(model: DiffusionModel, texts: list[str]) -> torch.Tensor:
     with torch.no_grad():
-        return model.encode(texts).reshape(-1, model.text_encoder.config.hidden_size) if texts else None
+        return model.encode(texts).hidden.reshape(-1, model.context_dim) if texts else None
 
 
 def erase(
@@ -122,7 +122,7 @@ def null_spaces(model: DiffusionModel, concepts: list[str], fixed: list[str],
                 config: SepmeConfig) -> dict[str, torch.Tensor]:
     """S_k per concept: the null space of the token embeddings of ∅, the fixed prompts and the other concepts."""
     prompts = [config.template.format(c) for c in concepts]
-    embeds = _token_embeddings(model, prompts).reshape(len(concepts), -1, model.text_encoder.config.hidden_size)
+    embeds = _token_embeddings(model, prompts).reshape(len(concepts), -1, model.context_dim)
     constraints = _token_embeddings(model, [""] + fixed)
     bases = {}
     for k, concept in enumerate(concepts):

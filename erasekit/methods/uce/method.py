@@ -45,7 +45,7 @@ def uce_solve(
 def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = None) -> tuple[torch.Tensor, int]:
     """Embeddings of `text`'s chosen tokens (rows) and the position of its last word token."""
     with torch.no_grad():
-        hidden = model.encode([text])[0]
+        hidden = model.encode([text]).hidden[0]
     n_words = len(model.tokenizer(text, add_special_tokens=False).input_ids)
     last = start if start is not None else n_words  # position 0 is BOS
     rows = hidden[last:] if mode == "last+eos" else hidden[last : last + 1]
@@ -63,7 +63,7 @@ def _embedding_sets(model: DiffusionModel, request: EraseRequest, config: UceCon
     preserved = []
     for text in ([""] if config.preserve_empty else []) + request.preserve:
         with torch.no_grad():
-            preserved.append(model.encode([text])[0])
+            preserved.append(model.encode([text]).hidden[0])
     dim = targets[0].shape[1]
     empty = torch.zeros(0, dim, device=model.device, dtype=targets[0].dtype)
     return torch.cat(targets), torch.cat(guides), torch.cat(preserved) if preserved else empty
