@@ -45,11 +45,19 @@ def main() -> None:
     parser.add_argument("--reuse", nargs=2, action="append", default=[], metavar=("FILE", "CASES"),
                         help="an earlier result file and the comma-separated cases (glob patterns) to take "
                         "from it (repeatable)")
+    parser.add_argument("--name", default=None,
+                        help="the benchmark the parts belong to (parts may be named <name>_<part>, as written with "
+                        "a script's --name); default: the one name the files share")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     docs = [json.loads(f.read_text()) for f in args.files]
     reused = [(json.loads(Path(f).read_text()), cases.split(",")) for f, cases in args.reuse]
     names = {d["benchmark"] for d in docs} | {d["benchmark"] for d, _ in reused}
+    if args.name:
+        strays = sorted(n for n in names if n != args.name and not n.startswith(args.name + "_"))
+        if strays:
+            parser.error(f"{strays} are not parts of {args.name}")
+        names = {args.name}
     if len(names) != 1:
         parser.error(f"give result files of one benchmark, got {sorted(names) or 'none'}")
     parts = [p for d in docs for p in split_parts(d)]

@@ -9,6 +9,7 @@ Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import common
@@ -60,6 +61,30 @@ def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
     ]
 
 
+def comparison(runs: list[dict], reference: dict) -> dict:
+    """A view of these runs next to the same method, case and seeds in another Table-1 file (e.g. the
+    v-prediction world against the ε one): target rates with 95 % Wilson intervals, whether they
+    overlap, and the ssim_other difference."""
+    from erasekit.eval.metrics import wilson_interval
+
+    def rate(m):
+        lo, hi = wilson_interval(round(m["target_rate"] * m["n_target"]), m["n_target"])
+        return m["target_rate"], lo, hi
+
+    theirs = {(r["label"], r["case"], tuple(r["seeds"])): r["metrics"] for r in reference["runs"] if "label" in r}
+    rows = []
+    for r in runs:
+        other = theirs.get((r["label"], r["case"], tuple(r["seeds"])))
+        if other is None:
+            continue
+        (a, alo, ahi), (b, blo, bhi) = rate(other), rate(r["metrics"])
+        rows.append([r["label"], r["case"], f"{a:.3f} [{alo:.2f}, {ahi:.2f}]", f"{b:.3f} [{blo:.2f}, {bhi:.2f}]",
+                     "yes" if alo <= bhi and blo <= ahi else "no", other["ssim_other"], r["metrics"]["ssim_other"]])
+    return {"title": f"against {reference['benchmark']} (same method, case and seeds)",
+            "columns": ["method", "case", f"target_rate {reference['benchmark']}", "target_rate here",
+                        "CIs overlap", f"ssim_other {reference['benchmark']}", "ssim_other here"], "rows": rows}
+
+
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -75,6 +100,8 @@ def main() -> None:
     parser.add_argument("--patches", default=".cache/erasekit/table1-patches",
                         help="where each run's patch is kept (benchmarks/table1_grid.py draws from them)")
     parser.add_argument("--name", default="table1_toyworld", help="result file name (parts are merged later)")
+    parser.add_argument("--compare-to", default=None,
+                        help="another Table-1 result file name (e.g. table1_toyworld) to set these runs against")
     args = parser.parse_args()
     seed_sets, model = common.setup(args)
     Path(args.patches).mkdir(parents=True, exist_ok=True)
@@ -100,9 +127,11 @@ def main() -> None:
             for entry in entries:
                 print(label, case["case"], entry["seeds"][0], {k: round(v, 3) for k, v in entry["metrics"].items()
                                                                if k in (*SUMMARY_KEYS, "recovery_rate")}, flush=True)
+            views = tables(runs, seed_sets)
+            if args.compare_to:
+                views.append(comparison(runs, json.loads((Path(args.out) / f"{args.compare_to}.json").read_text())))
             write_result(args.name, runs, out_dir=args.out,
-                         extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets,
-                                "tables": tables(runs, seed_sets)})
+                         extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets, "tables": views})
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from erasekit.core.sources import TOYWORLD_VARIANTS
+
 PAPER = "paper"
 # profile name -> module with method_defaults(method, concepts, requested) -> dict
 PROFILES: dict[str, str] = {"toyworld": "erasekit.toyworld.defaults"}
-TOYWORLD_NAMES = ("toyworld", "toyworld-wide")
 
 
 @dataclass
@@ -47,7 +48,7 @@ def profile_of(source: str | os.PathLike | None) -> str | None:
     if source is None:
         return None
     text = str(source)
-    if text in TOYWORLD_NAMES:
+    if text in TOYWORLD_VARIANTS:
         return "toyworld"
     record = Path(text).expanduser() / "training.json"
     try:

@@ -56,7 +56,7 @@ def test_uce_maps_target_to_anchor_and_keeps_preserved(tiny_model):
     _unchanged_outside(tiny_model, before, patch, "xattn-kv")
     target, last = token_rows(tiny_model, "circle", "last+eos")
     guide, _ = token_rows(tiny_model, "square", "last+eos", start=last)
-    kept = tiny_model.encode(["red"])[0]
+    kept = tiny_model.encode(["red"]).hidden[0]
     name = next(n for n in patch.deltas if n.endswith("to_k.weight"))
     w_old = before[name]
     w_new = w_old + patch.deltas[name]

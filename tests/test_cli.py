@@ -30,11 +30,14 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_ls_detectors_names_every_registered_detector(capsys):
-    from erasekit.eval.detectors import DETECTORS
+    from erasekit.eval import detectors
+    from erasekit.eval.detector_names import DETECTORS
 
     code, out, _ = _run(["ls", "detectors"], capsys)
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()[: len(DETECTORS)]] == list(DETECTORS)
+    for class_name, summary in DETECTORS.values():  # the listing says what the class's docstring says
+        assert (getattr(detectors, class_name).__doc__ or "").strip().splitlines()[0] == summary
 
 
 def test_version(capsys):
@@ -152,7 +155,7 @@ def test_erase_refuses_unknown_characters_before_loading(tiny_dir, capsys, monke
 
 INSTANT = [
     ["ls", "methods"], ["ls", "config", "abo", "--model", "toyworld"], ["ls", "scopes"], ["ls", "suites"],
-    ["ls", "families"],
+    ["ls", "families"], ["ls", "detectors"],
     ["erase", "--method", "abo", "--concept", "", "--out", "p.safetensors"],
     ["erase", "--method", "abo", "--concept", "circle", "--anchor", "square", "--set", "lr=inf",
      "--out", "p.safetensors"],

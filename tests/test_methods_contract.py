@@ -26,6 +26,20 @@ CASES = {
     "sepme": (EraseRequest(["circle", "cross"]), {"max_steps": 2, "warmup": 0, "lr": 1.0, "beta": 1e-2,
                                                   "n_images": 2, "image_steps": 2}, "xattn-kv"),
 }
+_ABO = CASES["abo"][1]
+# The variants a family must also serve: AbO's δ forms, CA's model-based and embedding forms (the
+# embedding scope spans every text encoder: SDXL's two tables), ESD-u.
+VARIANTS = {
+    "abo-implicit": ("abo", EraseRequest(["circle"]), {**_ABO, "delta": "implicit"}, "to_out"),
+    "abo-explicit": ("abo", EraseRequest(["circle"], ["square"]),
+                     {**_ABO, "delta": "explicit",
+                      "instructions": [{"text": "red", "guidance": -1.0, "t_high": 0, "t_low": 3}]}, "to_out"),
+    "ca-model": ("ca", EraseRequest(["circle"], ["thing"]), {**CASES["ca"][1], "variant": "model"}, "xattn-kv"),
+    "ca-embedding": ("ca", EraseRequest(["circle"], ["thing"]), {**CASES["ca"][1], "scope": "embedding"},
+                     "embedding"),
+    "esd-u": ("esd", EraseRequest(["circle"]), {**CASES["esd"][1], "variant": "u"}, "non-xattn"),
+}
+ALL = {**{m: (m, *case) for m, case in CASES.items()}, **VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +68,17 @@ def test_every_registered_method_has_a_contract_case():
     assert {spec.name for spec in list_methods()} == set(CASES)
 
 
-@pytest.mark.parametrize("method", sorted(CASES))
-def test_short_run_stays_in_scope_and_comes_off_exactly(family_model, method):
+@pytest.mark.parametrize("case", sorted(ALL))
+def test_short_run_stays_in_scope_and_comes_off_exactly(family_model, case):
     v_model = family_model
-    request, config, scope = CASES[method]
+    method, request, config, scope = ALL[case]
     before = {n: p.detach().clone() for n, p in named_parameters(v_model.named_modules()).items()}
     result = erase(v_model, method, request, config, progress=False)
     patches = result if isinstance(result, list) else [result]
-    allowed = set(select(v_model.named_modules(), scope).params)
-    for selection in select(v_model.named_modules(), scope).hooks:
-        selection.remove()
+    chosen = select(v_model.named_modules(), scope, token_ids=[0], scopes=v_model.family.scopes)
+    allowed = set(chosen.params)
+    for hook in chosen.hooks:
+        hook.remove()
     assert all(set(p.deltas) <= allowed for p in patches)
     assert any(float(d.abs().max()) > 0 for p in patches for d in p.deltas.values())
     assert all(torch.equal(before[n], p.detach()) for n, p in named_parameters(v_model.named_modules()).items())
@@ -72,3 +87,13 @@ def test_short_run_stays_in_scope_and_comes_off_exactly(family_model, method):
                    for n, p in named_parameters(v_model.named_modules()).items())
     assert all(torch.equal(before[n], p.detach()) for n, p in named_parameters(v_model.named_modules()).items())
     assert all(p.family == v_model.family.name for p in patches)
+
+
+def test_purification_runs_on_every_family(family_model):
+    from erasekit import api
+
+    images = torch.rand(2, 3, family_model.image_size, family_model.image_size,
+                        generator=torch.Generator().manual_seed(0))
+    out = api.purify(family_model, images, prompt="a red circle", steps=3)
+    assert out.shape == images.shape and torch.isfinite(out).all()
+    assert float((out - images).abs().mean()) > 1e-3

@@ -83,7 +83,36 @@ def test_loads_from_single_safetensors_file(tiny_dir, tmp_path):
             assert torch.equal(a[key].reshape(b[key].shape), b[key]), (component, key)
 
 
-@pytest.mark.parametrize("name", ["toyworld", "toyworld-wide"])
+def test_a_v_prediction_model_round_trips_through_directory_and_single_file(tokenizer_dir, tmp_path):
+    from conftest import build_tiny_pipeline
+    from diffusers import DDIMScheduler
+
+    from erasekit.core.ldm import save_single_file
+
+    pipe = build_tiny_pipeline(tokenizer_dir)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    pipe.save_pretrained(tmp_path / "v", safe_serialization=True)
+    from_dir = DiffusionModel.load(tmp_path / "v", device="cpu")
+    assert from_dir.scheduler.config.prediction_type == "v_prediction"
+    path = save_single_file(from_dir.pipe, tmp_path / "v.safetensors")
+    from_file = DiffusionModel.load(path, device="cpu", config=tmp_path / "v")
+    assert from_file.scheduler.config.prediction_type == "v_prediction"
+    x = torch.randn(1, *from_dir.latent_shape, generator=torch.Generator().manual_seed(0))
+    cond = from_dir.encode(["a red circle"])
+    torch.testing.assert_close(from_file.eps(x, 300, cond), from_dir.eps(x, 300, cond), atol=1e-5, rtol=0)
+
+
+def test_sd2_single_file_export_is_refused_not_written_in_the_wrong_layout(tokenizer_dir, tmp_path):
+    from conftest import build_tiny_pipeline
+
+    from erasekit.core.ldm import save_single_file
+
+    with pytest.raises(ErasekitError, match="SD 2.x model"):
+        save_single_file(build_tiny_pipeline(tokenizer_dir, text_dim=1024), tmp_path / "sd2.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["toyworld", "toyworld-wide", "toyworld-v"])
 def test_builtin_toy_worlds_resolve_to_their_own_directories(name, monkeypatch):
     from erasekit.core import sources as model_module
 

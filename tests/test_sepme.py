@@ -79,9 +79,9 @@ def test_increments_keep_other_keys_values_and_restore_exactly(wide_model):
     assert [p.concepts for p in patches] == [["circle"], ["cross"]]
     circle, cross = patches
     assert any(d.abs().max() > 0 for d in circle.deltas.values())
-    empty = wide_model.encode([""])[0]
-    cross_emb = wide_model.encode(["cross"])[0]
-    circle_emb = wide_model.encode(["circle"])[0]
+    empty = wide_model.encode([""]).hidden[0]
+    cross_emb = wide_model.encode(["cross"]).hidden[0]
+    circle_emb = wide_model.encode(["circle"]).hidden[0]
     for name, delta in circle.deltas.items():
         w = before[name]
         scale = (cross_emb @ w.T).abs().max()

@@ -71,10 +71,10 @@ def ls_suites() -> None:
 @ls.command("detectors")
 def ls_detectors() -> None:
     """Detectors a suite can name, with what each reads from an image."""
-    from erasekit.eval.detectors import DETECTORS
+    from erasekit.eval.detector_names import DETECTORS
 
-    for name, cls in DETECTORS.items():
-        click.echo(f"{name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    for name, (_, summary) in DETECTORS.items():
+        click.echo(f"{name:20s} {summary}")
     click.echo(f"{'clip (--clip PATH)':20s} CLIP zero-shot and clip_score from a local CLIP directory")
 
 
@@ -122,6 +122,9 @@ def ls_scopes(family) -> None:
 
 # --------------------------------------------------------------- generate
 def model_options(fn):
+    fn = click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16", "fp16"]),
+                      help="precision of the model's weights (an erase keeps float32 master copies of what it "
+                      "trains; a VAE marked force_upcast stays float32).")(fn)
     fn = click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")(fn)
     fn = click.option("--config", "config", default=None,
                       help="diffusers directory or hub id with the component configs of a single-file model.")(fn)
@@ -129,7 +132,7 @@ def model_options(fn):
                       help="erasekit patch to apply (repeatable; applied in order).")(fn)
     fn = click.option("--model", "model", default="toyworld", show_default=True,
                       help="diffusers directory, hub id, .safetensors file, or a built-in toy world: 'toyworld' or "
-                      "'toyworld-wide' (256-wide text encoder).")(fn)
+                      "'toyworld-wide' (256-wide text encoder) or 'toyworld-v' (v-prediction).")(fn)
     return fn
 
 
@@ -142,12 +145,12 @@ def model_options(fn):
 @click.option("--negative-prompt", default="", help="prompt for the unconditional branch.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
-def generate(model, patches, config, device, prompts, seeds, steps, guidance, negative_prompt, batch_size, out):
+def generate(model, patches, config, device, dtype, prompts, seeds, steps, guidance, negative_prompt, batch_size, out):
     """Generate images: every prompt with every seed, as PNG files plus a grid (a row per prompt)."""
     from erasekit import api
 
     seed_list = api.parse_seeds(seeds)
-    m = api.load_model(model, patches, device=device, config=config)
+    m = api.load_model(model, patches, device=device, config=config, dtype=dtype)
     images, pairs = api.generate(m, prompts, seed_list, steps=steps, guidance=guidance,
                                  negative_prompt=negative_prompt, batch_size=batch_size)
     info = {"model": model, "patches": list(patches), "steps": steps, "guidance": guidance}
@@ -173,7 +176,7 @@ def patch_info(patch_file):
 @patch.command("apply")
 @model_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="new pipeline directory.")
-def patch_apply(model, patches, config, device, out):
+def patch_apply(model, patches, config, device, dtype, out):
     """Write MODEL with the given patches applied, as a pipeline directory that remembers them
     (so `erasekit patch remove` can take one off again exactly)."""
     from erasekit import api
@@ -181,7 +184,7 @@ def patch_apply(model, patches, config, device, out):
 
     if not patches:
         _fail("give at least one --patch")
-    m = api.load_model(model, patches, device=device, config=config)
+    m = api.load_model(model, patches, device=device, config=config, dtype=dtype)
     click.echo(f"patched pipeline written to {export_pipeline(m, out, keep_base=True)}")
 
 
@@ -216,7 +219,7 @@ def patch_stack(patch_files, out):
 @click.option("--out", required=True, type=click.Path(), help="new pipeline directory (or .safetensors file).")
 @click.option("--single-file", is_flag=True,
               help="write one original-layout .safetensors checkpoint (A1111 / ComfyUI / from_single_file).")
-def patch_export(model, patches, config, device, out, single_file):
+def patch_export(model, patches, config, device, dtype, out, single_file):
     """Export MODEL with patches applied as a plain diffusers pipeline (no erasekit needed to load it)."""
     from erasekit import api
     from erasekit.core.families import get_family
@@ -229,7 +232,7 @@ def patch_export(model, patches, config, device, out, single_file):
     family = get_family(family_name_of(model))
     if single_file and not family.exports_single_file:
         _fail(f"--single-file: {family.single_file_note}")
-    m = api.load_model(model, patches, device=device, config=config)
+    m = api.load_model(model, patches, device=device, config=config, dtype=dtype)
     written = save_single_file(m.pipe, out) if single_file else export_pipeline(m, out, keep_base=False)
     click.echo(f"exported to {written}")
 
@@ -248,13 +251,16 @@ def patch_export(model, patches, config, device, out, single_file):
               help="checkpoint directory; rerunning with it resumes a killed run (needs checkpoint_every).")
 @click.option("--cache", default=".cache/erasekit/train-images", show_default=True, type=click.Path(file_okay=False),
               help="cache of images methods draw from the base model (anchor / concept images).")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="recompute activations in backward: less memory for more time (SDXL on a 24 GB GPU wants it "
+              "with --dtype bf16).")
 @click.option("--check/--no-check", "check", default=None,
               help="after erasing, draw a few target prompts with base and edited model on fresh seeds and "
               "report the concept's rate (default: on for the built-in toy worlds, where it costs seconds).")
 @click.option("--out", required=True, type=click.Path(),
               help="patch file (.safetensors) to write; a directory for per-concept methods (sepme).")
-def erase(model, patches, config, device, method, concepts, anchors, preserve, request_file, overrides, work, cache,
-          check, out):
+def erase(model, patches, config, device, dtype, method, concepts, anchors, preserve, request_file, overrides, work,
+          cache, gradient_checkpointing, check, out):
     """Erase concepts from MODEL with METHOD and write the result as a patch.
 
     The config is the method paper's defaults, overridden by the model's own (`erasekit ls config
@@ -299,9 +305,10 @@ def erase(model, patches, config, device, method, concepts, anchors, preserve, r
     tokenizer = load_tokenizer(model, config)
     if tokenizer is not None:
         request.check_vocabulary(tokenizer)
-    m = api.load_model(model, patches, device=device, config=config)
+    m = api.load_model(model, patches, device=device, config=config, dtype=dtype)
     start = time.perf_counter()
-    result = api.erase(m, method, request, cfg, checkpoint_dir=work, cache_dir=cache)
+    result = api.erase(m, method, request, cfg, checkpoint_dir=work, cache_dir=cache,
+                       gradient_checkpointing=gradient_checkpointing)
     seconds = time.perf_counter() - start
     made = result if isinstance(result, list) else [result]
     change = api.change_summary(m, made)
@@ -348,7 +355,7 @@ def _report_check(found: dict, method: str, made: list) -> None:
 @click.option("--clip", "clip_path", default=None, type=click.Path(file_okay=False),
               help="local CLIP model directory for clip_score (skipped when not given).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
-def eval_command(model, patches, config, device, suite, seeds, steps, guidance, batch_size, cache, attack_steps,
+def eval_command(model, patches, config, device, dtype, suite, seeds, steps, guidance, batch_size, cache, attack_steps,
                  attack, clip_path, out):
     """Evaluate MODEL with its patches against MODEL alone on a prompt suite, same seeds for both.
 
@@ -367,7 +374,7 @@ def eval_command(model, patches, config, device, suite, seeds, steps, guidance, 
 
         load_clip(clip_path)  # a missing CLIP fails before the model loads
     loaded = [Patch.load(p) for p in patches]
-    m = api.load_model(model, device=device, config=config)
+    m = api.load_model(model, device=device, config=config, dtype=dtype)
     result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
                           cache_dir=cache, attack_steps=attack_steps, clip_path=clip_path, attack=attack)
     from accelerate import PartialState
@@ -408,7 +415,7 @@ def report(results, out, title):
               help="reach that step by DDIM inversion (the paper), or by seeded forward noise (SDEdit).")
 @click.option("--seed", default=0, show_default=True, type=int, help="first noise seed for --noise random.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
-def purify(images, model, patches, config, device, prompt, steps, guidance, invert_with, strength, noise, seed,
+def purify(images, model, patches, config, device, dtype, prompt, steps, guidance, invert_with, strength, noise, seed,
            out):
     """Concept purification: DDIM-invert IMAGES with the edited model and regenerate them.
 
@@ -418,7 +425,7 @@ def purify(images, model, patches, config, device, prompt, steps, guidance, inve
     """
     from erasekit import api
 
-    m = api.load_model(model, patches, device=device, config=config)
+    m = api.load_model(model, patches, device=device, config=config, dtype=dtype)
     x = api.load_images(images, m.image_size)
     result = api.purify(m, x, prompt=prompt, steps=steps, guidance=guidance, invert_with=invert_with,
                         strength=strength, noise=noise, seed=seed)

@@ -30,14 +30,23 @@ class RunOptions:
     cache_dir: Path | None = None  # generated training images, keyed by model fingerprint
     callback: Callback | None = None  # called every `callback_every` training steps (e.g. a Timeline)
     callback_every: int = 0
+    # recompute the trained networks' activations in backward instead of keeping them (memory for time)
+    gradient_checkpointing: bool = False
 
 
 class EditSession:
     def __init__(self, model, scope: str, token_ids: Sequence[int] | None = None) -> None:
+        """Trained tensors become float32 master copies for the session (the optimizer steps in float32
+        on a bf16 / fp16 model; the networks cast them per operation under the model's autocast) and go
+        back to the model's dtype, at their base values, when it ends."""
         self.model = model
         self.selection: Selection = select(model.named_modules(), scope, token_ids=token_ids,
                                           scopes=model.family.scopes)
+        self.dtypes = {n: p.dtype for n, p in self.selection.params.items()}
+        for p in self.selection.params.values():
+            p.data = p.data.float()
         self.base = {n: p.detach().clone() for n, p in self.selection.params.items()}
+        self.checkpointed: list[torch.nn.Module] = []
         # The patch fits the unpatched base; it remembers the patches the model carries while training.
         self.base_fingerprint = patching.base_fingerprint(model, self.base)
         self.made_on = patching.made_on(model)
@@ -64,6 +73,8 @@ class EditSession:
     def trainer(self, config: TrainerConfig, run: RunOptions, callback: Callback | None = None) -> Trainer:
         """The shared trainer over this session's parameters; checkpoints only when the run has a directory;
         the run's callback (if any) every run.callback_every steps unless the method brings its own."""
+        if run.gradient_checkpointing:
+            self.enable_gradient_checkpointing()
         if run.checkpoint_dir is None:
             config = dataclasses.replace(config, checkpoint_every=0)
         config = dataclasses.replace(config, progress=run.progress and config.progress)
@@ -72,6 +83,15 @@ class EditSession:
             config = dataclasses.replace(config, callback_every=run.callback_every)
         return Trainer(self.params, config, checkpoint_dir=run.checkpoint_dir, callback=callback,
                        after_step=self.after_step)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint every component that has trained tensors (diffusers' and transformers' own switch)."""
+        for prefix, module in self.model.named_modules().items():
+            if module in self.checkpointed or not any(n.startswith(prefix + ".") for n in self.params):
+                continue
+            enable = getattr(module, "enable_gradient_checkpointing", None) or module.gradient_checkpointing_enable
+            enable()
+            self.checkpointed.append(module)
 
     def teacher_unet(self) -> dict[str, torch.Tensor]:
         """The frozen θ* values of the trained UNet tensors, named as inside the UNet."""
@@ -98,7 +118,11 @@ class EditSession:
             handle.remove()
         self.selection.hooks.clear()
         for name, p in self.params.items():
-            p.copy_(self.base[name])
+            p.data = self.base[name].to(self.dtypes[name]).clone()
+        for module in self.checkpointed:
+            disable = getattr(module, "disable_gradient_checkpointing", None) or module.gradient_checkpointing_disable
+            disable()
+        self.checkpointed.clear()
         for p in named_parameters(self.model.named_modules()).values():
             p.requires_grad_(False)
             p.grad = None

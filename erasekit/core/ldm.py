@@ -106,8 +106,18 @@ def diffusers_to_ldm(pipe) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
+# SD 2.x's text encoder is OpenCLIP ViT-H (1024 wide), stored as `cond_stage_model.model.*` in the
+# original layout; this module writes SD 1.x's HF-CLIP layout only.
+OPENCLIP_WIDTH = 1024
+
+
 def save_single_file(pipe, path: str | os.PathLike) -> Path:
     """Write the pipeline's weights as one LDM-layout .safetensors file, atomically."""
+    from erasekit.errors import ErasekitError
+
+    if pipe.text_encoder.config.hidden_size == OPENCLIP_WIDTH:
+        raise ErasekitError("single-file export writes SD 1.x's layout; this is an SD 2.x model (OpenCLIP text "
+                            "encoder), whose original layout is not written: export a diffusers directory")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

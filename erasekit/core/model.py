@@ -88,7 +88,11 @@ class DiffusionModel:
     """What every method needs from a Stable Diffusion pipeline, in one place."""
 
     def __init__(self, pipe: DiffusionPipeline, device: str | torch.device | None = None) -> None:
+        """The pipeline as it is: its weights' dtype is the model's; a reduced-precision VAE whose config
+        says `force_upcast` (SD / SDXL VAEs overflow in fp16) runs in float32."""
         self.pipe = pipe
+        if pipe.vae.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+            pipe.vae.to(torch.float32)
         self.family = family_of_pipeline(pipe)
         self.source = "in-memory pipeline"  # what load() was given, for result records
         self.profile: str | None = None  # whose layer of method defaults applies (erasekit.defaults)
@@ -139,7 +143,14 @@ class DiffusionModel:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The precision of the frozen networks' weights (latents, conditions and predictions outside
+        the networks stay float32; the networks run under autocast in this dtype)."""
         return self.pipe.unet.dtype
+
+    def autocast(self):
+        """Run the networks in the weights' precision, with float32 tensors (trained master copies,
+        latents) cast per operation; a no-op at float32."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -171,7 +182,8 @@ class DiffusionModel:
         """The prompts as the denoiser reads them (the family's Conditioning), batch (B, L, D)."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        return self.family.encode(self.pipe, list(prompts)).to(self.dtype)
+        with self.autocast():
+            return self.family.encode(self.pipe, list(prompts)).float()
 
     # ------------------------------------------------------------ denoising
     def eps(
@@ -200,31 +212,32 @@ class DiffusionModel:
         flat = cond.flatten_batch()
         args = (x, t.repeat(k), flat.hidden)
         kwargs = self.family.denoiser_kwargs(flat.extras)
-        if weights:
-            out = torch.func.functional_call(self.unet, weights, args, kwargs, strict=False).sample
-        else:
-            out = self.unet(*args, **kwargs).sample
-        return out.view(k, b, *x_t.shape[1:])
+        with self.autocast():
+            if weights:
+                out = torch.func.functional_call(self.unet, weights, args, kwargs, strict=False).sample
+            else:
+                out = self.unet(*args, **kwargs).sample
+        return out.float().view(k, b, *x_t.shape[1:])
 
     # -------------------------------------------------------------- latents
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → images in [0, 1], (B, 3, H, W), float32."""
-        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
         return ((images.float() + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] → scaled latents (posterior mean)."""
         x = images.to(self.device, self.vae.dtype) * 2 - 1
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
 
     def seeded_noise(self, seeds: Sequence[int], shape: Sequence[int] | None = None) -> torch.Tensor:
         """Standard normal noise of `shape` (default: the latent shape) per seed, drawn on the CPU so
         that images match across devices."""
         shape = tuple(shape or self.latent_shape)
         noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-        return torch.stack(noise).to(self.device, self.dtype)
+        return torch.stack(noise).to(self.device)
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """x_T for each seed."""

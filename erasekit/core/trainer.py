@@ -8,6 +8,7 @@ stops before a bad update touches the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -46,6 +48,14 @@ class TrainerConfig:
     seed: int = 0
     progress: bool = True
     description: str = "training"
+
+    @classmethod
+    def for_method(cls, config: Any, description: str) -> TrainerConfig:
+        """The trainer settings a method's config carries (its fields named as here: steps, lr,
+        weight_decay, grad_clip, ema_decay, seed, checkpoint_every, ...); the rest keep their defaults."""
+        values = dataclasses.asdict(config)
+        own = {f.name for f in dataclasses.fields(cls)} - {"description"}
+        return cls(description=description, **{k: values[k] for k in own if k in values})
 
     def __post_init__(self) -> None:
         if self.steps < 0:

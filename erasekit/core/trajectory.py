@@ -21,7 +21,7 @@ def timesteps_for(model: DiffusionModel, steps: int) -> torch.Tensor:
 def initial_latents(model: DiffusionModel, gen: torch.Generator, batch: int = 1) -> torch.Tensor:
     """x_T drawn from the caller's generator (so checkpointed training replays it)."""
     x = torch.randn((batch, *model.latent_shape), generator=gen)
-    return x.to(model.device, model.dtype) * model.scheduler.init_noise_sigma
+    return x.to(model.device) * model.scheduler.init_noise_sigma
 
 
 @torch.no_grad()

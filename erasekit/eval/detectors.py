@@ -173,14 +173,11 @@ class ImageNetDetector:
         return {"object": np.asarray([IMAGENETTE.get(i, f"imagenet-{i}") for i in top1])}
 
 
-DETECTORS = {"toyworld-classifier": ToyworldDetector, "nudenet": NudeNetDetector,
-             "efficientnet-lite0": ImageNetDetector}
-
-
 def get_detector(name: str) -> Detector:
     from erasekit.errors import ErasekitError
+    from erasekit.eval.detector_names import DETECTORS
     from erasekit.registry import suggest
 
     if name not in DETECTORS:
         raise ErasekitError(f"unknown detector {name!r}{suggest(name, DETECTORS)}")
-    return DETECTORS[name]()
+    return globals()[DETECTORS[name][0]]()

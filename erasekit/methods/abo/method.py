@@ -130,8 +130,7 @@ def erase(
             return concept + config.lam * penalty
 
         trainer = session.trainer(
-            TrainerConfig(steps=config.steps, lr=config.lr, adam_eps=config.adam_eps, grad_clip=config.grad_clip,
-                          seed=config.seed, checkpoint_every=config.checkpoint_every, description="abo"),
+            TrainerConfig.for_method(config, "abo"),
             run,
         )
         state = trainer.fit(loss_fn)

@@ -90,9 +90,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             return loss
 
         trainer = session.trainer(
-            TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-                          grad_clip=config.grad_clip, seed=config.seed, checkpoint_every=config.checkpoint_every,
-                          description=f"ca-{config.variant}"),
+            TrainerConfig.for_method(config, f"ca-{config.variant}"),
             run,
         )
         state = trainer.fit(loss_fn)

@@ -54,8 +54,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
             return F.mse_loss(prediction, esd_target(frozen[0], frozen[1], config.eta))
 
         trainer = session.trainer(
-            TrainerConfig(steps=config.steps, lr=config.lr, grad_clip=config.grad_clip, seed=config.seed,
-                          checkpoint_every=config.checkpoint_every, description=f"esd-{config.variant}"),
+            TrainerConfig.for_method(config, f"esd-{config.variant}"),
             run,
         )
         state = trainer.fit(loss_fn)

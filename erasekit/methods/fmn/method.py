@@ -59,9 +59,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: 
                 return attention_norm(store.maps, columns[k])
 
         trainer = session.trainer(
-            TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-                          grad_clip=config.grad_clip, seed=config.seed, checkpoint_every=config.checkpoint_every,
-                          description="fmn"),
+            TrainerConfig.for_method(config, "fmn"),
             run,
         )
         state = trainer.fit(loss_fn)

@@ -55,9 +55,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
             return sdd_loss(e[1], e[0])
 
         trainer = session.trainer(
-            TrainerConfig(steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-                          grad_clip=config.grad_clip, ema_decay=config.ema_decay, seed=config.seed,
-                          checkpoint_every=config.checkpoint_every, description="sdd"),
+            TrainerConfig.for_method(config, "sdd"),
             run,
         )
         holder["trainer"] = trainer

@@ -1,0 +1,153 @@
+"""What an SDXL-sized erase costs: seconds per All-but-One step and peak memory per precision.
+
+An SDXL-shaped pipeline with random weights is built here (nothing downloads): UNet block channels
+(320, 640, 1280), transformer depths (1, 2, 10), `text_time` addition embedding (256 · 6 + 1280),
+CLIP-L-sized (768, 12 layers) and OpenCLIP-bigG-sized (1280, 32 layers, projection 1280) text
+encoders over 77 tokens, the SDXL VAE layout. Each precision runs in its own process, so that its peak
+resident memory is its own and a run that does not fit the machine is recorded as such (the process
+is killed; the others go on): fp32, bf16, bf16 + gradient checkpointing. Every run is a short abo
+erase (scope to_out, one trajectory of 2 DDIM steps, batch 1) at --resolution px; the first step
+(which also walks the trajectory pool) is timed apart from the others.
+
+On a GPU (--device cuda) it records peak CUDA memory as well. Writes
+benchmarks/results/families_cost.json (format: ../shared/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRECISIONS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+checkpointing": ("bf16", True)}
+
+
+def build_sdxl(tokenizer_dir: Path, resolution: int):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                                                "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+        cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=256 * 6 + 1280,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=resolution, scaling_factor=0.13025,
+    )
+
+    def clip(hidden, layers, heads, projection, cls):
+        return cls(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                                  num_hidden_layers=layers, num_attention_heads=heads, projection_dim=projection,
+                                  max_position_embeddings=77, hidden_act="gelu", bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionXLPipeline(
+        vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
+        text_encoder=clip(768, 12, 12, 768, CLIPTextModel),
+        text_encoder_2=clip(1280, 32, 20, 1280, CLIPTextModelWithProjection),
+    )
+
+
+def run_one(dtype: str, checkpointing: bool, resolution: int, steps: int, device: str) -> dict:
+    """One precision, in this process: build, erase `steps` abo steps, report times and peaks."""
+    import torch
+
+    from erasekit import api
+    from erasekit.core.model import DiffusionModel
+    from erasekit.request import EraseRequest
+    from erasekit.toyworld.tokenizer import save_tokenizer
+
+    with tempfile.TemporaryDirectory() as tok:
+        save_tokenizer(Path(tok))
+        start = time.perf_counter()
+        pipe = build_sdxl(Path(tok), resolution)
+    for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
+        getattr(pipe, name).to(device=device, dtype=api.DTYPES[dtype])
+    model = DiffusionModel(pipe)
+    build_seconds = time.perf_counter() - start
+    params = sum(p.numel() for p in pipe.unet.parameters())
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick(step, trainer):
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    config = {"steps": steps, "sampling_steps": 2, "t_warmup": 0, "lr": 1e-5, "pool_size": 1, "pool_refresh": steps,
+              "batch_size": 1}
+    last[0] = time.perf_counter()
+    api.erase(model, "abo", EraseRequest(["circle"], ["square"]), config, progress=False, callback=tick,
+              callback_every=1, gradient_checkpointing=checkpointing)
+    out = {"unet_params": params, "build_seconds": round(build_seconds, 1),
+           "first_step_seconds": round(times[0], 2),
+           "seconds_per_step": round(sum(times[1:]) / max(1, len(times) - 1), 2),
+           "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    if device.startswith("cuda"):
+        out["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", type=int, default=512, help="image size in px (SDXL's native: 1024)")
+    parser.add_argument("--steps", type=int, default=3, help="abo steps per run (the first also walks the pool)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one precision, print JSON
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.one:
+        dtype, checkpointing = PRECISIONS[args.one]
+        print(json.dumps(run_one(dtype, checkpointing, args.resolution, args.steps, args.device)), flush=True)
+        return
+    runs = []
+    for label in args.precisions.split(","):
+        dtype, checkpointing = PRECISIONS[label]
+        child = subprocess.run([sys.executable, __file__, "--one", label, "--resolution", str(args.resolution),
+                                "--steps", str(args.steps), "--device", args.device, "--threads", str(args.threads)],
+                               capture_output=True, text=True)
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        if child.returncode == 0 and lines:
+            metrics, status = json.loads(lines[-1]), "ok"
+        else:
+            killed = child.returncode in (-9, 137)
+            metrics = {}
+            status = ("out of memory (killed)" if killed else
+                      f"failed (exit {child.returncode}): {(child.stderr.strip().splitlines() or [''])[-1][:200]}")
+        runs.append({"family": "sdxl", "method": "abo", "precision": label, "dtype": dtype,
+                     "gradient_checkpointing": checkpointing, "resolution": args.resolution, "status": status,
+                     "metrics": metrics})
+        print(label, status, metrics, flush=True)
+        from erasekit.eval.results import write_result
+
+        write_result("families_cost", runs, out_dir=args.out,
+                     extra={"complete": len(runs) == len(args.precisions.split(","))})
+
+
+if __name__ == "__main__":
+    main()
