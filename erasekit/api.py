@@ -173,10 +173,30 @@ def erase(
     run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,
                      cache_dir=Path(cache_dir) if cache_dir else None, callback=callback,
                      callback_every=callback_every, gradient_checkpointing=gradient_checkpointing)
-    result = spec.erase(model, request, resolved.config, run)
+    per_process, parallel = _share_of_the_batch(resolved.config)
+    result = spec.erase(model, request, per_process, run)
     for p in result if isinstance(result, list) else [result]:
         p.info["config_sources"] = dict(resolved.sources)
+        if parallel:
+            p.info["data_parallel"] = parallel
     return result
+
+
+def _share_of_the_batch(config: Any) -> tuple[Any, dict[str, int] | None]:
+    """Under `accelerate launch --num_processes N`: each process draws batch_size / N examples a step
+    (gradients are averaged, so the step is the one-process step on the whole batch); a method without
+    a batch_size draws its one example per process (a batch of N). One process: the config as it is."""
+    from erasekit.core.distributed import processes
+
+    n = processes().num_processes
+    if n == 1:
+        return config, None
+    batch = getattr(config, "batch_size", None)
+    if batch is None:
+        return config, {"processes": n, "examples_per_step": n}
+    if batch % n:
+        raise ErasekitError(f"batch_size {batch} does not split over {n} processes; use a multiple of {n}")
+    return dataclasses.replace(config, batch_size=batch // n), {"processes": n, "examples_per_step": batch}
 
 
 def change_summary(model: DiffusionModel, patches: Sequence[patching.Patch]) -> dict[str, Any]:

@@ -231,13 +231,16 @@ def test_accelerate_two_processes_give_the_same_metrics(tmp_path):
     common = ["eval", "--model", "toyworld", "--suite", str(suite), "--seeds", "0-2", "--steps", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = [sys.executable, "-m", "erasekit", *common, "--cache", str(tmp_path / "c1"), "--out", str(tmp_path / "one")]
-    two = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "erasekit",
+    # --multi_gpu is accelerate's multi-process launcher; without GPUs the processes join one CPU (gloo) group
+    two = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "erasekit",
            *common, "--cache", str(tmp_path / "c2"), "--out", str(tmp_path / "two")]
     for cmd in (one, two):
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
-    a = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
-    b = json.loads((tmp_path / "two" / "results.json").read_text())["metrics"]
+    a_doc = json.loads((tmp_path / "one" / "results.json").read_text())
+    b_doc = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert (a_doc["processes"], b_doc["processes"]) == (1, 2)
+    a, b = a_doc["metrics"], b_doc["metrics"]
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == pytest.approx(b[key], abs=1e-4), key

@@ -77,3 +77,32 @@ def test_callback_can_stop_early():
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         TrainerConfig(**bad)
+
+
+def test_accelerate_two_processes_train_one_patch_written_once(tiny_dir, tmp_path):
+    """`accelerate launch --num_processes 2 -m erasekit erase`: each process draws its share of the
+    batch, gradients are averaged (the trainer checks the processes end with the same weights), one
+    process writes the patch; a batch that does not split is one clear error."""
+    import os
+    import subprocess
+    import sys
+
+    from erasekit.core.patch import Patch
+
+    settings = ["steps=2", "sampling_steps=3", "t_warmup=0", "pool_size=2", "lr=1e-3"]
+    base = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "erasekit",
+            "erase", "--model", str(tiny_dir), "--method", "abo", "--concept", "circle", "--anchor", "square",
+            *[x for s in settings for x in ("--set", s)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "p.safetensors"
+    done = subprocess.run([*base, "--set", "batch_size=2", "--out", str(out)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("patch written to") == 1
+    patch = Patch.load(out)
+    assert patch.info["data_parallel"] == {"processes": 2, "examples_per_step": 2}
+    assert patch.config["batch_size"] == 1 and any(float(d.abs().max()) > 0 for d in patch.deltas.values())
+    odd = subprocess.run([*base, "--set", "batch_size=3", "--out", str(tmp_path / "q.safetensors")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert odd.returncode != 0 and "does not split over 2 processes" in odd.stderr
+    assert not (tmp_path / "q.safetensors").exists()

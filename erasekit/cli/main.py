@@ -311,14 +311,22 @@ def erase(model, patches, config, device, dtype, method, concepts, anchors, pres
                        gradient_checkpointing=gradient_checkpointing)
     seconds = time.perf_counter() - start
     made = result if isinstance(result, list) else [result]
+    from erasekit.core.distributed import processes
+
+    main_process = processes().is_main_process  # under `accelerate launch`, one process reports and writes
     change = api.change_summary(m, made)
-    click.echo(f"erased {', '.join(request.concepts)} with {method} in {seconds:.1f} s: {change['tensors']} tensors "
-               f"({change['values']:,} values), relative weight change {change['relative_change']:.4g}", err=True)
+    if main_process:
+        click.echo(f"erased {', '.join(request.concepts)} with {method} in {seconds:.1f} s: {change['tensors']} "
+                   f"tensors ({change['values']:,} values), relative weight change {change['relative_change']:.4g}",
+                   err=True)
     if check:
         for concept in request.concepts:
-            _report_check(api.check_erasure(m, made, concept), method, made)
-    for path in api.save_patches(result, out):
-        click.echo(f"patch written to {path}")
+            found = api.check_erasure(m, made, concept)
+            if main_process:
+                _report_check(found, method, made)
+    if main_process:
+        for path in api.save_patches(result, out):
+            click.echo(f"patch written to {path}")
 
 
 def _report_check(found: dict, method: str, made: list) -> None:
@@ -377,11 +385,13 @@ def eval_command(model, patches, config, device, dtype, suite, seeds, steps, gui
     m = api.load_model(model, device=device, config=config, dtype=dtype)
     result = api.evaluate(m, loaded, suite, seeds=seeds, steps=steps, guidance=guidance, batch_size=batch_size,
                           cache_dir=cache, attack_steps=attack_steps, clip_path=clip_path, attack=attack)
-    from accelerate import PartialState
+    from erasekit.core.distributed import processes
 
-    if not PartialState().is_main_process:  # under `accelerate launch` one process writes the results
+    state = processes()
+    if not state.is_main_process:  # under `accelerate launch` one process writes the results
         return
-    path = api.save_evaluation(result, out, info={"model": model, "patches": [p.summary() for p in loaded]})
+    path = api.save_evaluation(result, out, info={"model": model, "patches": [p.summary() for p in loaded],
+                                                  "processes": state.num_processes})
     for key, value in result["metrics"].items():
         click.echo(f"{key:24s} {value:.4g}" if isinstance(value, float) else f"{key:24s} {value}")
     click.echo(f"results in {path / 'results.json'}")

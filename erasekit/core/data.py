@@ -63,9 +63,9 @@ def distributed_generate(
 ) -> torch.Tensor:
     """generate_images, sharded over `accelerate launch` processes (pair i on process i mod n) and
     gathered, so every process returns every image; one process just generates."""
-    from accelerate import PartialState
+    from erasekit.core.distributed import processes
 
-    state = PartialState()
+    state = processes()
     kw = dict(steps=settings.steps, guidance=settings.guidance, batch_size=settings.batch_size)
     if state.num_processes == 1:
         return generate_images(model, list(prompts), settings.seeds, progress=progress, **kw)
@@ -98,9 +98,9 @@ def cached_images(
 
 
 def _is_main_process() -> bool:
-    from accelerate import PartialState
+    from erasekit.core.distributed import processes
 
-    return PartialState().is_main_process
+    return processes().is_main_process
 
 
 def concept_latents(

@@ -114,26 +114,65 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.losses: list[float] = []
+        from erasekit.core.distributed import processes
+
+        # Under `accelerate launch`: every process trains the same weights on its own draws; gradients
+        # and losses are averaged across processes each step, so the weights stay identical.
+        self.world = processes()
+
+    def _generator(self, step: int) -> torch.Generator:
+        """The step's random stream: the run's one checkpointed generator on one process; with several,
+        a stream per (seed, step, process), so that processes draw different examples and a resumed
+        run repeats them without any process's generator state."""
+        if self.world.num_processes == 1:
+            return self.generator
+        index = (self.config.seed * 1_000_003 + step) * 1024 + self.world.process_index
+        return torch.Generator().manual_seed(index)
+
+    def _average_across_processes(self, loss: torch.Tensor) -> float:
+        """All-reduce (mean) the gradients and the loss; the mean loss is what every process logs."""
+        value = loss.detach().float().reshape(1)
+        if self.world.num_processes == 1:
+            return float(value)
+        from accelerate.utils import reduce
+
+        for p in self.params.values():  # every process reduces every tensor, in the same order
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(reduce(p.grad, reduction="mean"))
+        return float(reduce(value, reduction="mean"))
+
+    def _check_in_sync(self) -> None:
+        """Every process ends with the same weights (a diverged process would write another patch)."""
+        if self.world.num_processes == 1:
+            return
+        from accelerate.utils import gather_object
+
+        total = float(sum(p.detach().double().sum() for p in self.params.values()))
+        sums = gather_object([total])
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(total)):
+            raise ErasekitError(f"data-parallel processes diverged: weight sums {sums}")
 
     # ------------------------------------------------------------------ loop
     def fit(self, loss_fn: LossFn) -> TrainState:
         self._maybe_resume()
         cfg = self.config
         bar = tqdm(
-            total=cfg.steps, initial=self.step, desc=cfg.description, disable=not cfg.progress, dynamic_ncols=True
+            total=cfg.steps, initial=self.step, desc=cfg.description, dynamic_ncols=True,
+            disable=not cfg.progress or not self.world.is_main_process,
         )
         stopped = False
         try:
             while self.step < cfg.steps:
-                loss = loss_fn(self.step, self.generator)
-                value = float(loss.detach())
+                loss = loss_fn(self.step, self._generator(self.step))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # a non-finite loss is refused below, before any weight moves
+                value = self._average_across_processes(loss)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"loss became {value} at step {self.step}; weights kept from step {self.step} "
                         "(lower the learning rate or check the inputs)"
                     )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 self._check_and_clip_gradients()
                 for group in self.optimizer.param_groups:
                     group["lr"] = self._lr_at(self.step)
@@ -155,6 +194,7 @@ class Trainer:
             bar.close()
         if self.checkpoint_dir is not None and cfg.checkpoint_every:
             self.save_checkpoint()
+        self._check_in_sync()
         return TrainState(step=self.step, losses=list(self.losses), stopped_early=stopped)
 
     def _lr_at(self, step: int) -> float:
@@ -187,7 +227,8 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path | None:
-        if self.checkpoint_dir is None:
+        """Write the run's state (one process writes; the others hold the same weights)."""
+        if self.checkpoint_dir is None or not self.world.is_main_process:
             return None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
