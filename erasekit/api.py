@@ -162,6 +162,7 @@ def erase(
     24 GB GPU needs it with bf16).
     """
     spec = get_method(method)
+    spec.check_family(model.family)
     if isinstance(config, ResolvedConfig):
         resolved = config
     elif isinstance(config, spec.config_class):

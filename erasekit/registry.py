@@ -23,6 +23,7 @@ class MethodSpec:
     needs_anchor: bool = False
     multi_patch: bool = False  # returns one patch per concept (written to a directory)
     check_name: str | None = None  # check(request, config) in config.py: method-specific checks needing no model
+    needs: tuple[str, ...] = ()  # family capabilities it relies on (erasekit.core.families.CAPABILITIES)
 
     @property
     def config_class(self) -> type:
@@ -31,6 +32,15 @@ class MethodSpec:
     @property
     def erase(self) -> Callable:  # erase(model, request, config, run) -> Patch
         return importlib.import_module(f"{self.package}.method").erase
+
+    def check_family(self, family) -> None:
+        """Refuse, in one line and before any weights load, a family that lacks what the method needs."""
+        from erasekit.core.families import CAPABILITIES
+
+        for need in self.needs:
+            if need not in family.capabilities:
+                raise ErasekitError(f"method {self.name!r} cannot run on {family.name} models: it needs "
+                                    f"{CAPABILITIES[need]}, which they do not have")
 
     def check_request(self, request, config=None) -> None:
         """Method-specific request checks that need no model (run before any weights load)."""
@@ -53,13 +63,14 @@ def register_method(
     needs_anchor: bool = False,
     multi_patch: bool = False,
     check: str | None = None,
+    needs: Iterable[str] = (),
 ) -> None:
     """One line in a method package's __init__.py: `register_method("abo", __name__, "AboConfig", "...")`.
 
     config (and check) name objects of the package's config.py; its method.py defines erase().
     """
     spec = MethodSpec(name=name, package=package, config_name=config, summary=summary, needs_anchor=needs_anchor,
-                      multi_patch=multi_patch, check_name=check)
+                      multi_patch=multi_patch, check_name=check, needs=tuple(needs))
     if name in _METHODS and _METHODS[name] != spec:
         raise ValueError(f"method {name!r} registered twice")
     _METHODS[name] = spec

@@ -156,3 +156,26 @@ def test_a_single_file_is_recognised_by_its_keys(tmp_path):
     sd = tmp_path / "sd.safetensors"
     save_file({"cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(2)}, str(sd))
     assert family_of(sdxl).name == "sdxl" and family_of(sd).name == "sd"
+
+
+def test_a_method_refuses_a_family_without_what_it_needs_in_one_line(tiny_model):
+    import dataclasses
+
+    from erasekit import api
+    from erasekit.core.families import CAPABILITIES, get_family, list_families
+    from erasekit.errors import ErasekitError
+    from erasekit.registry import get_method, list_methods
+    from erasekit.request import EraseRequest
+
+    for family in list_families():  # today every method serves every family
+        for spec in list_methods():
+            spec.check_family(family)
+    assert all(set(spec.needs) <= set(CAPABILITIES) for spec in list_methods())
+    distilled = dataclasses.replace(get_family("sd"), name="distilled",
+                                    capabilities=frozenset(CAPABILITIES) - {"unconditional-branch"})
+    with pytest.raises(ErasekitError, match="'esd' cannot run on distilled models: it needs an unconditional"):
+        get_method("esd").check_family(distilled)
+    get_method("uce").check_family(distilled)  # UCE needs only the text-side projections
+    tiny_model.family = distilled
+    with pytest.raises(ErasekitError, match="cannot run on distilled"):
+        api.erase(tiny_model, "abo", EraseRequest(["circle"], ["square"]), {"steps": 1}, progress=False)

@@ -49,11 +49,13 @@ def ls() -> None:
 
 @ls.command("methods")
 def ls_methods() -> None:
-    """Registered erasure methods."""
+    """Registered erasure methods and the model families each serves."""
+    from erasekit.core.families import list_families
     from erasekit.registry import list_methods
 
     for spec in list_methods():
-        click.echo(f"{spec.name:8s} {spec.summary}")
+        served = [f.name for f in list_families() if set(spec.needs) <= f.capabilities]
+        click.echo(f"{spec.name:8s} {spec.summary} [{', '.join(served)}]")
 
 
 @ls.command("suites")
@@ -289,8 +291,11 @@ def erase(model, patches, config, device, dtype, method, concepts, anchors, pres
               else f"--out must end with .safetensors, got {out!r}")
     # Paper < the family's < the model's defaults < the request file < --set; a bad value fails here,
     # before the model loads.
-    profile = profile_of(model)
-    cfg = resolve_config(method, profile, request, values, parse_overrides(overrides), family=family_name_of(model))
+    from erasekit.core.families import get_family
+
+    profile, family = profile_of(model), family_name_of(model)
+    spec.check_family(get_family(family))
+    cfg = resolve_config(method, profile, request, values, parse_overrides(overrides), family=family)
     spec.check_request(request, cfg.config)
     if check is None:
         check = profile is not None and all(check_suite(profile, c) for c in request.concepts)

@@ -24,6 +24,13 @@ from typing import Any
 
 from erasekit.errors import ErasekitError
 
+# What a method may need from a family (MethodSpec.needs); a family lists what it has.
+CAPABILITIES: dict[str, str] = {
+    "text-cross-attention": "attention layers whose keys and values read the text context (UNet attn2)",
+    "unconditional-branch": "an unconditional prediction ε(∅) for classifier-free guidance",
+    "ddim-trajectories": "a DDPM-type noise schedule sampled and inverted with DDIM",
+}
+
 
 @dataclass(frozen=True)
 class Family:
@@ -40,6 +47,7 @@ class Family:
     denoiser_kwargs: Callable[[Mapping[str, Any]], dict[str, Any]]
     scopes: Mapping[str, Callable[[str], bool]]  # scope name -> selects a parameter by its name
     scope_descriptions: Mapping[str, str]
+    capabilities: frozenset[str] = frozenset(CAPABILITIES)
     # whether `patch export --single-file` can write the original (A1111 / ComfyUI) layout; else why not
     exports_single_file: bool = False
     single_file_note: str = ""

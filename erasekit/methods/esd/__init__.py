@@ -2,4 +2,5 @@
 
 from erasekit.registry import register_method
 
-register_method("esd", __name__, "EsdConfig", "ESD: negative guidance as the teacher (variants x, u, x-strict)")
+register_method("esd", __name__, "EsdConfig", "ESD: negative guidance as the teacher (variants x, u, x-strict)",
+                needs=("unconditional-branch", "ddim-trajectories"))

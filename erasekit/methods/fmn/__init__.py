@@ -2,4 +2,5 @@
 
 from erasekit.registry import register_method
 
-register_method("fmn", __name__, "FmnConfig", "Forget-Me-Not: minimise cross-attention on the concept's tokens")
+register_method("fmn", __name__, "FmnConfig", "Forget-Me-Not: minimise cross-attention on the concept's tokens",
+                needs=("text-cross-attention",))

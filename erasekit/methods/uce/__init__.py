@@ -2,4 +2,5 @@
 
 from erasekit.registry import register_method
 
-register_method("uce", __name__, "UceConfig", "UCE: closed-form edit of cross-attention keys/values, no training")
+register_method("uce", __name__, "UceConfig", "UCE: closed-form edit of cross-attention keys/values, no training",
+                needs=("text-cross-attention",))
