@@ -31,7 +31,7 @@ def table(doc: dict) -> str:
                   + (f"; reported on evaluation seeds {', '.join(_seed_text(s) for s in doc['evaluation_seeds'])}"
                      if "evaluation_seeds" in doc else "") + ".", ""]
     if "tables" in doc:  # the benchmark's own views of its runs (every run stays in the JSON)
-        for view in doc["tables"]:
+        for view in doc["tables"] + _comparisons(doc):
             lines += [f"{view['title']}:", "", "| " + " | ".join(view["columns"]) + " |",
                       "|---" * len(view["columns"]) + "|"]
             lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in view["rows"]] + [""]
@@ -69,6 +69,21 @@ def table(doc: dict) -> str:
             lines += ["", f"{_label(run, varying)}:", ""]
         lines += _metric_table(run["metrics"])
     return "\n".join(lines)
+
+
+def _comparisons(doc: dict) -> list[dict]:
+    """A Table-1 file that names another (`compare_to`) gets the view of its runs against that file's."""
+    if "compare_to" not in doc:
+        return []
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("table1_toyworld", ROOT / "benchmarks" / "table1_toyworld.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = json.loads((ROOT / "benchmarks" / "results" / f"{doc['compare_to']}.json").read_text())
+    return [module.comparison(doc["runs"], reference)]
 
 
 def _seed_text(seeds: list[int]) -> str:

@@ -79,7 +79,7 @@ def main() -> None:
     print(write_result(name, runs, out_dir=args.out, extra={**extra, "parts": parts, "command": command}))
 
 
-PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned")
+PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned", "compare_to")
 
 
 def _views(benchmark: str):

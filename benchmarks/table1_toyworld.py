@@ -9,7 +9,6 @@ Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import common
@@ -127,11 +126,11 @@ def main() -> None:
             for entry in entries:
                 print(label, case["case"], entry["seeds"][0], {k: round(v, 3) for k, v in entry["metrics"].items()
                                                                if k in (*SUMMARY_KEYS, "recovery_rate")}, flush=True)
-            views = tables(runs, seed_sets)
-            if args.compare_to:
-                views.append(comparison(runs, json.loads((Path(args.out) / f"{args.compare_to}.json").read_text())))
+            # The comparison is drawn when the README is rendered (make_tables.py), from both files as they are.
             write_result(args.name, runs, out_dir=args.out,
-                         extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets, "tables": views})
+                         extra={**common.protocol(TUNED), "evaluation_seeds": seed_sets,
+                                "tables": tables(runs, seed_sets),
+                                **({"compare_to": args.compare_to} if args.compare_to else {})})
 
 
 if __name__ == "__main__":
