@@ -174,8 +174,8 @@ def erase(
     run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,
                      cache_dir=Path(cache_dir) if cache_dir else None, callback=callback,
                      callback_every=callback_every, gradient_checkpointing=gradient_checkpointing)
-    per_process, parallel = _share_of_the_batch(resolved.config)
-    result = spec.erase(model, request, per_process, run)
+    parallel = _check_the_batch_splits(resolved.config)
+    result = spec.erase(model, request, resolved.config, run)
     for p in result if isinstance(result, list) else [result]:
         p.info["config_sources"] = dict(resolved.sources)
         if parallel:
@@ -183,21 +183,21 @@ def erase(
     return result
 
 
-def _share_of_the_batch(config: Any) -> tuple[Any, dict[str, int] | None]:
-    """Under `accelerate launch --num_processes N`: each process draws batch_size / N examples a step
-    (gradients are averaged, so the step is the one-process step on the whole batch); a method without
-    a batch_size draws its one example per process (a batch of N). One process: the config as it is."""
+def _check_the_batch_splits(config: Any) -> dict[str, int] | None:
+    """Under `accelerate launch --num_processes N`: each process trains on its share of the batch every
+    process draws alike (erasekit.core.distributed.share), so batch_size must split over N; a method
+    without a batch_size repeats its one example on every process (no faster, the same result)."""
     from erasekit.core.distributed import processes
 
     n = processes().num_processes
     if n == 1:
-        return config, None
+        return None
     batch = getattr(config, "batch_size", None)
     if batch is None:
-        return config, {"processes": n, "examples_per_step": n}
-    if batch % n:
+        log.warning("this method draws one example a step: %d processes repeat it (same patch, no speed-up)", n)
+    elif batch % n:
         raise ErasekitError(f"batch_size {batch} does not split over {n} processes; use a multiple of {n}")
-    return dataclasses.replace(config, batch_size=batch // n), {"processes": n, "examples_per_step": batch}
+    return {"processes": n, "examples_per_step": batch or 1}
 
 
 def change_summary(model: DiffusionModel, patches: Sequence[patching.Patch]) -> dict[str, Any]:

@@ -15,3 +15,14 @@ def processes():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def share(*batch):
+    """This process's share of a batch every process drew alike (the same generator stream): items
+    rank, rank + N, rank + 2N, ... of each tensor (or list). With gradients averaged across the N
+    processes, a step on the shares is the one-process step on the whole batch."""
+    state = processes()
+    if state.num_processes == 1:
+        return batch if len(batch) > 1 else batch[0]
+    sliced = tuple(item[state.process_index::state.num_processes] for item in batch)
+    return sliced if len(sliced) > 1 else sliced[0]

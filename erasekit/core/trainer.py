@@ -116,18 +116,10 @@ class Trainer:
         self.losses: list[float] = []
         from erasekit.core.distributed import processes
 
-        # Under `accelerate launch`: every process trains the same weights on its own draws; gradients
-        # and losses are averaged across processes each step, so the weights stay identical.
+        # Under `accelerate launch`: every process draws the same examples (one generator stream) and trains
+        # on its share of them (erasekit.core.distributed.share); gradients and losses are averaged across
+        # processes each step, so the weights stay identical and equal the one-process run's.
         self.world = processes()
-
-    def _generator(self, step: int) -> torch.Generator:
-        """The step's random stream: the run's one checkpointed generator on one process; with several,
-        a stream per (seed, step, process), so that processes draw different examples and a resumed
-        run repeats them without any process's generator state."""
-        if self.world.num_processes == 1:
-            return self.generator
-        index = (self.config.seed * 1_000_003 + step) * 1024 + self.world.process_index
-        return torch.Generator().manual_seed(index)
 
     def _average_across_processes(self, loss: torch.Tensor) -> float:
         """All-reduce (mean) the gradients and the loss; the mean loss is what every process logs."""
@@ -164,7 +156,7 @@ class Trainer:
         stopped = False
         try:
             while self.step < cfg.steps:
-                loss = loss_fn(self.step, self._generator(self.step))
+                loss = loss_fn(self.step, self.generator)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # a non-finite loss is refused below, before any weight moves
                 value = self._average_across_processes(loss)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from erasekit.core.attention import control_attention
+from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.guidance import bottlenecked_delta
 from erasekit.core.model import DiffusionModel
@@ -122,6 +123,7 @@ def erase(
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             entries, index, x, (target, teacher_uncond) = pool.draw(step, gen, config.batch_size)
+            entries, index, x, target, teacher_uncond = share(entries, index, x, target, teacher_uncond)
             t = timesteps[index.to(timesteps.device)]
             k = pool.groups[entries].to(concept_embeds.device)
             student = model.eps(x, t, torch.stack([teacher.uncond.expand(len(k), *teacher.uncond.shape),

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from erasekit.core.data import concept_latents
+from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.noising import noised
@@ -68,7 +69,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
             prompt_idx = (idx % len(pairs[k])).to(model.device)  # image i was drawn from prompt i mod P
             x_t, target = noised(model.scheduler, z0, noise, t)
-            return x_t, t, target, prompt_idx
+            return share(x_t, t, target, prompt_idx)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))
