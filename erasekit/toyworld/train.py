@@ -305,6 +305,10 @@ def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | 
     source = vae_from or out_dir
     classifier = train_classifier(cfg, source.parent / f"{source.name}-{CLASSIFIER_FILE}", work, out_dir)
     train_vae(cfg, out_dir, work)
+    # Which worlds it started from, as given (relative paths stay relative): part of how to reproduce it.
+    origins = {k: str(v) for k, v in (("init_from", init_from), ("vae_from", vae_from)) if v is not None}
+    if origins:
+        _record(out_dir, "unet", 0.0, **origins)
     train_unet(cfg, out_dir, work, classifier, init_from=init_from)
     log.info("toy world trained into %s", out_dir)
 
