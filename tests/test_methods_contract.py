@@ -97,3 +97,16 @@ def test_purification_runs_on_every_family(family_model):
     out = api.purify(family_model, images, prompt="a red circle", steps=3)
     assert out.shape == images.shape and torch.isfinite(out).all()
     assert float((out - images).abs().mean()) > 1e-3
+
+
+MANY = ["circle", "square", "triangle", "cross", "diamond", "red", "green", "blue"]  # 8 toy concepts
+
+
+@pytest.mark.parametrize("method", ["abo", "ca", "esd", "uce"])
+def test_eight_concepts_in_one_run_make_one_patch_naming_all(v_model, method):
+    _, config, scope = CASES[method]
+    anchors = ["thing"] * len(MANY) if method in ("abo", "ca", "uce") else []
+    patch = erase(v_model, method, EraseRequest(MANY, anchors), config, progress=False)
+    assert patch.concepts == MANY and patch.deltas
+    allowed = set(select(v_model.named_modules(), scope).params)
+    assert set(patch.deltas) <= allowed
