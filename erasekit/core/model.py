@@ -41,7 +41,7 @@ def load_pipeline(
     family = family_of(resolved)
     pipeline_class = family.pipeline_class()
     kwargs = dict(family.load_kwargs)
-    if torch_dtype is not None:
+    if torch_dtype not in (None, torch.float32):  # float32 is diffusers' default (and spares its deprecation note)
         kwargs["torch_dtype"] = torch_dtype
     try:
         if isinstance(resolved, Path) and resolved.is_file():
