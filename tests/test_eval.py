@@ -93,7 +93,7 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
     from erasekit.core.model import DiffusionModel
     from erasekit.core.patch import Patch
     from erasekit.core.scopes import select
-    from erasekit.eval import detectors
+    from erasekit.eval import detector_names, detectors
 
     class FixedDetector:
         name = "fixed"
@@ -105,7 +105,8 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
         def settings(self):
             return {"name": self.name, "threshold": "mean brightness"}
 
-    monkeypatch.setitem(detectors.DETECTORS, "fixed", FixedDetector)
+    monkeypatch.setitem(detector_names.DETECTORS, "fixed", ("FixedDetector", "a fixed test detector"))
+    monkeypatch.setattr(detectors, "FixedDetector", FixedDetector, raising=False)
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: t\nversion: 1\ndetector: fixed\nconcept: {attribute: shape, value: circle}\n"
                      "groups:\n  target: [a red circle, a blue circle]\n"
