@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from erasekit.eval.results import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+checkpointing": ("bf16", True)}
 
@@ -143,8 +145,6 @@ def main() -> None:
                      "gradient_checkpointing": checkpointing, "resolution": args.resolution, "status": status,
                      "metrics": metrics})
         print(label, status, metrics, flush=True)
-        from erasekit.eval.results import write_result
-
         write_result("families_cost", runs, out_dir=args.out,
                      extra={"complete": len(runs) == len(args.precisions.split(","))})
 

@@ -30,10 +30,6 @@ class Conditioning:
         return self.hidden.shape
 
     @property
-    def batch_shape(self) -> torch.Size:
-        return self.hidden.shape[:-_TOKEN_DIMS]
-
-    @property
     def device(self) -> torch.device:
         return self.hidden.device
 
@@ -67,20 +63,12 @@ class Conditioning:
     def expand_as(self, other: Conditioning | torch.Tensor) -> Conditioning:
         return self.expand(*other.shape)
 
-    def unsqueeze(self, dim: int) -> Conditioning:
-        if dim < 0:
-            raise ValueError("Conditioning.unsqueeze takes a batch dimension counted from the front")
-        return self._map(lambda t, _: t.unsqueeze(dim))
-
     def flatten_batch(self) -> Conditioning:
         """All batch dimensions folded into one, (N, L, D)."""
         return self._map(lambda t, trailing: t.reshape(-1, *t.shape[t.dim() - trailing:]))
 
     def to(self, *args, **kwargs) -> Conditioning:
         return self._map(lambda t, _: t.to(*args, **kwargs))
-
-    def detach(self) -> Conditioning:
-        return self._map(lambda t, _: t.detach())
 
     def float(self) -> Conditioning:
         return self._map(lambda t, _: t.float())
