@@ -78,20 +78,20 @@ def build_tiny_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32):
 
 def build_tiny_sdxl_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32, prediction_type: str = "epsilon"):
     """A random-weight SDXL pipeline as diffusers' SDXL tests build it: UNet (32, 64) with the
-    `text_time` addition embedding, CLIP-L-like + CLIP-G-like encoders (hidden `text_dim` each, the
-    second with projection), context width 2·text_dim, DDIM."""
+    `text_time` addition embedding, a CLIP-L-like encoder (hidden `text_dim`) and a wider CLIP-G-like one
+    with projection (hidden `text_dim` + 16, as bigG is wider than CLIP-L), context width their sum, DDIM."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    time_dim = 8
+    time_dim, wide = 8, text_dim + 16
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * time_dim + text_dim, cross_attention_dim=2 * text_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + wide, cross_attention_dim=text_dim + wide,
         norm_num_groups=16,
     )
     vae = AutoencoderKL(
@@ -99,17 +99,21 @@ def build_tiny_sdxl_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32, p
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), sample_size=16,
     )
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=37, num_hidden_layers=3,
-        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, projection_dim=text_dim,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+
+    def clip(hidden: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=37, num_hidden_layers=3,
+            num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, projection_dim=hidden,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
     )
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=CLIPTextModel(config), text_encoder_2=CLIPTextModelWithProjection(config),
+        vae=vae, text_encoder=CLIPTextModel(clip(text_dim)), text_encoder_2=CLIPTextModelWithProjection(clip(wide)),
         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
     )
 

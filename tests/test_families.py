@@ -26,7 +26,7 @@ def _pipe(path) -> StableDiffusionXLPipeline:
 def test_a_directory_loads_as_sdxl_with_every_text_encoder(sdxl_model):
     assert sdxl_model.family.name == "sdxl"
     assert list(sdxl_model.named_modules()) == ["unet", "text_encoder", "text_encoder_2"]
-    assert sdxl_model.context_dim == 64
+    assert sdxl_model.context_dim == 32 + 48  # CLIP-L-like ⊕ CLIP-G-like
     assert not any(p.requires_grad for m in sdxl_model.named_modules().values() for p in m.parameters())
 
 
@@ -90,7 +90,7 @@ def test_images_and_export_match_the_plain_sdxl_pipeline(sdxl_model, tmp_path):
 def test_embedding_scope_trains_the_same_rows_of_both_token_tables(sdxl_model):
     sel = select(sdxl_model.named_modules(), "embedding", token_ids=[5, 7], scopes=sdxl_model.family.scopes)
     assert sorted(n.split(".")[0] for n in sel.params) == ["text_encoder", "text_encoder_2"]
-    assert sel.trainable_count == 2 * (32 + 32)
+    assert sel.trainable_count == 2 * (32 + 48)  # two rows of each token table
     for p in sel.params.values():
         p.sum().backward()
         assert set(torch.nonzero(p.grad.abs().sum(1)).flatten().tolist()) == {5, 7}
@@ -111,7 +111,7 @@ def test_the_family_layer_sits_between_paper_and_model(tiny_sdxl_dir):
     assert resolve("fmn", None, ["circle"], family="sd").config.guidance == FmnConfig().guidance
 
 
-def test_cli_lists_the_family_and_refuses_sdxl_single_file_before_loading(tiny_sdxl_dir, tmp_path):
+def test_cli_lists_the_family_and_its_scopes(tiny_sdxl_dir):
     from click.testing import CliRunner
 
     from erasekit.cli.main import cli
@@ -121,10 +121,36 @@ def test_cli_lists_the_family_and_refuses_sdxl_single_file_before_loading(tiny_s
     assert listed.exit_code == 0 and "sdxl" in listed.output and "StableDiffusionXLPipeline" in listed.output
     scopes = runner.invoke(cli, ["ls", "scopes", "--family", "sdxl"])
     assert scopes.exit_code == 0 and "every text encoder's token embedding" in scopes.output
-    out = tmp_path / "x.safetensors"
-    refused = runner.invoke(cli, ["patch", "export", "--model", str(tiny_sdxl_dir), "--single-file", "--out", str(out)])
-    assert refused.exit_code == 2 and "diffusers directory only" in refused.output
-    assert not out.exists()
+
+
+def test_an_sdxl_patch_exports_as_one_original_layout_file_that_loads_back(sdxl_model, tiny_sdxl_dir, tmp_path):
+    # patch export --single-file writes the SGM layout (CLIP-L as HF CLIP, CLIP-G as OpenCLIP with fused
+    # q/k/v); diffusers' own from_single_file converter reads it back, every tensor and image equal.
+    from click.testing import CliRunner
+
+    from erasekit.cli.main import cli
+    from erasekit.core.families import family_of
+
+    params = select(sdxl_model.named_modules(), "xattn-kv").params
+    patch = patching.Patch.from_weights({n: p.detach().clone() for n, p in params.items()},
+                                        {n: p.detach() + 0.01 for n, p in params.items()}, "test", {}, ["circle"],
+                                        family="sdxl")
+    patch_path = patch.save(tmp_path / "p.safetensors")
+    out = tmp_path / "sdxl.safetensors"
+    result = CliRunner().invoke(cli, ["patch", "export", "--model", str(tiny_sdxl_dir), "--patch", str(patch_path),
+                                      "--single-file", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert family_of(out).name == "sdxl"
+    loaded = DiffusionModel.load(out, device="cpu", config=tiny_sdxl_dir)
+    with patching.applied_temporarily(sdxl_model, [patch]):
+        for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            a, b = getattr(sdxl_model.pipe, component).state_dict(), getattr(loaded.pipe, component).state_dict()
+            assert a.keys() == b.keys(), component
+            for key in a:
+                assert torch.equal(a[key].reshape(b[key].shape), b[key]), (component, key)
+        ours = generate_images(sdxl_model, ["a red circle"], [3], steps=2, progress=False)
+    theirs = generate_images(loaded, ["a red circle"], [3], steps=2, progress=False)
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
 
 
 def test_an_sd_patch_on_sdxl_is_refused_in_one_line(sdxl_model, tiny_model, tmp_path, capsys):

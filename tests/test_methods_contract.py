@@ -56,7 +56,7 @@ def v_model(tokenizer_dir):
 def sdxl_model(tokenizer_dir):
     from conftest import build_tiny_sdxl_pipeline
 
-    return DiffusionModel(build_tiny_sdxl_pipeline(tokenizer_dir, text_dim=64))  # context 128, as above
+    return DiffusionModel(build_tiny_sdxl_pipeline(tokenizer_dir, text_dim=64))  # context 64 + 80, as above
 
 
 @pytest.fixture(params=["sd-v", "sdxl"])

@@ -1,9 +1,10 @@
-"""Write a Stable Diffusion 1.x pipeline as one original-layout (LDM) .safetensors checkpoint.
+"""Write a UNet pipeline (SD 1.x, SDXL) as one original-layout (LDM / SGM) .safetensors checkpoint.
 
 This is the layout A1111, ComfyUI and diffusers' `from_single_file` read. It is
 the inverse of diffusers' own LDM → diffusers conversion
-(`diffusers.loaders.single_file_utils.convert_ldm_*_checkpoint`), and the tests
-check it by loading the file back through that converter.
+(`diffusers.loaders.single_file_utils.convert_ldm_*_checkpoint`, `convert_open_clip_checkpoint`),
+and the tests check it by loading the file back through that converter. Where each text encoder
+goes, and in which layout (HF CLIP or OpenCLIP), is the family's `single_file_text`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safetensors.torch import save_file
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-CLIP_PREFIX = "cond_stage_model.transformer."
+HF_CLIP, OPEN_CLIP = "hf-clip", "open-clip"  # the two text-encoder layouts of the original checkpoints
 
 _UNET_TOP = {
     "time_embedding.linear_1": "time_embed.0",
@@ -25,6 +26,8 @@ _UNET_TOP = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's pooled-text + size embedding
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _UNET_RESNET = {
     "norm1": "in_layers.0",
@@ -89,8 +92,38 @@ def _vae_key(key: str, tensor: torch.Tensor, config: dict) -> tuple[str, torch.T
     return key, tensor
 
 
-def diffusers_to_ldm(pipe) -> dict[str, torch.Tensor]:
-    """The original-layout state dict of a StableDiffusionPipeline (SD 1.x text encoder)."""
+def _hf_clip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}text_model.{k}": v for k, v in state.items() if k != "text_projection.weight"}
+
+
+def _open_clip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """OpenCLIP's names: fused q/k/v `in_proj`, `resblocks`, `c_fc`/`c_proj`, a (width, dim) projection."""
+    out = {
+        f"{prefix}token_embedding.weight": state["embeddings.token_embedding.weight"],
+        f"{prefix}positional_embedding": state["embeddings.position_embedding.weight"],
+        f"{prefix}ln_final.weight": state["final_layer_norm.weight"],
+        f"{prefix}ln_final.bias": state["final_layer_norm.bias"],
+    }
+    if "text_projection.weight" in state:
+        out[f"{prefix}text_projection"] = state["text_projection.weight"].T
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")})
+    for i in layers:
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat([state[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for old, new in names.items():
+                out[f"{dst}{new}.{kind}"] = state[f"{src}{old}.{kind}"]
+    return out
+
+
+_TEXT_LAYOUTS = {HF_CLIP: _hf_clip, OPEN_CLIP: _open_clip}
+
+
+def diffusers_to_ldm(pipe, text_layout) -> dict[str, torch.Tensor]:
+    """The original-layout state dict of a UNet pipeline; text_layout: (component, key prefix, layout) per
+    text encoder."""
     out: dict[str, torch.Tensor] = {}
     unet_config = dict(pipe.unet.config)
     for key, value in pipe.unet.state_dict().items():
@@ -99,28 +132,35 @@ def diffusers_to_ldm(pipe) -> dict[str, torch.Tensor]:
     for key, value in pipe.vae.state_dict().items():
         name, tensor = _vae_key(key, value, vae_config)
         out[VAE_PREFIX + name] = tensor
-    for key, value in pipe.text_encoder.state_dict().items():
-        # transformers 5 drops the `text_model.` level that SD 1.x checkpoints carry.
-        name = key if key.startswith("text_model.") else f"text_model.{key}"
-        out[CLIP_PREFIX + name] = value
+    for component, prefix, layout in text_layout:
+        # transformers 5 drops the `text_model.` level of CLIPTextModel; both layouts start below it.
+        state = {k.removeprefix("text_model."): v for k, v in getattr(pipe, component).state_dict().items()}
+        out.update(_TEXT_LAYOUTS[layout](state, prefix))
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
-# SD 2.x's text encoder is OpenCLIP ViT-H (1024 wide), stored as `cond_stage_model.model.*` in the
-# original layout; this module writes SD 1.x's HF-CLIP layout only.
+# SD 2.x's text encoder is OpenCLIP ViT-H (1024 wide). diffusers keeps 23 of its 24 layers (it reads the
+# penultimate one), so the original layout cannot be written back whole: such a file would miss a layer
+# that A1111 and ComfyUI expect.
 OPENCLIP_WIDTH = 1024
 
 
 def save_single_file(pipe, path: str | os.PathLike) -> Path:
-    """Write the pipeline's weights as one LDM-layout .safetensors file, atomically."""
+    """Write the pipeline's weights as one original-layout .safetensors file, atomically (the family's layout;
+    a family without one is refused)."""
+    from erasekit.core.model import family_of_pipeline
     from erasekit.errors import ErasekitError
 
-    if pipe.text_encoder.config.hidden_size == OPENCLIP_WIDTH:
+    family = family_of_pipeline(pipe)
+    if not family.single_file_text:
+        raise ErasekitError(f"single-file export: {family.single_file_note}")
+    if family.single_file_text[0][2] == HF_CLIP and pipe.text_encoder.config.hidden_size == OPENCLIP_WIDTH:
         raise ErasekitError("single-file export writes SD 1.x's layout; this is an SD 2.x model (OpenCLIP text "
-                            "encoder), whose original layout is not written: export a diffusers directory")
+                            "encoder, of which diffusers keeps 23 of 24 layers), whose original layout cannot be "
+                            "written whole: export a diffusers directory")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(diffusers_to_ldm(pipe), str(tmp), metadata={"format": "pt"})
+    save_file(diffusers_to_ldm(pipe, family.single_file_text), str(tmp), metadata={"format": "pt"})
     os.replace(tmp, path)
     return path

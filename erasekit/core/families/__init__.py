@@ -48,8 +48,9 @@ class Family:
     scopes: Mapping[str, Callable[[str], bool]]  # scope name -> selects a parameter by its name
     scope_descriptions: Mapping[str, str]
     capabilities: frozenset[str] = frozenset(CAPABILITIES)
-    # whether `patch export --single-file` can write the original (A1111 / ComfyUI) layout; else why not
-    exports_single_file: bool = False
+    # the original (A1111 / ComfyUI) single-file layout of its text encoders, for `patch export --single-file`:
+    # (component, key prefix, "hf-clip" | "open-clip") each; empty: not written, single_file_note says why
+    single_file_text: tuple[tuple[str, str, str], ...] = ()
     single_file_note: str = ""
     # a key only this family's original-layout single files have (e.g. SDXL's second text encoder)
     single_file_marker: str = ""
@@ -57,6 +58,10 @@ class Family:
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
     # method -> values: the family's layer of method defaults (erasekit.defaults), above the paper's
     method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def exports_single_file(self) -> bool:
+        return bool(self.single_file_text)
 
     def pipeline_class(self) -> type:
         import diffusers

@@ -39,6 +39,6 @@ register_family(Family(
     denoiser_kwargs=no_kwargs,
     scopes=UNET_SCOPES,
     scope_descriptions=UNET_SCOPE_DESCRIPTIONS,
-    exports_single_file=True,
+    single_file_text=(("text_encoder", "cond_stage_model.transformer.", "hf-clip"),),
     load_kwargs={"safety_checker": None, "requires_safety_checker": False},  # erasekit measures, it does not filter
 ))

@@ -65,8 +65,8 @@ register_family(Family(
     scopes=UNET_SCOPES,
     scope_descriptions=UNET_SCOPE_DESCRIPTIONS,
     single_file_marker="conditioner.embedders.1.model.",  # OpenCLIP bigG in the original SDXL layout
-    single_file_note="erasekit writes SDXL as a diffusers directory only (the original-layout key map is "
-    "SD 1.x's); load the directory, or convert it with diffusers' scripts",
+    single_file_text=(("text_encoder", "conditioner.embedders.0.transformer.", "hf-clip"),
+                      ("text_encoder_2", "conditioner.embedders.1.model.", "open-clip")),
     # SDXL's pipeline samples at guidance 5.0 (SD 1.x: 7.5); methods that draw their training images from
     # the base model do so at the model's own default.
     method_defaults={"ca": {"image_guidance": 5.0}, "fmn": {"guidance": 5.0}, "sepme": {"image_guidance": 5.0}},
