@@ -193,6 +193,8 @@ def _check_the_batch_splits(config: Any) -> dict[str, int] | None:
     if n == 1:
         return None
     batch = getattr(config, "batch_size", None)
+    if batch is not None and callable(getattr(config, "pooled", None)) and not config.pooled():
+        batch = None  # a fresh trajectory of the model being trained each step: one example
     if batch is None:
         log.warning("this method draws one example a step: %d processes repeat it (same patch, no speed-up)", n)
     elif batch % n:

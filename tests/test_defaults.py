@@ -170,17 +170,35 @@ def test_trajectory_pool_is_a_function_of_seed_and_refresh(tiny_model):
     assert pool().groups.tolist() == [0, 1, 0]
 
 
-def test_abo_mini_batches_from_the_pool_train_and_resume_exactly(tiny_model, tmp_path):
-    from erasekit.core.edit import RunOptions
-    from erasekit.methods.abo.method import erase
+POOLED = {  # method -> (request, config): trajectories of a frozen model, mini-batches from the pool
+    "abo": (EraseRequest(concepts=["circle", "cross"], anchors=["square"]),
+            {"sampling_steps": 3, "t_warmup": 0}),
+    "esd": (EraseRequest(concepts=["circle", "cross"]), {"sampling_steps": 3, "sample_from": "base"}),
+    "sdd": (EraseRequest(concepts=["circle", "cross"]), {"sampling_steps": 3, "sample_from": "base"}),
+}
 
-    request = EraseRequest(concepts=["circle", "cross"], anchors=["square"])
-    cfg = AboConfig(steps=4, sampling_steps=3, lr=1e-3, t_warmup=0, pool_size=3, pool_refresh=2, batch_size=2,
-                    checkpoint_every=2)
-    full = erase(tiny_model, request, cfg, RunOptions(progress=False))
-    half = AboConfig(**{**cfg.__dict__, "steps": 2})
-    erase(tiny_model, request, half, RunOptions(tmp_path, progress=False))  # "killed" at step 2
-    resumed = erase(tiny_model, request, cfg, RunOptions(tmp_path, progress=False))
+
+@pytest.mark.parametrize("method", sorted(POOLED))
+def test_pooled_mini_batches_train_and_resume_exactly(tiny_model, tmp_path, method):
+    from erasekit.core.edit import RunOptions
+    from erasekit.registry import get_method
+
+    spec = get_method(method)
+    request, values = POOLED[method]
+    cfg = spec.config_class(**values, steps=4, lr=1e-3, pool_size=3, pool_refresh=2, batch_size=2,
+                            checkpoint_every=2)
+    full = spec.erase(tiny_model, request, cfg, RunOptions(progress=False))
+    half = spec.config_class(**{**cfg.__dict__, "steps": 2})
+    spec.erase(tiny_model, request, half, RunOptions(tmp_path, progress=False))  # "killed" at step 2
+    resumed = spec.erase(tiny_model, request, cfg, RunOptions(tmp_path, progress=False))
     assert any(d.abs().max() > 0 for d in full.deltas.values())
     assert all(torch.equal(full.deltas[n], resumed.deltas[n]) for n in full.deltas)
     assert json.loads(json.dumps(full.config))["batch_size"] == 2
+
+
+@pytest.mark.parametrize("method", ["esd", "sdd"])
+def test_trajectories_of_the_model_being_trained_are_not_pooled(method):
+    from erasekit.registry import get_method
+
+    with pytest.raises(ValueError, match="need sample_from='base'"):
+        get_method(method).config_class(batch_size=2)

@@ -28,7 +28,7 @@ CASES = {
 }
 _ABO = CASES["abo"][1]
 # The variants a family must also serve: AbO's δ forms, CA's model-based and embedding forms (the
-# embedding scope spans every text encoder: SDXL's two tables), ESD-u.
+# embedding scope spans every text encoder: SDXL's two tables), ESD-u, base-sampled ESD and SDD.
 VARIANTS = {
     "abo-implicit": ("abo", EraseRequest(["circle"]), {**_ABO, "delta": "implicit"}, "to_out"),
     "abo-explicit": ("abo", EraseRequest(["circle"], ["square"]),
@@ -38,6 +38,11 @@ VARIANTS = {
     "ca-embedding": ("ca", EraseRequest(["circle"], ["thing"]), {**CASES["ca"][1], "scope": "embedding"},
                      "embedding"),
     "esd-u": ("esd", EraseRequest(["circle"]), {**CASES["esd"][1], "variant": "u"}, "non-xattn"),
+    # ESD and SDD with x_t from the frozen base, pooled: two concepts over a batch of two
+    "esd-base": ("esd", EraseRequest(["circle", "cross"]),
+                 {**CASES["esd"][1], "sample_from": "base", "pool_size": 2, "batch_size": 2}, "xattn"),
+    "sdd-base": ("sdd", EraseRequest(["circle", "cross"]),
+                 {**CASES["sdd"][1], "sample_from": "base", "pool_size": 2, "batch_size": 2}, "xattn"),
 }
 ALL = {**{m: (m, *case) for m, case in CASES.items()}, **VARIANTS}
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from erasekit.core.instructions import InstructionConcept
+from erasekit.core.pool_options import PoolOptions
 from erasekit.errors import ErasekitError
 
 SCOPES = ("to_out", "xattn", "full")
@@ -31,8 +32,9 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 
 
 @dataclass
-class AboConfig:
-    """Defaults are the paper's SD settings (200 steps, AdamW lr 1e-5, γ1 = γ2 = 7.5, λ = 5, T = 35)."""
+class AboConfig(PoolOptions):
+    """Defaults are the paper's SD settings (200 steps, AdamW lr 1e-5, γ1 = γ2 = 7.5, λ = 5, T = 35); θ*'s
+    trajectories per PoolOptions (1 / 1 / 1: the paper's fresh walk per step)."""
 
     scope: str = "to_out"
     steps: int = 200
@@ -46,11 +48,6 @@ class AboConfig:
     preset: str | None = None
     instructions: list[dict[str, Any]] = field(default_factory=list)
     t_warmup: int = 5
-    # Training examples (θ*'s trajectory, τ) come from a pool of `pool_size` trajectories drawn anew every
-    # `pool_refresh` steps, `batch_size` per step; 1/1/1 is the paper's one fresh trajectory per step.
-    batch_size: int = 1
-    pool_size: int = 1
-    pool_refresh: int = 1
     attention_scale: float = 0.0
     # Implicit δ: also reweight the EOS/padding positions after the concept. A causal text encoder
     # copies the concept into them, so suppressing only its word tokens can leave it in place.
@@ -64,8 +61,9 @@ class AboConfig:
 
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if min(self.steps, self.sampling_steps, self.batch_size, self.pool_size, self.pool_refresh) < 1:
-            raise ValueError("steps, sampling_steps, batch_size, pool_size and pool_refresh must be >= 1")
+        if min(self.steps, self.sampling_steps) < 1:
+            raise ValueError("steps and sampling_steps must be >= 1")
+        self.check_pool()
         for name in ("lr", "gamma1", "gamma2", "lam", "adam_eps", "attention_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -1,21 +1,26 @@
-"""ESD's configuration. Defaults: the paper's code (train-esd.py), ESD-x."""
+"""ESD's configuration. Defaults: the paper's code (train-esd.py), ESD-x, x_t sampled by the student."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv"}
+from erasekit.core.pool_options import PoolOptions
 
+VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv"}
+# Who samples x_t: the student being trained (the paper's train-esd.py) or the frozen base (the authors'
+# later diffusers code, esd_sd.py), whose trajectories do not depend on the student and so can be pooled.
+SAMPLERS = ("student", "base")
 
 
 @dataclass
-class EsdConfig:
+class EsdConfig(PoolOptions):
     variant: str = "x"  # x: cross-attention (ESD-x), u: everything else (ESD-u), x-strict: attn2 to_k/to_v
     steps: int = 1000
     lr: float = 1e-5
     eta: float = 1.0  # negative-guidance strength η
-    start_guidance: float = 3.0  # CFG of the student's own sampling of x_t
+    start_guidance: float = 3.0  # CFG of the sampling of x_t
+    sample_from: str = "student"
     sampling_steps: int = 50
     grad_clip: float | None = None
     seed: int = 0
@@ -26,6 +31,9 @@ class EsdConfig:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         if self.steps < 1 or self.sampling_steps < 1:
             raise ValueError("steps and sampling_steps must be >= 1")
+        if self.sample_from not in SAMPLERS:
+            raise ValueError(f"sample_from must be one of {SAMPLERS}, got {self.sample_from!r}")
+        self.check_pool()
         for name in ("lr", "eta", "start_guidance"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite")
@@ -35,3 +43,6 @@ class EsdConfig:
     @property
     def scope(self) -> str:
         return VARIANTS[self.variant]
+
+    def pooled(self) -> bool:
+        return self.sample_from == "base"

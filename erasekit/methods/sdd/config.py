@@ -5,15 +5,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from erasekit.core.pool_options import PoolOptions
+
+# Who samples z_t: the EMA teacher (the authors' train_sdd.py), or the frozen base (trajectories that do
+# not depend on training, so they can be pooled: docs/methods/baselines.md).
+SAMPLERS = ("teacher", "base")
+
 
 @dataclass
-class SddConfig:
+class SddConfig(PoolOptions):
     steps: int = 1500
     lr: float = 1e-5
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    guidance: float = 3.0  # CFG of the EMA teacher's sampling of z_t on all concepts joined
+    guidance: float = 3.0  # CFG of the sampling of z_t on all concepts joined
+    sample_from: str = "teacher"
     sampling_steps: int = 50
     scope: str = "xattn"
     seed: int = 0
@@ -22,9 +29,15 @@ class SddConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.sampling_steps < 1:
             raise ValueError("steps and sampling_steps must be >= 1")
+        if self.sample_from not in SAMPLERS:
+            raise ValueError(f"sample_from must be one of {SAMPLERS}, got {self.sample_from!r}")
+        self.check_pool()
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("lr must be positive and finite")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.scope not in ("xattn", "full"):
             raise ValueError(f"scope must be 'xattn' or 'full', got {self.scope!r}")
+
+    def pooled(self) -> bool:
+        return self.sample_from == "base"

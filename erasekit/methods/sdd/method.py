@@ -1,8 +1,10 @@
 """SDD: the student's ε(z_t, c_s) learns its own stop-gradient ε(z_t, ∅); the EMA teacher is the result.
 
-z_t comes from u ~ U{0..T−1} DDIM steps of the EMA teacher with CFG on c_p (all concepts
-joined by ", "); c_s cycles through the concepts. The saved weights are the EMA teacher's,
-as in the authors' code. Difference: u = 0 starts from x_T (the authors' code samples all
+z_t comes from u ~ U{0..T−1} DDIM steps with CFG on c_p (all concepts joined by ", ") of the EMA
+teacher (`sample_from="teacher"`, the authors' code and our default) or of the frozen base
+(`"base"`: trajectories that do not move with training, pooled as core.trajectory.TrajectoryPool
+draws them); c_s cycles through the concepts. The saved weights are the EMA teacher's, as in the
+authors' code. Difference: u = 0 starts from x_T (the authors' code samples all
 the way to x_0 in that case, a bug we do not reproduce).
 """
 
@@ -11,12 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.sampler import guided_eps
 from erasekit.core.trainer import TrainerConfig
-from erasekit.core.trajectory import initial_latents, run_ddim, timesteps_for
+from erasekit.core.trajectory import TrajectoryPool, initial_latents, run_ddim, timesteps_for
 from erasekit.methods.sdd.config import SddConfig
 from erasekit.request import EraseRequest
 
@@ -40,7 +43,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
         def teacher_weights() -> dict[str, torch.Tensor]:
             return {n.removeprefix("unet."): v for n, v in holder["trainer"].ema.items()}
 
-        def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        def sampled_by_teacher(step: int, gen: torch.Generator):
             u = int(torch.randint(0, T, (1,), generator=gen))
             pair = torch.stack([uncond, joined])
             weights = teacher_weights()
@@ -50,8 +53,32 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
                 return guided_eps(e[0], e[1], config.guidance)
 
             z = run_ddim(model, initial_latents(model, gen), timesteps, u, ema_eps)
-            k = step % len(request.concepts)
-            e = model.eps(z, timesteps[u], torch.stack([uncond, singles[k]]))
+            return z, timesteps[u], torch.tensor([step % len(request.concepts)])
+
+        def sampled_by_base():
+            base = session.teacher_unet()
+
+            def walk(x, t, i, rows):
+                e = model.eps(x, t, torch.stack([uncond, joined])[:, None].expand(2, len(rows), *uncond.shape), base)
+                return (guided_eps(e[0], e[1], config.guidance),)
+
+            pool = TrajectoryPool(model, timesteps, walk, size=config.pool_size, refresh=config.pool_refresh,
+                                  seed=config.seed)
+
+            def draw(step: int, gen: torch.Generator):
+                _, index, z, _ = pool.draw(step, gen, config.batch_size)
+                # c_s cycles through the concepts over the examples, as over the steps with one per step
+                k = (step * config.batch_size + torch.arange(config.batch_size)) % len(request.concepts)
+                return share(z, timesteps[index.to(timesteps.device)], k)
+
+            return draw
+
+        examples = sampled_by_base() if config.pooled() else sampled_by_teacher
+
+        def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+            z, t, k = examples(step, gen)
+            k = k.to(singles.device)
+            e = model.eps(z, t, torch.stack([uncond.expand(len(k), *uncond.shape), singles[k]]))
             return sdd_loss(e[1], e[0])
 
         trainer = session.trainer(

@@ -1,0 +1,95 @@
+"""The reference training loop against the pooled, batched one, on the toy world's circle case.
+
+reference: one fresh trajectory walked per step, batch 1 — All-but-One's Algorithm 1, ESD's own student
+sampling (train-esd.py), SDD's EMA-teacher sampling (train_sdd.py). pooled: trajectories of a frozen
+model drawn in batches into a pool of --pool-size, refreshed every --pool-refresh steps, --batch-size
+examples a step (abo's toy defaults; ESD and SDD sample from the frozen base for it, `sample_from=base`).
+Every other setting is the method's toy default (erasekit/toyworld/defaults.py, chosen on the
+calibration seeds); nothing here is tuned. Both loops are evaluated on the same suite and seeds.
+
+Cost: wall seconds of the erase (no patch cache), and per training example against the floor — the
+student's own forward + backward + optimizer step, the median time of the pooled run's steps that
+build no pool, per example of its batch (measured in the same run). Writes
+benchmarks/results/perf_<method>_toyworld.json (format: ../shared/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from pathlib import Path
+
+import common
+from calibrate_toyworld import METHODS, method_id
+
+from erasekit import api
+from erasekit.eval.results import write_result
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# what 'reference' means per method: its trajectories follow the reference code
+REFERENCE = {"abo": {"pool_size": 1, "pool_refresh": 1, "batch_size": 1},
+             "esd-x": {"sample_from": "student"}, "sdd": {"sample_from": "teacher"}}
+POOLED_FROM = {"abo": {}, "esd-x": {"sample_from": "base"}, "sdd": {"sample_from": "base"}}
+
+
+def timed_erase(model, method: str, request, config: dict) -> tuple[object, float, list[float], object]:
+    """(patch, wall seconds, seconds of each step, the resolved config)."""
+    resolved = api.resolve_config(method_id(method), model.profile, request, config, family=model.family.name)
+    ticks: list[float] = []
+
+    def tick(step, trainer):
+        ticks.append(time.perf_counter())
+
+    start = time.perf_counter()
+    patch = api.erase(model, method_id(method), request, resolved, progress=True, callback=tick, callback_every=1)
+    seconds = time.perf_counter() - start
+    steps = [b - a for a, b in zip([start, *ticks[:-1]], ticks, strict=True)]
+    return patch, seconds, steps, resolved
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--method", default="abo", choices=sorted(REFERENCE))
+    parser.add_argument("--case", default="circle")
+    parser.add_argument("--pool-size", type=int, default=64)
+    parser.add_argument("--pool-refresh", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=4)
+    args = parser.parse_args()
+    seed_sets, model = common.setup(args)
+    rule, fixed = METHODS[args.method]
+    case = next(c for c in common.concept_cases(rule) if c["case"] == args.case)
+    request = common.case_request(case)
+    pooled = {**POOLED_FROM[args.method], "pool_size": args.pool_size, "pool_refresh": args.pool_refresh,
+              "batch_size": args.batch_size}
+    runs: list[dict] = []
+    for loop, values in (("pooled", pooled), ("reference", REFERENCE[args.method])):
+        patch, seconds, steps, resolved = timed_erase(model, args.method, request, {**fixed, **values})
+        cfg = resolved.config
+        run = common.evaluation_run(model, [patch], case["suite"], seed_sets[0], args.steps,
+                                    {"method": args.method, "loop": loop, "case": case["case"],
+                                     "config": dataclasses.asdict(cfg), "config_sources": resolved.sources})
+        examples = cfg.steps * getattr(cfg, "batch_size", 1)
+        run["cost"] = {"seconds": round(seconds, 1), "steps": cfg.steps, "examples": examples,
+                       "seconds_per_example": seconds / examples, "step_seconds_median": statistics.median(steps)}
+        if loop == "pooled":
+            # steps that build a pool: 0, refresh, 2·refresh, ...; the others are the student's own work
+            own = [s for i, s in enumerate(steps) if i % cfg.pool_refresh]
+            floor = statistics.median(own) / cfg.batch_size
+        run["cost"]["floor_seconds_per_example"] = floor
+        run["cost"]["ratio_to_floor"] = run["cost"]["seconds_per_example"] / floor
+        runs.append(run)
+        print(loop, run["cost"], {k: round(v, 3) for k, v in run["metrics"].items()
+                                  if k in ("target_rate", "synonym_rate", "anchor_rate", "ssim_other",
+                                           "other_accuracy", "other_accuracy_base")}, flush=True)
+    speedup = runs[1]["cost"]["seconds"] / runs[0]["cost"]["seconds"]
+    write_result(f"perf_{args.method.replace('-', '')}_toyworld", runs, metrics={"speedup": speedup},
+                 out_dir=args.out,
+                 extra={**common.protocol({"pool_size, pool_refresh, batch_size": "abo's toy defaults, fixed a "
+                                           "priori for every method; not tuned", "rest": "the toy defaults"}),
+                        "load_average": os.getloadavg()[0]})
+
+
+if __name__ == "__main__":
+    main()
