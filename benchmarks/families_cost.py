@@ -1,16 +1,21 @@
-"""What an SDXL-sized erase costs: seconds per All-but-One step and peak memory per precision.
+"""What a real-sized erase costs: seconds per training step and peak memory, per method and precision.
 
-An SDXL-shaped pipeline with random weights is built here (nothing downloads): UNet block channels
-(320, 640, 1280), transformer depths (1, 2, 10), `text_time` addition embedding (256 · 6 + 1280),
-CLIP-L-sized (768, 12 layers) and OpenCLIP-bigG-sized (1280, 32 layers, projection 1280) text
-encoders over 77 tokens, the SDXL VAE layout. Each precision runs in its own process, so that its peak
-resident memory is its own and a run that does not fit the machine is recorded as such (the process
-is killed; the others go on): fp32, bf16, bf16 + gradient checkpointing. Every run is a short abo
-erase (scope to_out, one trajectory of 2 DDIM steps, batch 1) at --resolution px; the first step
-(which also walks the trajectory pool) is timed apart from the others.
+A pipeline of the real shape with random weights is built here (nothing downloads):
+- `--family sdxl`: UNet block channels (320, 640, 1280), transformer depths (1, 2, 10), `text_time`
+  addition embedding (256 · 6 + 1280), CLIP-L-sized (768, 12 layers) and OpenCLIP-bigG-sized (1280,
+  32 layers, projection 1280) text encoders over 77 tokens, the SDXL VAE layout;
+- `--family sd15`: UNet block channels (320, 640, 1280, 1280), CLIP-L-sized text encoder (768), the
+  SD VAE layout.
+Each (method, precision) runs in its own process, so that its peak resident memory is its own and a
+run that does not fit the machine is recorded as such (the process is killed; the others go on):
+fp32, bf16, bf16 + gradient checkpointing. Every run is a short erase at --resolution px with 2-step
+trajectories: abo (scope to_out, batch 1), esd (ESD-x, the student's own sampling), ca (one anchor
+image) — or `student`, the plain forward + backward of the student on to_out that every step costs at
+least. The first step (which also walks trajectories or draws images) is timed apart from the others.
 
 On a GPU (--device cuda) it records peak CUDA memory as well. Writes
-benchmarks/results/families_cost.json (format: ../shared/BENCHMARKS.md).
+benchmarks/results/families_cost.json (SDXL) or families_cost_<family>.json (format:
+../shared/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ from erasekit.eval.results import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+checkpointing": ("bf16", True)}
+# method -> (request concepts, anchors, config of a short erase with 2-step trajectories)
+METHODS = {
+    "abo": (["circle"], ["square"], {"sampling_steps": 2, "t_warmup": 0, "lr": 1e-5, "pool_size": 1,
+                                     "batch_size": 1}),
+    "esd": (["circle"], [], {"sampling_steps": 2, "lr": 1e-5}),
+    "ca": (["circle"], ["thing"], {"n_images": 1, "image_steps": 2, "batch_size": 1, "lr": 1e-5}),
+    "student": (["circle"], [], {}),
+}
 
 
 def build_sdxl(tokenizer_dir: Path, resolution: int):
@@ -67,8 +80,59 @@ def build_sdxl(tokenizer_dir: Path, resolution: int):
     )
 
 
-def run_one(dtype: str, checkpointing: bool, resolution: int, steps: int, device: str) -> dict:
-    """One precision, in this process: build, erase `steps` abo steps, report times and peaks."""
+def build_sd15(tokenizer_dir: Path, resolution: int):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77)
+    unet = UNet2DConditionModel(sample_size=resolution // 8, block_out_channels=(320, 640, 1280, 1280),
+                                cross_attention_dim=768, attention_head_dim=8)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=resolution,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer,
+                                   text_encoder=text_encoder, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+BUILDERS = {"sdxl": build_sdxl, "sd15": build_sd15}
+
+
+def student_steps(model, steps: int, checkpointing: bool, tick) -> None:
+    """The plain student step: ε(x_t, c) on to_out, MSE to a fixed target, backward, AdamW step."""
+    import torch
+
+    from erasekit.core.edit import EditSession
+
+    with EditSession(model, "to_out") as session:
+        if checkpointing:
+            session.enable_gradient_checkpointing()
+        optimizer = torch.optim.AdamW(session.params.values(), lr=1e-5)
+        cond = model.encode(["circle"])
+        gen = torch.Generator().manual_seed(0)
+        for step in range(steps):
+            x = torch.randn((1, *model.latent_shape), generator=gen).to(model.device)
+            with model.autocast():
+                loss = model.eps(x, torch.tensor([500]), cond).float().pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tick(step, None)
+
+
+def run_one(family: str, method: str, dtype: str, checkpointing: bool, resolution: int, steps: int,
+            device: str) -> dict:
+    """One (method, precision), in this process: build, train `steps` steps, report times and peaks."""
     import torch
 
     from erasekit import api
@@ -79,9 +143,10 @@ def run_one(dtype: str, checkpointing: bool, resolution: int, steps: int, device
     with tempfile.TemporaryDirectory() as tok:
         save_tokenizer(Path(tok))
         start = time.perf_counter()
-        pipe = build_sdxl(Path(tok), resolution)
+        pipe = BUILDERS[family](Path(tok), resolution)
     for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
-        getattr(pipe, name).to(device=device, dtype=api.DTYPES[dtype])
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).to(device=device, dtype=api.DTYPES[dtype])
     model = DiffusionModel(pipe)
     build_seconds = time.perf_counter() - start
     params = sum(p.numel() for p in pipe.unet.parameters())
@@ -95,11 +160,13 @@ def run_one(dtype: str, checkpointing: bool, resolution: int, steps: int, device
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    config = {"steps": steps, "sampling_steps": 2, "t_warmup": 0, "lr": 1e-5, "pool_size": 1, "pool_refresh": steps,
-              "batch_size": 1}
+    concepts, anchors, config = METHODS[method]
     last[0] = time.perf_counter()
-    api.erase(model, "abo", EraseRequest(["circle"], ["square"]), config, progress=False, callback=tick,
-              callback_every=1, gradient_checkpointing=checkpointing)
+    if method == "student":
+        student_steps(model, steps, checkpointing, tick)
+    else:
+        api.erase(model, method, EraseRequest(concepts, anchors), {**config, "steps": steps}, progress=False,
+                  callback=tick, callback_every=1, gradient_checkpointing=checkpointing)
     out = {"unet_params": params, "build_seconds": round(build_seconds, 1),
            "first_step_seconds": round(times[0], 2),
            "seconds_per_step": round(sum(times[1:]) / max(1, len(times) - 1), 2),
@@ -111,6 +178,8 @@ def run_one(dtype: str, checkpointing: bool, resolution: int, steps: int, device
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="sdxl", choices=sorted(BUILDERS))
+    parser.add_argument("--methods", default="abo", help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--resolution", type=int, default=512, help="image size in px (SDXL's native: 1024)")
     parser.add_argument("--steps", type=int, default=3, help="abo steps per run (the first also walks the pool)")
     parser.add_argument("--device", default="cpu")
@@ -124,15 +193,19 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     if args.one:
-        dtype, checkpointing = PRECISIONS[args.one]
-        print(json.dumps(run_one(dtype, checkpointing, args.resolution, args.steps, args.device)), flush=True)
+        method, label = args.one.split(":")
+        dtype, checkpointing = PRECISIONS[label]
+        print(json.dumps(run_one(args.family, method, dtype, checkpointing, args.resolution, args.steps,
+                                 args.device)), flush=True)
         return
     runs = []
-    for label in args.precisions.split(","):
+    todo = [(m, label) for m in args.methods.split(",") for label in args.precisions.split(",")]
+    name = "families_cost" if args.family == "sdxl" else f"families_cost_{args.family}"
+    for method, label in todo:
         dtype, checkpointing = PRECISIONS[label]
-        child = subprocess.run([sys.executable, __file__, "--one", label, "--resolution", str(args.resolution),
-                                "--steps", str(args.steps), "--device", args.device, "--threads", str(args.threads)],
-                               capture_output=True, text=True)
+        child = subprocess.run([sys.executable, __file__, "--one", f"{method}:{label}", "--family", args.family,
+                                "--resolution", str(args.resolution), "--steps", str(args.steps), "--device",
+                                args.device, "--threads", str(args.threads)], capture_output=True, text=True)
         lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
         if child.returncode == 0 and lines:
             metrics, status = json.loads(lines[-1]), "ok"
@@ -141,12 +214,11 @@ def main() -> None:
             metrics = {}
             status = ("out of memory (killed)" if killed else
                       f"failed (exit {child.returncode}): {(child.stderr.strip().splitlines() or [''])[-1][:200]}")
-        runs.append({"family": "sdxl", "method": "abo", "precision": label, "dtype": dtype,
+        runs.append({"family": args.family, "method": method, "precision": label, "dtype": dtype,
                      "gradient_checkpointing": checkpointing, "resolution": args.resolution, "status": status,
                      "metrics": metrics})
-        print(label, status, metrics, flush=True)
-        write_result("families_cost", runs, out_dir=args.out,
-                     extra={"complete": len(runs) == len(args.precisions.split(","))})
+        print(method, label, status, metrics, flush=True)
+        write_result(name, runs, out_dir=args.out, extra={"complete": len(runs) == len(todo)})
 
 
 if __name__ == "__main__":
