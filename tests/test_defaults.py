@@ -168,6 +168,9 @@ def test_trajectory_pool_is_a_function_of_seed_and_refresh(tiny_model):
         assert torch.equal(again[2], drawn[step][2]) and torch.equal(again[3][0], drawn[step][3][0])
     assert not torch.equal(drawn[0][2], drawn[2][2])  # a new pool after `refresh` steps
     assert pool().groups.tolist() == [0, 1, 0]
+    # more concepts than trajectories: the pool grows to one trajectory per concept
+    assert TrajectoryPool(tiny_model, timesteps, step_fn, size=2, refresh=1, seed=0, n_groups=3).groups.tolist() == [
+        0, 1, 2]
 
 
 POOLED = {  # method -> (request, config): trajectories of a frozen model, mini-batches from the pool

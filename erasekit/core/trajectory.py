@@ -45,12 +45,14 @@ class TrajectoryPool:
     Pool r (the one used for steps r·refresh … (r+1)·refresh − 1) is a pure function of (seed, r), so a
     run resumed from a checkpoint rebuilds the very pool it had; the examples are drawn from the
     trainer's generator, which the checkpoint holds. size = refresh = batch = 1 is the reference
-    algorithms' one fresh trajectory per step.
+    algorithms' one fresh trajectory per step. A pool holds at least one trajectory per group (e.g. per
+    concept erased), so that erasing more concepts than `size` still trains on every one of them.
     """
 
     def __init__(self, model: DiffusionModel, timesteps: torch.Tensor, step_fn: StepFn, size: int, refresh: int,
                  seed: int, n_groups: int = 1, chunk: int = 64) -> None:
         self.model, self.timesteps, self.step_fn = model, timesteps, step_fn
+        size = max(size, n_groups)
         self.size, self.refresh, self.seed, self.n_groups, self.chunk = size, refresh, seed, n_groups, chunk
         self._built: int | None = None
         self.records: list[torch.Tensor] = []  # each (size, T, ...): the step_fn records at every index
