@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: every concept)")
     parser.add_argument("--steps", type=int, default=35, help="DDIM steps when evaluating")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--tag", default=None,
+                        help="suffix of the result name (a probe of some cases, kept apart from the calibration)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     import torch
@@ -96,6 +98,8 @@ def main() -> None:
     rule, fixed = METHODS[args.method]
     cases = [c for c in common.concept_cases(rule) if args.cases is None or c["case"] in args.cases.split(",")]
     name = f"calibration_{args.method}_{common.result_name('x', args.model).split('_', 1)[1]}"
+    if args.tag:
+        name += f"_{args.tag}"
     points: list[dict] = []
     for values in parse_grid(args.grid):
         runs = []
