@@ -483,8 +483,12 @@ def toyworld() -> None:
               "memory, e.g. 0.998, or its export still averages in the initial weights).")
 @click.option("--export-every", default=None, type=click.IntRange(min=1),
               help="export the EMA weights and probe fidelity every N steps (default 1000).")
+@click.option("--arch", type=click.Choice(["unet", "mmdit"]), default=None,
+              help="the denoiser: unet (SD 1.x/2.x, the shipped worlds) or mmdit (an SD3 pipeline: two CLIP "
+              "encoders, SD3Transformer2DModel, flow matching); --unet-steps counts its steps.")
+@click.option("--batch", default=None, type=click.IntRange(min=1), help="denoiser batch size (default 64).")
 def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from, prediction_type, ema_decay,
-                   export_every):
+                   export_every, arch, batch):
     """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
     import torch
 
@@ -494,7 +498,7 @@ def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from
     if threads:
         torch.set_num_threads(threads)
     overrides = {"unet_steps": unet_steps, "text_dim": text_dim, "prediction_type": prediction_type,
-                 "ema_decay": ema_decay, "export_every": export_every}
+                 "ema_decay": ema_decay, "export_every": export_every, "arch": arch, "unet_batch": batch}
     cfg = ToyTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     target = Path(out) if out else toyworld_dir()
     train_all(target, Path(work), cfg, Path(init_from) if init_from else None, Path(vae_from) if vae_from else None)

@@ -1,4 +1,4 @@
-"""Architectures of the toy world's networks: a genuine SD stack at toy size, and the classifier."""
+"""Architectures of the toy world's networks: genuine SD and SD3 stacks at toy size, and the classifier."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from erasekit.toyworld.domain import ATTRIBUTES, IMAGE_SIZE
 from erasekit.toyworld.tokenizer import MAX_LENGTH
@@ -31,8 +31,8 @@ def build_vae() -> AutoencoderKL:
     )
 
 
-def build_text_encoder(tokenizer: CLIPTokenizer, text_dim: int = TEXT_DIM) -> CLIPTextModel:
-    config = CLIPTextConfig(
+def _clip_config(tokenizer: CLIPTokenizer, text_dim: int) -> CLIPTextConfig:
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=text_dim,
         intermediate_size=4 * text_dim,
@@ -42,8 +42,42 @@ def build_text_encoder(tokenizer: CLIPTokenizer, text_dim: int = TEXT_DIM) -> CL
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        projection_dim=text_dim,
     )
-    return CLIPTextModel(config)
+
+
+def build_text_encoder(tokenizer: CLIPTokenizer, text_dim: int = TEXT_DIM) -> CLIPTextModel:
+    return CLIPTextModel(_clip_config(tokenizer, text_dim))
+
+
+# The SD3-architecture world (toyworld-mmdit): two CLIP encoders with projection (SD3's CLIP-L and
+# CLIP-G; no T5, which diffusers' SD3 pipeline replaces by zeros), an MMDiT over the shipped VAE's
+# 8×8×4 latents (patch 1: 64 image tokens), flow matching with SD3's shift.
+MMDIT_TEXT_DIM = 64  # each CLIP encoder; the joint context is both, side by side (SD3's 768 + 1280)
+MMDIT_LAYERS, MMDIT_HEADS, MMDIT_HEAD_DIM = 4, 4, 32
+
+
+def build_text_encoder_with_projection(tokenizer: CLIPTokenizer, text_dim: int = MMDIT_TEXT_DIM
+                                       ) -> CLIPTextModelWithProjection:
+    return CLIPTextModelWithProjection(_clip_config(tokenizer, text_dim))
+
+
+def build_mmdit(text_dim: int = MMDIT_TEXT_DIM):
+    from diffusers import SD3Transformer2DModel
+
+    width = MMDIT_HEADS * MMDIT_HEAD_DIM
+    return SD3Transformer2DModel(
+        sample_size=LATENT_SIZE, patch_size=1, in_channels=4, out_channels=4, num_layers=MMDIT_LAYERS,
+        attention_head_dim=MMDIT_HEAD_DIM, num_attention_heads=MMDIT_HEADS, joint_attention_dim=2 * text_dim,
+        caption_projection_dim=width, pooled_projection_dim=2 * text_dim, pos_embed_max_size=LATENT_SIZE,
+    )
+
+
+def build_flow_scheduler():
+    """SD3's flow-matching Euler scheduler (shift 3.0)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
 
 
 def build_unet(text_dim: int = TEXT_DIM) -> UNet2DConditionModel:

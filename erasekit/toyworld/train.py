@@ -4,6 +4,9 @@ Each stage is seeded, checkpoints to safetensors under a work directory and
 resumes where it stopped; finished stages are skipped. The UNet stage exports
 its EMA weights as a plain diffusers pipeline directory every `export_every`
 steps, so intermediate weights can be committed and training resumed from them.
+With `arch="mmdit"` the last stage trains an SD3-architecture world instead: two
+CLIP encoders with projection and an SD3Transformer2DModel by flow matching,
+exported as a StableDiffusion3Pipeline directory.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class ToyTrainConfig:
     text_dim: int = TEXT_DIM
     # What the UNet predicts: "epsilon" (SD 1.x, the shipped worlds) or "v_prediction" (SD 2.x 768).
     prediction_type: str = "epsilon"
+    # The denoiser: "unet" (SD 1.x / 2.x) or "mmdit" (SD3: its own text width, MMDIT_TEXT_DIM per encoder).
+    arch: str = "unet"
 
 
 def _images_to_model(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -291,6 +296,132 @@ def quick_fidelity(pipe: StableDiffusionPipeline, classifier: AttributeClassifie
     return {f"fidelity_{name}": fidelity.agreement(prompts, pred, name) for name in domain.ATTRIBUTES}
 
 
+# --------------------------------------------------------------------- MMDiT
+T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length: without T5, that many zero tokens
+
+
+def sd3_conditioning(encoders, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sequence, pooled) as StableDiffusion3Pipeline.encode_prompt builds them with no T5: both CLIPs'
+    penultimate hidden states side by side, then T5_TOKENS zero tokens; pooled: both projections."""
+    outs = [encoder(ids, output_hidden_states=True) for encoder in encoders]
+    clip = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)
+    zeros = clip.new_zeros(clip.shape[0], T5_TOKENS, clip.shape[-1])
+    return torch.cat([clip, zeros], dim=1), torch.cat([o[0] for o in outs], dim=-1)
+
+
+def flow_sigmas(scheduler, u: torch.Tensor) -> torch.Tensor:
+    """SD3's training σ for u in (0, 1): the scheduler's timestep shift σ = s·u / (1 + (s − 1)·u)."""
+    shift = scheduler.config.shift
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def assemble_sd3_pipeline(out_dir: Path, transformer, encoders):
+    from diffusers import AutoencoderKL, StableDiffusion3Pipeline
+
+    from erasekit.toyworld.models import build_flow_scheduler
+
+    tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(out_dir / "vae")
+    vae.register_to_config(shift_factor=0.0)  # SD3's decode adds shift_factor; the toy VAE has none
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=build_flow_scheduler(), vae=vae, text_encoder=encoders[0],
+        tokenizer=tokenizer, text_encoder_2=encoders[1], tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None,
+    )
+
+
+def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: AttributeClassifier) -> None:
+    from erasekit.toyworld.models import build_flow_scheduler, build_mmdit, build_text_encoder_with_projection
+
+    data = load_file(str(encode_latents(cfg, out_dir, work)))
+    scale = float(json.loads((out_dir / "vae" / "config.json").read_text())["scaling_factor"])
+    tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+    torch.manual_seed(cfg.seed)
+
+    def build():
+        return build_mmdit(), [build_text_encoder_with_projection(tokenizer) for _ in range(2)]
+
+    transformer, encoders = build()
+    names = ("transformer", "text_encoder", "text_encoder_2")
+    params = {f"{name}.{n}": p for name, module in zip(names, [transformer, *encoders], strict=True)
+              for n, p in module.named_parameters()}
+    scheduler = build_flow_scheduler()
+    mean, std, ids, uncond = data["mean"], data["std"], data["ids"], data["uncond"]
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        b = cfg.unet_batch
+        idx = torch.randint(0, len(mean), (b,), generator=gen)
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
+        tokens = ids[idx].clone()
+        tokens[torch.rand(b, generator=gen) < cfg.cond_dropout] = uncond[0]
+        noise = torch.randn(z0.shape, generator=gen)
+        sigma = flow_sigmas(scheduler, torch.sigmoid(torch.randn(b, generator=gen)))  # logit-normal u, as SD3
+        s = sigma.view(-1, 1, 1, 1)
+        hidden, pooled = sd3_conditioning(encoders, tokens)
+        x = (1 - s) * z0 + s * noise
+        pred = transformer(hidden_states=x, timestep=sigma * scheduler.config.num_train_timesteps,
+                           encoder_hidden_states=hidden, pooled_projections=pooled).sample
+        return F.mse_loss(pred, noise - z0)  # the velocity dx/dσ of x_σ = (1 − σ)·x_0 + σ·ε
+
+    progress_path = out_dir / "training_progress.jsonl"
+    last_time = [time.time()]
+
+    def export(step: int, trainer: Trainer) -> bool:
+        ema = trainer.ema_state()
+        t, encs = build()
+        for name, module in zip(names, [t, *encs], strict=True):
+            weights = {k[len(name) + 1:]: v for k, v in ema.items() if k.startswith(f"{name}.")}
+            module.load_state_dict({**module.state_dict(), **weights})  # buffers (pos_embed) as built
+            _save_component(module.eval(), out_dir / name)
+        pipe = assemble_sd3_pipeline(out_dir, t, encs)
+        if not (out_dir / "model_index.json").exists():
+            pipe.save_config(out_dir)
+            pipe.scheduler.save_pretrained(out_dir / "scheduler")
+            _save_component(pipe.vae, out_dir / "vae")  # with its shift_factor
+        entry = {"step": step, "loss": float(np.mean(trainer.losses[-cfg.export_every:])),
+                 **quick_pipeline_fidelity(pipe, classifier, seed=cfg.seed)}
+        with progress_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        now = time.time()
+        _record(out_dir, "mmdit", now - last_time[0], steps=step, batch=cfg.unet_batch, config=asdict(cfg))
+        last_time[0] = now
+        log.info("step %d: %s", step, entry)
+        return False
+
+    trainer = Trainer(
+        params,
+        TrainerConfig(steps=cfg.unet_steps, lr=cfg.unet_lr, warmup_steps=500, weight_decay=0.01,
+                      ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
+                      callback_every=cfg.export_every, seed=cfg.seed, description="mmdit"),
+        checkpoint_dir=work / "mmdit",
+        callback=export,
+    )
+    state = trainer.fit(loss_fn)
+    if state.step % cfg.export_every:
+        export(state.step, trainer)
+
+
+@torch.no_grad()
+def quick_pipeline_fidelity(pipe, classifier: AttributeClassifier, seed: int, every: int = 5, steps: int = 20,
+                            guidance: float = 7.0) -> dict[str, float]:
+    """quick_fidelity through the diffusers pipeline's own sampler (for families erasekit's DDIM sampler
+    does not draw): every `every`-th named prompt, 2 seeds."""
+    from erasekit.toyworld import fidelity
+
+    pipe.set_progress_bar_config(disable=True)
+    prompts = fidelity.named_prompts()[::every]
+    images = []
+    for s in (seed, seed + 1):
+        for i in range(0, len(prompts), 64):
+            chunk = [p.prompt for p in prompts[i : i + 64]]
+            gen = [torch.Generator().manual_seed(s * 100_003 + i + j) for j in range(len(chunk))]
+            images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gen,
+                               height=domain.IMAGE_SIZE, width=domain.IMAGE_SIZE, output_type="pt").images)
+    pred = classifier.predict(torch.cat(images).float().clamp(0, 1))
+    labelled = prompts * 2
+    pred = {k: v.numpy() for k, v in pred.items()}
+    return {f"fidelity_{name}": fidelity.agreement(labelled, pred, name) for name in domain.ATTRIBUTES}
+
+
 def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | None = None,
               vae_from: Path | None = None) -> None:
     """vae_from: a trained toy world whose tokenizer, VAE and classifier are reused (only the text
@@ -309,7 +440,12 @@ def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | 
     origins = {k: str(v) for k, v in (("init_from", init_from), ("vae_from", vae_from)) if v is not None}
     if origins:
         _record(out_dir, "unet", 0.0, **origins)
-    train_unet(cfg, out_dir, work, classifier, init_from=init_from)
+    if cfg.arch == "mmdit":
+        if init_from is not None:
+            raise ValueError("init_from starts a UNet world from another; an MMDiT world trains from scratch")
+        train_mmdit(cfg, out_dir, work, classifier)
+    else:
+        train_unet(cfg, out_dir, work, classifier, init_from=init_from)
     log.info("toy world trained into %s", out_dir)
 
 
