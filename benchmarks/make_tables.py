@@ -19,11 +19,12 @@ def _fmt(value) -> str:
 # The columns of a multi-run table, in this order (every other metric stays in the JSON).
 COLUMNS = ("target_rate", "synonym_rate", "misspelling_rate", "implicit_rate", "anchor_rate", "recovery_rate",
            "other_accuracy", "other_accuracy_base", "ssim_other", "fid_other", "kid_other", "seconds",
-           "trainable_params")
+           "trainable_params", "examples", "seconds_per_example", "ratio_to_floor")
 
 
 def table(doc: dict) -> str:
-    runs = doc["runs"]
+    # a run's measured cost (perf benchmarks) shows beside its metrics
+    runs = [{**r, "metrics": {**r.get("metrics", {}), **r.get("cost", {})}} if "cost" in r else r for r in doc["runs"]]
     lines = [f"### {doc['benchmark']}", "",
              f"`{doc['command']}` at `{doc['git'][:12]}` on {doc['device']} ({doc['created']})", ""]
     if "calibration_seeds" in doc:
@@ -107,7 +108,7 @@ def _metric_table(metrics: dict) -> list[str]:
 
 
 def _label(run: dict, varying: list[str]) -> str:
-    text = " ".join(str(run[k]) for k in ("label", "case", "measured") if run.get(k))
+    text = " ".join(str(run[k]) for k in ("label", "case", "loop", "measured") if run.get(k))
     return f"{'' if run.get('label') else run.get('method') or '—'} {text} {_config_note(run, varying)}".strip()
 
 

@@ -194,6 +194,17 @@ def encode_latents(cfg: ToyTrainConfig, out_dir: Path, work: Path) -> Path:
     return path
 
 
+def _training_batch(cfg: ToyTrainConfig, data: dict[str, torch.Tensor], scale: float, gen: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_0 latents, caption tokens with cond_dropout of them emptied, noise) for one denoiser step."""
+    b = cfg.unet_batch
+    idx = torch.randint(0, len(data["mean"]), (b,), generator=gen)
+    z0 = (data["mean"][idx] + data["std"][idx] * torch.randn(data["mean"][idx].shape, generator=gen)) * scale
+    tokens = data["ids"][idx].clone()
+    tokens[torch.rand(b, generator=gen) < cfg.cond_dropout] = data["uncond"][0]
+    return z0, tokens, torch.randn(z0.shape, generator=gen)
+
+
 # ------------------------------------------------------------------------ UNet
 def assemble_pipeline(out_dir: Path, unet, text_encoder, prediction_type: str = "epsilon"
                       ) -> StableDiffusionPipeline:
@@ -228,27 +239,17 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
     params = {f"unet.{n}": p for n, p in unet.named_parameters()}
     params.update({f"text_encoder.{n}": p for n, p in text_encoder.named_parameters()})
     scheduler = build_scheduler(cfg.prediction_type)
-    mean, std, ids, uncond = data["mean"], data["std"], data["ids"], data["uncond"]
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-        b = cfg.unet_batch
-        idx = torch.randint(0, len(mean), (b,), generator=gen)
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
-        tokens = ids[idx].clone()
-        drop = torch.rand(b, generator=gen) < cfg.cond_dropout
-        tokens[drop] = uncond[0]
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, 1000, (b,), generator=gen)
+        z0, tokens, noise = _training_batch(cfg, data, scale, gen)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
         zt, target = noised(scheduler, z0, noise, t)
         hidden = text_encoder(tokens).last_hidden_state
         pred = unet(zt, t, hidden).sample
         weight = min_snr_weight(scheduler, t, cfg.min_snr_gamma)
         return (weight * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
 
-    progress_path = out_dir / "training_progress.jsonl"
-    last_time = [time.time()]
-
-    def export(step: int, trainer: Trainer) -> bool:
+    def save_and_probe(trainer: Trainer) -> dict[str, float]:
         ema = trainer.ema_state()
         u, te = build_unet(cfg.text_dim), build_text_encoder(tokenizer, cfg.text_dim)
         u.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")})
@@ -259,13 +260,23 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
         if not (out_dir / "model_index.json").exists():
             pipe.save_config(out_dir)
             build_scheduler(cfg.prediction_type).save_pretrained(out_dir / "scheduler")
-        fidelity = quick_fidelity(pipe, classifier, seed=cfg.seed)
-        recent = trainer.losses[-cfg.export_every:]
-        entry = {"step": step, "loss": float(np.mean(recent)), **fidelity}
+        return quick_fidelity(pipe, classifier, seed=cfg.seed)
+
+    _fit_denoiser(cfg, "unet", params, loss_fn, work, out_dir, save_and_probe)
+
+
+def _fit_denoiser(cfg: ToyTrainConfig, stage: str, params, loss_fn, work: Path, out_dir: Path, save_and_probe) -> None:
+    """Train the denoiser stage; every export_every steps (and at the end) save_and_probe(trainer) writes
+    the EMA weights as a pipeline and returns its fidelity probe, logged to training_progress.jsonl."""
+    progress_path = out_dir / "training_progress.jsonl"
+    last_time = [time.time()]
+
+    def export(step: int, trainer: Trainer) -> bool:
+        entry = {"step": step, "loss": float(np.mean(trainer.losses[-cfg.export_every:])), **save_and_probe(trainer)}
         with progress_path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
         now = time.time()
-        _record(out_dir, "unet", now - last_time[0], steps=step, batch=cfg.unet_batch, config=asdict(cfg))
+        _record(out_dir, stage, now - last_time[0], steps=step, batch=cfg.unet_batch, config=asdict(cfg))
         last_time[0] = now
         log.info("step %d: %s", step, entry)
         return False
@@ -274,8 +285,8 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
         params,
         TrainerConfig(steps=cfg.unet_steps, lr=cfg.unet_lr, warmup_steps=500, weight_decay=0.01,
                       ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
-                      callback_every=cfg.export_every, seed=cfg.seed, description="unet"),
-        checkpoint_dir=work / "unet",
+                      callback_every=cfg.export_every, seed=cfg.seed, description=stage),
+        checkpoint_dir=work / stage,
         callback=export,
     )
     state = trainer.fit(loss_fn)
@@ -345,16 +356,11 @@ def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attr
     params = {f"{name}.{n}": p for name, module in zip(names, [transformer, *encoders], strict=True)
               for n, p in module.named_parameters()}
     scheduler = build_flow_scheduler()
-    mean, std, ids, uncond = data["mean"], data["std"], data["ids"], data["uncond"]
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-        b = cfg.unet_batch
-        idx = torch.randint(0, len(mean), (b,), generator=gen)
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
-        tokens = ids[idx].clone()
-        tokens[torch.rand(b, generator=gen) < cfg.cond_dropout] = uncond[0]
-        noise = torch.randn(z0.shape, generator=gen)
-        sigma = flow_sigmas(scheduler, torch.sigmoid(torch.randn(b, generator=gen)))  # logit-normal u, as SD3
+        z0, tokens, noise = _training_batch(cfg, data, scale, gen)
+        u = torch.sigmoid(torch.randn(cfg.unet_batch, generator=gen))  # logit-normal, as SD3 samples it
+        sigma = flow_sigmas(scheduler, u)
         s = sigma.view(-1, 1, 1, 1)
         hidden, pooled = sd3_conditioning(encoders, tokens)
         x = (1 - s) * z0 + s * noise
@@ -362,10 +368,7 @@ def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attr
                            encoder_hidden_states=hidden, pooled_projections=pooled).sample
         return F.mse_loss(pred, noise - z0)  # the velocity dx/dσ of x_σ = (1 − σ)·x_0 + σ·ε
 
-    progress_path = out_dir / "training_progress.jsonl"
-    last_time = [time.time()]
-
-    def export(step: int, trainer: Trainer) -> bool:
+    def save_and_probe(trainer: Trainer) -> dict[str, float]:
         ema = trainer.ema_state()
         t, encs = build()
         for name, module in zip(names, [t, *encs], strict=True):
@@ -377,27 +380,9 @@ def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attr
             pipe.save_config(out_dir)
             pipe.scheduler.save_pretrained(out_dir / "scheduler")
             _save_component(pipe.vae, out_dir / "vae")  # with its shift_factor
-        entry = {"step": step, "loss": float(np.mean(trainer.losses[-cfg.export_every:])),
-                 **quick_pipeline_fidelity(pipe, classifier, seed=cfg.seed)}
-        with progress_path.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
-        now = time.time()
-        _record(out_dir, "mmdit", now - last_time[0], steps=step, batch=cfg.unet_batch, config=asdict(cfg))
-        last_time[0] = now
-        log.info("step %d: %s", step, entry)
-        return False
+        return quick_pipeline_fidelity(pipe, classifier, seed=cfg.seed)
 
-    trainer = Trainer(
-        params,
-        TrainerConfig(steps=cfg.unet_steps, lr=cfg.unet_lr, warmup_steps=500, weight_decay=0.01,
-                      ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
-                      callback_every=cfg.export_every, seed=cfg.seed, description="mmdit"),
-        checkpoint_dir=work / "mmdit",
-        callback=export,
-    )
-    state = trainer.fit(loss_fn)
-    if state.step % cfg.export_every:
-        export(state.step, trainer)
+    _fit_denoiser(cfg, "mmdit", params, loss_fn, work, out_dir, save_and_probe)
 
 
 @torch.no_grad()
