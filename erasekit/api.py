@@ -308,7 +308,7 @@ def purify(
         raise ErasekitError(f"noise must be 'inversion' or 'random', got {noise!r}")
     depth = max(1, round(strength * steps))
     inverter = DDIMSampler(model, steps=steps, guidance=1.0,
-                           weights=_base_unet_weights(model) if invert_with == "base" else None)
+                           weights=_base_denoiser_weights(model) if invert_with == "base" else None)
     sampler = DDIMSampler(model, steps=steps, guidance=guidance)
     cond_one, uncond_one = model.encode([prompt])[0], model.encode([""])[0]
     out = []
@@ -327,12 +327,13 @@ def purify(
     return torch.cat(out)
 
 
-def _base_unet_weights(model: DiffusionModel) -> dict[str, torch.Tensor] | None:
-    """The UNet tensors the applied patches changed, at their unpatched values (None: no patch)."""
-    names = {n for p in patching.applied(model) for n in p.deltas if n.startswith("unet.")}
+def _base_denoiser_weights(model: DiffusionModel) -> dict[str, torch.Tensor] | None:
+    """The denoiser tensors the applied patches changed, at their unpatched values (None: no patch)."""
+    prefix = f"{model.family.denoiser}."
+    names = {n for p in patching.applied(model) for n in p.deltas if n.startswith(prefix)}
     if not names:
         return None
-    return {n.removeprefix("unet."): t for n, t in patching.base_tensors(model, names).items()}
+    return {n.removeprefix(prefix): t for n, t in patching.base_tensors(model, names).items()}
 
 
 def evaluate(

@@ -111,7 +111,7 @@ def test_fmn_short_run_lowers_attention_on_concept(tiny_model):
     emb = tiny_model.encode(["a photo of circle"])
 
     def mass():
-        with torch.no_grad(), control_attention(tiny_model.unet) as store:
+        with torch.no_grad(), control_attention(tiny_model.denoiser) as store:
             tiny_model.eps(x, torch.tensor(500), emb)
         return attention_norm(store.maps, columns).item()
 

@@ -62,7 +62,7 @@ def test_eps_passes_the_added_conditioning_to_the_unet(sdxl_model):
     t = torch.tensor([500, 20])
     ours = sdxl_model.eps(x, t, cond[:, None].expand(2, 2, *cond.shape[1:]))
     for k in range(2):
-        direct = sdxl_model.unet(x, t, cond.hidden[k].expand(2, -1, -1),
+        direct = sdxl_model.denoiser(x, t, cond.hidden[k].expand(2, -1, -1),
                                  added_cond_kwargs={n: v[k].expand(2, -1) for n, v in cond.extras.items()}).sample
         torch.testing.assert_close(ours[k], direct, atol=1e-5, rtol=0)
     other = dict(cond.extras, text_embeds=torch.zeros_like(cond.extras["text_embeds"]))

@@ -12,7 +12,7 @@ def test_loads_from_directory(tiny_dir):
     model = DiffusionModel.load(tiny_dir, device="cpu")
     assert model.latent_shape == (4, 8, 8)
     assert model.image_size == 16
-    assert not any(p.requires_grad for p in model.unet.parameters())
+    assert not any(p.requires_grad for p in model.denoiser.parameters())
 
 
 def test_loads_hub_id_from_local_cache(tiny_dir, tmp_path, monkeypatch):

@@ -57,14 +57,14 @@ def test_gradient_checkpointing_gives_the_same_patch_and_is_switched_off_after(t
     assert plain.deltas.keys() == checkpointed.deltas.keys()
     for name in plain.deltas:
         torch.testing.assert_close(checkpointed.deltas[name], plain.deltas[name], atol=1e-6, rtol=0)
-    assert not tiny_model.unet.is_gradient_checkpointing
+    assert not tiny_model.denoiser.is_gradient_checkpointing
 
 
 def test_the_session_switch_really_recomputes_activations_in_backward(tiny_model):
     from erasekit.core.edit import EditSession
 
     calls = []
-    block = tiny_model.unet.down_blocks[1].resnets[0]  # diffusers checkpoints each resnet and attention
+    block = tiny_model.denoiser.down_blocks[1].resnets[0]  # diffusers checkpoints each resnet and attention
     forward = block.forward  # counted on forward itself: torch skips module hooks when it recomputes
     block.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
     x = torch.randn(1, *tiny_model.latent_shape)

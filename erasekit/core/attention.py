@@ -107,20 +107,20 @@ class ControlledCrossAttnProcessor:
 
 @contextmanager
 def control_attention(
-    unet: torch.nn.Module, record: bool = True, keep_grad: bool = False
+    denoiser: torch.nn.Module, record: bool = True, keep_grad: bool = False
 ) -> Iterator[AttentionStore]:
     """Install controlled processors on every attn2 layer; restore the originals on exit."""
     store = AttentionStore(record=record, keep_grad=keep_grad)
-    original = unet.attn_processors
+    original = denoiser.attn_processors
     replaced = {
         name: (ControlledCrossAttnProcessor(store, name) if ".attn2." in name else proc)
         for name, proc in original.items()
     }
-    unet.set_attn_processor(replaced)
+    denoiser.set_attn_processor(replaced)
     try:
         yield store
     finally:
-        unet.set_attn_processor(original)
+        denoiser.set_attn_processor(original)
 
 
 def token_indices(tokenizer, prompt: str, word: str) -> list[int]:

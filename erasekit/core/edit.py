@@ -93,9 +93,14 @@ class EditSession:
             enable()
             self.checkpointed.append(module)
 
-    def teacher_unet(self) -> dict[str, torch.Tensor]:
-        """The frozen θ* values of the trained UNet tensors, named as inside the UNet."""
-        return {n.removeprefix("unet."): t for n, t in self.base.items() if n.startswith("unet.")}
+    def teacher_denoiser(self) -> dict[str, torch.Tensor]:
+        """The frozen θ* values of the trained denoiser tensors, named as inside the denoiser."""
+        return self.denoiser_part(self.base)
+
+    def denoiser_part(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Those of `tensors` (named as patches name them) that belong to the denoiser, named inside it."""
+        prefix = f"{self.model.family.denoiser}."
+        return {n.removeprefix(prefix): t for n, t in tensors.items() if n.startswith(prefix)}
 
     def to_patch(
         self,

@@ -117,8 +117,9 @@ class DiffusionModel:
 
     # ------------------------------------------------------------ components
     @property
-    def unet(self) -> torch.nn.Module:
-        return self.pipe.unet
+    def denoiser(self) -> torch.nn.Module:
+        """The network that predicts ε / v (the family's: a UNet, or an MMDiT's transformer)."""
+        return getattr(self.pipe, self.family.denoiser)
 
     @property
     def text_encoder(self) -> torch.nn.Module:
@@ -139,13 +140,13 @@ class DiffusionModel:
 
     @property
     def device(self) -> torch.device:
-        return self.pipe.unet.device
+        return self.denoiser.device
 
     @property
     def dtype(self) -> torch.dtype:
         """The precision of the frozen networks' weights (latents, conditions and predictions outside
         the networks stay float32; the networks run under autocast in this dtype)."""
-        return self.pipe.unet.dtype
+        return self.denoiser.dtype
 
     def autocast(self):
         """Run the networks in the weights' precision, with float32 tensors (trained master copies,
@@ -154,12 +155,12 @@ class DiffusionModel:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        size = self.unet.config.sample_size
-        return (self.unet.config.in_channels, size, size)
+        size = self.denoiser.config.sample_size
+        return (self.denoiser.config.in_channels, size, size)
 
     @property
     def image_size(self) -> int:
-        return self.unet.config.sample_size * self.pipe.vae_scale_factor
+        return self.denoiser.config.sample_size * self.pipe.vae_scale_factor
 
     def named_modules(self) -> dict[str, torch.nn.Module]:
         """The trainable components by prefix (the family's), as parameter scopes and patches name them."""
@@ -168,8 +169,8 @@ class DiffusionModel:
 
     @property
     def context_dim(self) -> int:
-        """The width of the cross-attention context (SD 1.x: 768, SDXL: 2048)."""
-        return int(self.unet.config.cross_attention_dim)
+        """The width of the text context (SD 1.x: 768, SDXL: 2048, SD3: 4096)."""
+        return int(self.denoiser.config[self.family.context_key])
 
     # -------------------------------------------------------------- encoding
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -197,8 +198,8 @@ class DiffusionModel:
         condition, in one UNet call.
 
         x_t: (B, C, H, W); cond: (K, L, D) or (K, B, L, D). Returns (K, B, C, H, W).
-        weights: UNet tensors to use instead of the live ones (e.g. a frozen teacher's copy of
-        the parameters being trained), by their names inside the UNet.
+        weights: denoiser tensors to use instead of the live ones (e.g. a frozen teacher's copy of
+        the parameters being trained), by their names inside the denoiser.
         """
         cond = as_conditioning(cond)
         b, k = x_t.shape[0], cond.shape[0]
@@ -210,27 +211,28 @@ class DiffusionModel:
         t = t.expand(b) if t.dim() == 0 else t
         x = x_t.unsqueeze(0).expand(k, *x_t.shape).reshape(k * b, *x_t.shape[1:])
         flat = cond.flatten_batch()
-        args = (x, t.repeat(k), flat.hidden)
-        kwargs = self.family.denoiser_kwargs(flat.extras)
+        args, kwargs = self.family.denoiser_inputs(x, t.repeat(k), flat.hidden, flat.extras)
         with self.autocast():
             if weights:
-                out = torch.func.functional_call(self.unet, weights, args, kwargs, strict=False).sample
+                out = torch.func.functional_call(self.denoiser, weights, args, kwargs, strict=False).sample
             else:
-                out = self.unet(*args, **kwargs).sample
+                out = self.denoiser(*args, **kwargs).sample
         return out.float().view(k, b, *x_t.shape[1:])
 
     # -------------------------------------------------------------- latents
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → images in [0, 1], (B, 3, H, W), float32."""
-        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
+        shift = self.vae.config.get("shift_factor") or 0.0  # SD3 / Flux VAEs centre their latents
+        images = self.vae.decode((latents / self.vae.config.scaling_factor + shift).to(self.vae.dtype)).sample
         return ((images.float() + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] → scaled latents (posterior mean)."""
         x = images.to(self.device, self.vae.dtype) * 2 - 1
-        return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
+        shift = self.vae.config.get("shift_factor") or 0.0
+        return (self.vae.encode(x).latent_dist.mean.float() - shift) * self.vae.config.scaling_factor
 
     def seeded_noise(self, seeds: Sequence[int], shape: Sequence[int] | None = None) -> torch.Tensor:
         """Standard normal noise of `shape` (default: the latent shape) per seed, drawn on the CPU so

@@ -43,11 +43,14 @@ class Family:
     native_resolution: int
     # (pipe, prompts) -> Conditioning; its token positions follow the pipeline's first tokenizer
     encode: Callable[[Any, Sequence[str]], Any]
-    # a Conditioning's extras (flattened to one batch dim) -> keyword arguments of the denoiser call
-    denoiser_kwargs: Callable[[Mapping[str, Any]], dict[str, Any]]
+    # (x_t, timesteps, context hidden states, a Conditioning's extras flattened to one batch dim) ->
+    # (args, kwargs) of the denoiser's call
+    denoiser_inputs: Callable[[Any, Any, Any, Mapping[str, Any]], tuple[tuple, dict[str, Any]]]
     scopes: Mapping[str, Callable[[str], bool]]  # scope name -> selects a parameter by its name
     scope_descriptions: Mapping[str, str]
     capabilities: frozenset[str] = frozenset(CAPABILITIES)
+    denoiser: str = "unet"  # the component that predicts ε / v (a UNet, or an MMDiT's `transformer`)
+    context_key: str = "cross_attention_dim"  # the denoiser config's width of the text context
     # the original (A1111 / ComfyUI) single-file layout of its text encoders, for `patch export --single-file`:
     # (component, key prefix, "hf-clip" | "open-clip") each; empty: not written, single_file_note says why
     single_file_text: tuple[tuple[str, str, str], ...] = ()

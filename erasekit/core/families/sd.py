@@ -23,8 +23,8 @@ def encode(pipe, prompts: Sequence[str]):
     return Conditioning(encoder(token_ids(pipe.tokenizer, prompts, encoder.device))[0])
 
 
-def no_kwargs(extras: Mapping[str, Any]) -> dict[str, Any]:
-    return {}
+def unet_inputs(x, t, hidden, extras: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    return (x, t, hidden), {}
 
 
 register_family(Family(
@@ -36,7 +36,7 @@ register_family(Family(
     text_encoders=("text_encoder",),
     native_resolution=512,
     encode=encode,
-    denoiser_kwargs=no_kwargs,
+    denoiser_inputs=unet_inputs,
     scopes=UNET_SCOPES,
     scope_descriptions=UNET_SCOPE_DESCRIPTIONS,
     single_file_text=(("text_encoder", "cond_stage_model.transformer.", "hf-clip"),),

@@ -48,8 +48,8 @@ def encode(pipe, prompts: Sequence[str]):
     return Conditioning(joined, {"text_embeds": pooled, "time_ids": time_ids})
 
 
-def added_cond_kwargs(extras: Mapping[str, Any]) -> dict[str, Any]:
-    return {"added_cond_kwargs": {"text_embeds": extras["text_embeds"], "time_ids": extras["time_ids"]}}
+def unet_inputs(x, t, hidden, extras: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    return (x, t, hidden), {"added_cond_kwargs": {"text_embeds": extras["text_embeds"], "time_ids": extras["time_ids"]}}
 
 
 register_family(Family(
@@ -61,7 +61,7 @@ register_family(Family(
     text_encoders=("text_encoder", "text_encoder_2"),
     native_resolution=1024,
     encode=encode,
-    denoiser_kwargs=added_cond_kwargs,
+    denoiser_inputs=unet_inputs,
     scopes=UNET_SCOPES,
     scope_descriptions=UNET_SCOPE_DESCRIPTIONS,
     single_file_marker="conditioner.embedders.1.model.",  # OpenCLIP bigG in the original SDXL layout

@@ -64,7 +64,7 @@ class _Teacher:
     def __init__(self, model: DiffusionModel, session: EditSession, config: AboConfig, request: EraseRequest):
         self.model = model
         self.config = config
-        self.weights = session.teacher_unet()
+        self.weights = session.teacher_denoiser()
         self.instructions = config.instruction_concepts() if config.delta == "explicit" else []
         with torch.no_grad():
             self.uncond = model.encode([""])[0]
@@ -88,7 +88,7 @@ class _Teacher:
             conds += [e.expand(b, *e.shape) for e in self.instruction_embeds]
         stacked = torch.stack(conds)  # (K, B, L, D)
         if self.scales is not None:
-            ctx = control_attention(self.model.unet, record=False)
+            ctx = control_attention(self.model.denoiser, record=False)
         else:
             ctx = nullcontext()
         with ctx as store:

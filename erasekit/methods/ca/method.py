@@ -60,7 +60,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
     n_train = model.scheduler.config.num_train_timesteps
 
     with EditSession(model, config.scope, token_ids=token_ids) as session:
-        teacher = session.teacher_unet() if config.teacher == "frozen" else None
+        teacher = session.teacher_denoiser() if config.teacher == "frozen" else None
 
         def draw(k: int, gen: torch.Generator):
             idx = torch.randint(len(latents[k]), (config.batch_size,), generator=gen)

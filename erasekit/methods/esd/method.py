@@ -34,7 +34,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
     run = run or RunOptions()
     T = config.sampling_steps
     with EditSession(model, config.scope) as session:
-        teacher = session.teacher_unet()
+        teacher = session.teacher_denoiser()
         with torch.no_grad():
             uncond = model.encode([""])[0]
             concepts = model.encode(request.concepts)

@@ -54,7 +54,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: 
             z0 = latents[k][i : i + 1]
             noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
             zt = add_noise(model.scheduler, z0, noise, torch.tensor([t]))
-            with control_attention(model.unet, keep_grad=True) as store:
+            with control_attention(model.denoiser, keep_grad=True) as store:
                 model.eps(zt, torch.tensor(t, device=model.device), embeds[k : k + 1])
                 return attention_norm(store.maps, columns[k])
 

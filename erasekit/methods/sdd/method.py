@@ -41,7 +41,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
         holder: dict = {}
 
         def teacher_weights() -> dict[str, torch.Tensor]:
-            return {n.removeprefix("unet."): v for n, v in holder["trainer"].ema.items()}
+            return session.denoiser_part(holder["trainer"].ema)
 
         def sampled_by_teacher(step: int, gen: torch.Generator):
             u = int(torch.randint(0, T, (1,), generator=gen))
@@ -56,7 +56,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
             return z, timesteps[u], torch.tensor([step % len(request.concepts)])
 
         def sampled_by_base():
-            base = session.teacher_unet()
+            base = session.teacher_denoiser()
 
             def walk(x, t, i, rows):
                 e = model.eps(x, t, torch.stack([uncond, joined])[:, None].expand(2, len(rows), *uncond.shape), base)

@@ -106,7 +106,8 @@ def erase(
         raise ErasekitError(f"stages {stages} must name every concept of {concepts} exactly once")
     if len(concepts) == 1 and not request.preserve and not config.protect:
         log.warning("sepme with one concept: only the empty prompt constrains its increment")
-    layers = {n.removeprefix("unet."): p for n, p in named_parameters({"unet": model.unet}).items()
+    prefix = model.family.denoiser
+    layers = {n.removeprefix(f"{prefix}."): p for n, p in named_parameters({prefix: model.denoiser}).items()
               if ".attn2.to_k." in n or ".attn2.to_v." in n}
     layers = {n: p for n, p in layers.items() if n.endswith(".weight")}
     bases = null_spaces(model, concepts, list(request.preserve) + list(config.protect), config)
@@ -213,12 +214,13 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
                           callback=check)
         trainer.fit(loss_fn)
 
-    base_print = patching.base_fingerprint(model, [f"unet.{n}" for n in layers])
+    prefix = model.family.denoiser
+    base_print = patching.base_fingerprint(model, [f"{prefix}.{n}" for n in layers])
     made_on = patching.made_on(model)
     patches = {}
     with torch.no_grad():
         for k, concept in enumerate(concepts):
-            deltas = {f"unet.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
+            deltas = {f"{prefix}.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
             info = {**made_on, "stopped_at": stopped.get(k), "tau": stoppers[k].tau,
                     "loss_scale": scales[k], "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]),
                     "trainable_params": sum(coeffs[f"{k}/{n}"].numel() for n in layers)}
