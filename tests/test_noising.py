@@ -50,3 +50,19 @@ def test_unknown_prediction_type_is_a_clear_error():
     s.register_to_config(prediction_type="flow")
     with pytest.raises(ErasekitError, match="prediction_type 'flow'"):
         training_target(s, torch.zeros(1), torch.zeros(1), torch.tensor([1]))
+
+
+def test_flow_matching_noises_linearly_and_targets_the_velocity():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from erasekit.core.noising import is_flow_matching, noised
+
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    assert is_flow_matching(scheduler) and not is_flow_matching(DDIMScheduler())
+    x0, noise = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    x_t, target = noised(scheduler, x0, noise, torch.tensor([250, 1000]))
+    torch.testing.assert_close(x_t[0], 0.75 * x0[0] + 0.25 * noise[0])
+    torch.testing.assert_close(x_t[1], noise[1])  # σ = 1: pure noise
+    torch.testing.assert_close(target, noise - x0)
+    # the velocity carries x_t to x_0 at σ = 0: x_0 = x_t − σ·v
+    torch.testing.assert_close(x_t[0] - 0.25 * target[0], x0[0])
