@@ -298,7 +298,8 @@ def purify(
     holds survives); 'random' by the forward process q(x_t | x_0) with seeded Gaussian noise
     (SDEdit), which drowns fine detail and leaves the edited model to redraw it.
     """
-    from erasekit.core.sampler import DDIMSampler
+    from erasekit.core.noising import add_noise
+    from erasekit.core.sampler import make_sampler
 
     if invert_with not in ("edited", "base"):
         raise ErasekitError(f"invert_with must be 'edited' or 'base', got {invert_with!r}")
@@ -307,9 +308,8 @@ def purify(
     if noise not in ("inversion", "random"):
         raise ErasekitError(f"noise must be 'inversion' or 'random', got {noise!r}")
     depth = max(1, round(strength * steps))
-    inverter = DDIMSampler(model, steps=steps, guidance=1.0,
-                           weights=_base_denoiser_weights(model) if invert_with == "base" else None)
-    sampler = DDIMSampler(model, steps=steps, guidance=guidance)
+    inverter = make_sampler(model, steps, 1.0, weights=_base_denoiser_weights(model) if invert_with == "base" else None)
+    sampler = make_sampler(model, steps, guidance)
     cond_one, uncond_one = model.encode([prompt])[0], model.encode([""])[0]
     out = []
     for start in range(0, len(images), batch_size):
@@ -321,7 +321,7 @@ def purify(
         else:
             t = sampler.timesteps()[steps - depth]
             eps = model.seeded_noise(range(seed + start, seed + start + len(batch)), latents.shape[1:])
-            x_t = model.scheduler.add_noise(latents, eps.to(latents.dtype), t)
+            x_t = add_noise(model.scheduler, latents, eps.to(latents.dtype), t)
         regenerated = sampler.sample(x_t, cond, uncond_one.expand_as(cond), start_at=steps - depth).latents
         out.append(model.decode(regenerated).cpu())
     return torch.cat(out)

@@ -70,3 +70,10 @@ def test_partial_inversion_continues_into_sampling(start):
     assert len(mid.timesteps) == 20 and mid.timesteps == sorted(mid.timesteps)  # from σ = 0 upwards
     again = sampler.sample(mid.latents, cond, cond, start_at=50 - 20).latents
     assert float((again - x0).norm() / x0.norm()) < 0.02
+
+
+def test_the_scheduler_picks_the_sampler(tiny_model):
+    from erasekit.core.sampler import DDIMSampler, make_sampler
+
+    assert isinstance(make_sampler(FieldModel(smooth), 4, 1.0), FlowMatchSampler)
+    assert isinstance(make_sampler(tiny_model, 4, 1.0), DDIMSampler)

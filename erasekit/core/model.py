@@ -55,8 +55,11 @@ def load_pipeline(
     except (OSError, ValueError) as exc:
         hint = " (not in the local hub cache; downloads are off)" if isinstance(resolved, str) else ""
         raise ErasekitError(f"could not load model {source!s}{hint}: {str(exc).splitlines()[0]}") from exc
-    # DDIM with η = 0 everywhere: the methods' trajectories and the evaluation share one sampler.
-    if not isinstance(pipe.scheduler, DDIMScheduler):
+    # DDIM with η = 0 everywhere: the methods' trajectories and the evaluation share one sampler. A
+    # flow-matching scheduler (SD3, Flux) stays: core.sampler.make_sampler integrates its ODE.
+    from erasekit.core.noising import is_flow_matching
+
+    if not isinstance(pipe.scheduler, DDIMScheduler) and not is_flow_matching(pipe.scheduler):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -243,4 +246,4 @@ class DiffusionModel:
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """x_T for each seed."""
-        return self.seeded_noise(seeds) * self.scheduler.init_noise_sigma
+        return self.seeded_noise(seeds) * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow matching: 1

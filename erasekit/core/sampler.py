@@ -141,6 +141,19 @@ class DDIMSampler:
                             trajectory=trajectory)
 
 
+def make_sampler(model: DiffusionModel, steps: int, guidance: float,
+                 weights: dict[str, torch.Tensor] | None = None):
+    """The sampler of the model's scheduler: DDIM (η = 0) for a DDPM-type schedule, flow-matching Euler
+    (erasekit.core.flow) for SD3 / Flux; both share one interface (sample, invert, hooks)."""
+    from erasekit.core.noising import is_flow_matching
+
+    if is_flow_matching(model.scheduler):
+        from erasekit.core.flow import FlowMatchSampler
+
+        return FlowMatchSampler(model, steps=steps, guidance=guidance, weights=weights)
+    return DDIMSampler(model, steps=steps, guidance=guidance, weights=weights)
+
+
 @torch.no_grad()
 def generate_images(
     model: DiffusionModel,
@@ -156,7 +169,7 @@ def generate_images(
     """Images in [0, 1] (N, 3, H, W) for the pairs (prompts[i], seeds[i]), batched, seed-deterministic."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    sampler = DDIMSampler(model, steps=steps, guidance=guidance)
+    sampler = make_sampler(model, steps, guidance)
     uncond_one = model.encode([negative_prompt])[0]
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress, unit="batch"):
