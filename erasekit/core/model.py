@@ -8,6 +8,7 @@ are refused: loading them executes arbitrary code.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -50,7 +51,8 @@ def load_pipeline(
             )
         else:
             pipe = pipeline_class.from_pretrained(
-                str(resolved), local_files_only=local_files_only, use_safetensors=True, **kwargs
+                str(resolved), local_files_only=local_files_only, use_safetensors=True,
+                **{**_absent_components(resolved), **kwargs}
             )
     except (OSError, ValueError) as exc:
         hint = " (not in the local hub cache; downloads are off)" if isinstance(resolved, str) else ""
@@ -63,6 +65,16 @@ def load_pipeline(
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _absent_components(source) -> dict[str, None]:
+    """Components a pipeline directory saved as absent ([null, null] in model_index.json, e.g. SD3 without
+    T5): diffusers' from_pretrained wants them passed as None."""
+    index = Path(str(source)) / "model_index.json"
+    if not index.is_file():
+        return {}
+    entries = json.loads(index.read_text())
+    return {k: None for k, v in entries.items() if isinstance(v, list) and v == [None, None]}
 
 
 def family_of_pipeline(pipe) -> Family:
