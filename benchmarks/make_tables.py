@@ -66,6 +66,9 @@ def table(doc: dict) -> str:
             cells = " | ".join(_fmt(run["metrics"].get(k, "")) for k in keys)
             lines.append(f"| {_label(run, varying)} | {cells} |")
     for run in (r for r in runs if not any(r is s for s in standard)):  # runs with metrics of their own
+        if run.get("status") not in (None, "ok"):  # a run that could not measure says why
+            lines += ["", f"{_label(run, varying)}: {run['status']}"]
+            continue
         if standard or len(runs) > 1:
             lines += ["", f"{_label(run, varying)}:", ""]
         lines += _metric_table(run["metrics"])
@@ -108,7 +111,7 @@ def _metric_table(metrics: dict) -> list[str]:
 
 
 def _label(run: dict, varying: list[str]) -> str:
-    text = " ".join(str(run[k]) for k in ("label", "case", "loop", "measured") if run.get(k))
+    text = " ".join(str(run[k]) for k in ("label", "case", "loop", "family", "precision", "measured") if run.get(k))
     return f"{'' if run.get('label') else run.get('method') or '—'} {text} {_config_note(run, varying)}".strip()
 
 
