@@ -10,7 +10,9 @@ Rule: among grid points whose mean ssim_other ≥ 0.85 and whose mean other_accu
 the base's, the lowest mean target_rate, then the lowest worst-concept target_rate, then the first
 in grid order. With no point admissible, the one with the highest mean ssim_other.
 
-Writes benchmarks/results/calibration_<method>_toyworld.json (format: ../shared/BENCHMARKS.md).
+Writes benchmarks/results/calibration_<method>_toyworld.json (format: ../shared/BENCHMARKS.md) after
+every case, so a stopped calibration resumes: a rerun with the same arguments keeps the cases already
+measured (same grid point, same case, same config) and measures only the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 import common
@@ -63,6 +66,17 @@ def evaluate_case(model, patch, case, seeds, steps) -> dict:
     return {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
 
 
+def measured_cases(path: Path) -> dict:
+    """(grid point as JSON, case) → the run already written by an earlier, stopped calibration."""
+    if not path.exists():
+        return {}
+    done = {}
+    for point in json.loads(path.read_text())["runs"]:
+        for run in point["per_concept"]:
+            done[(json.dumps(point["grid"], sort_keys=True), run["case"])] = run
+    return done
+
+
 def choose(points: list[dict]) -> int:
     """The index of the chosen grid point (the module docstring's rule)."""
     def admissible(p):
@@ -100,29 +114,45 @@ def main() -> None:
     name = f"calibration_{args.method}_{common.result_name('x', args.model).split('_', 1)[1]}"
     if args.tag:
         name += f"_{args.tag}"
+    grid = parse_grid(args.grid)
+    earlier = measured_cases(Path(args.out) / f"{name}.json")
     points: list[dict] = []
-    for values in parse_grid(args.grid):
-        runs = []
+    for values in grid:
+        runs: list[dict] = []
+        points.append({"grid": values, "runs": runs})
         for case in cases:
             request = common.case_request(case)
-            patch, seconds, resolved = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
-            metrics = evaluate_case(model, patch, case, seeds, args.steps)
-            runs.append({"case": case["case"], "kind": case["kind"], "concepts": request.concepts,
-                         "anchors": request.anchors, "config": dataclasses.asdict(resolved.config),
-                         "seconds": round(seconds, 1), "metrics": metrics})
-            print(args.method, values, case["case"], {k: round(v, 3) for k, v in metrics.items()
+            resolved = api.resolve_config(method_id(args.method), model.profile, request, {**fixed, **values},
+                                          family=model.family.name)
+            config = dataclasses.asdict(resolved.config)
+            run = earlier.get((json.dumps(values, sort_keys=True), case["case"]))
+            if run is None or run["config"] != config:
+                patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
+                metrics = evaluate_case(model, patch, case, seeds, args.steps)
+                run = {"case": case["case"], "kind": case["kind"], "concepts": request.concepts,
+                       "anchors": request.anchors, "config": config, "seconds": round(seconds, 1),
+                       "metrics": metrics}
+            runs.append(run)
+            print(args.method, values, case["case"], {k: round(v, 3) for k, v in run["metrics"].items()
                                                       if k in ("target_rate", "ssim_other", "other_accuracy")},
                   flush=True)
-        summary = common.summarize(runs)
-        summary["accuracy_drop_mean"] = sum(r["metrics"]["other_accuracy_base"] - r["metrics"]["other_accuracy"]
-                                            for r in runs) / len(runs)
-        points.append({"grid": values, "runs": runs, "summary": summary})
-        chosen = choose(points)
-        write_result(name, [{"method": args.method, "model": model.source, "grid": p["grid"], "seeds": seeds,
-                             "summary": p["summary"], "per_concept": p["runs"]} for p in points],
-                     out_dir=args.out,
-                     extra={"calibration_seeds": seeds, "rule": __doc__.split("Rule: ")[1].split("\n\n")[0],
-                            "chosen": points[chosen]["grid"], "complete": len(points) == len(parse_grid(args.grid))})
+            whole = len(points) == len(grid) and len(runs) == len(cases)
+            write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out)
+
+
+def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
+                 out_dir: str) -> None:
+    """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
+    for p in points:
+        p["summary"] = common.summarize(p["runs"])
+        p["summary"]["accuracy_drop_mean"] = sum(r["metrics"]["other_accuracy_base"] - r["metrics"]["other_accuracy"]
+                                                 for r in p["runs"]) / len(p["runs"])
+    whole = [p for p in points if len(p["runs"]) == len(points[0]["runs"])] if len(points) > 1 else points
+    write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
+                         "cases": len(p["runs"]), "summary": p["summary"], "per_concept": p["runs"]} for p in points],
+                 out_dir=out_dir,
+                 extra={"calibration_seeds": seeds, "rule": __doc__.split("Rule: ")[1].split("\n\n")[0],
+                        "chosen": whole[choose(whole)]["grid"], "complete": complete})
 
 
 if __name__ == "__main__":

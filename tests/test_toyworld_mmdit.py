@@ -31,7 +31,8 @@ def test_training_conditioning_is_the_pipelines_own(sd3_pipe):
     hidden, pooled = train.sd3_conditioning([sd3_pipe.text_encoder, sd3_pipe.text_encoder_2], ids)
     for i, prompt in enumerate(prompts):
         ref_hidden, _, ref_pooled, _ = sd3_pipe.encode_prompt(prompt, None, None, device="cpu",
-                                                              do_classifier_free_guidance=False)
+                                                              do_classifier_free_guidance=False,
+                                                              max_sequence_length=train.T5_TOKENS)
         torch.testing.assert_close(hidden[i], ref_hidden[0], atol=1e-6, rtol=0)
         torch.testing.assert_close(pooled[i], ref_pooled[0], atol=1e-6, rtol=0)
     assert hidden.shape[1] == sd3_pipe.tokenizer.model_max_length + train.T5_TOKENS
@@ -67,5 +68,18 @@ def test_an_mmdit_world_exports_a_plain_sd3_pipeline(sd3_pipe, tmp_path, monkeyp
     train.train_mmdit(cfg, out, work, classifier=None)
     pipe = StableDiffusion3Pipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None)
     assert type(pipe.transformer).__name__ == "SD3Transformer2DModel" and pipe.vae.config.shift_factor == 0.0
-    image = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt").images
+    image = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt",
+                 max_sequence_length=train.T5_TOKENS).images
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+def test_erasekit_encodes_a_trained_mmdit_world_with_its_recorded_sequence_length(sd3_pipe, tmp_path, monkeypatch):
+    from erasekit.core.model import DiffusionModel
+
+    test_an_mmdit_world_exports_a_plain_sd3_pipeline(sd3_pipe, tmp_path, monkeypatch)
+    model = DiffusionModel.load(tmp_path / "world", device="cpu")
+    assert model.encode_options == {"max_sequence_length": train.T5_TOKENS}
+    expected, _, _, _ = model.pipe.encode_prompt("a red circle", None, None, device="cpu",
+                                                 do_classifier_free_guidance=False,
+                                                 max_sequence_length=train.T5_TOKENS)
+    torch.testing.assert_close(model.encode(["a red circle"]).hidden, expected, atol=1e-6, rtol=0)

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
@@ -99,6 +100,14 @@ def load_tokenizer(source: str | os.PathLike, config: str | os.PathLike | None =
         raise ErasekitError(f"could not load the tokenizer of {source!s}: {str(exc).splitlines()[0]}") from exc
 
 
+def encode_options_of(directory: Path) -> dict[str, Any]:
+    """The "encode" options a model directory's training.json records (empty when it has none)."""
+    record = directory / "training.json"
+    if not record.is_file():
+        return {}
+    return dict(json.loads(record.read_text()).get("encode", {}))
+
+
 class DiffusionModel:
     """What every method needs from a Stable Diffusion pipeline, in one place."""
 
@@ -111,6 +120,9 @@ class DiffusionModel:
         self.family = family_of_pipeline(pipe)
         self.source = "in-memory pipeline"  # what load() was given, for result records
         self.profile: str | None = None  # whose layer of method defaults applies (erasekit.defaults)
+        # pipeline-call options the prompts are encoded with (SD3's max_sequence_length): a model
+        # directory records them in training.json "encode" (the toy worlds do); none: the family's defaults
+        self.encode_options: dict[str, Any] = {}
         if device is not None:
             pipe.to(device)
         for module in (*self.named_modules().values(), pipe.vae):
@@ -128,6 +140,7 @@ class DiffusionModel:
         resolved = resolve_source(source)
         if isinstance(resolved, Path) and resolved.is_dir():
             restore_applied(model, resolved)
+            model.encode_options = encode_options_of(resolved)
         return model
 
     # ------------------------------------------------------------ components
@@ -199,7 +212,7 @@ class DiffusionModel:
         if isinstance(prompts, str):
             prompts = [prompts]
         with self.autocast():
-            return self.family.encode(self.pipe, list(prompts)).float()
+            return self.family.encode(self.pipe, list(prompts), **self.encode_options).float()
 
     # ------------------------------------------------------------ denoising
     def eps(

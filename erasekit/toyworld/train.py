@@ -82,6 +82,14 @@ def _record(out_dir: Path, stage: str, seconds: float, **extra: object) -> None:
     path.write_text(json.dumps(record, indent=2))
 
 
+def _record_encode(out_dir: Path, **options: object) -> None:
+    """The pipeline-call options the model's prompts are encoded with (erasekit.core.model reads them)."""
+    path = out_dir / "training.json"
+    record = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+    record["encode"] = options
+    path.write_text(json.dumps(record, indent=2))
+
+
 # ---------------------------------------------------------------- classifier
 def train_classifier(cfg: ToyTrainConfig, out_path: Path, work: Path, record_dir: Path) -> AttributeClassifier:
     if out_path.exists():
@@ -308,7 +316,10 @@ def quick_fidelity(pipe: StableDiffusionPipeline, classifier: AttributeClassifie
 
 
 # --------------------------------------------------------------------- MMDiT
-T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length: without T5, that many zero tokens
+# The toy MMDiT's `max_sequence_length`: without T5, StableDiffusion3Pipeline appends that many zero tokens.
+# SD3's 256 would make 256 of the toy's 344 tokens zeros (4× the cost of a step); 8 keeps the CLIP + T5
+# layout at 96 tokens. Recorded in training.json ("encode"), which erasekit reads when it loads the model.
+T5_TOKENS = 8
 
 
 def sd3_conditioning(encoders, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,6 +388,8 @@ def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attr
             _save_component(module.eval(), out_dir / name)
         pipe = assemble_sd3_pipeline(out_dir, t, encs)
         if not (out_dir / "model_index.json").exists():
+            _record_encode(out_dir, max_sequence_length=T5_TOKENS)
+            pipe.tokenizer_2.save_pretrained(out_dir / "tokenizer_2")  # the same vocabulary, as SD3 ships it
             pipe.save_config(out_dir)
             pipe.scheduler.save_pretrained(out_dir / "scheduler")
             _save_component(pipe.vae, out_dir / "vae")  # with its shift_factor
@@ -400,7 +413,8 @@ def quick_pipeline_fidelity(pipe, classifier: AttributeClassifier, seed: int, ev
             chunk = [p.prompt for p in prompts[i : i + 64]]
             gen = [torch.Generator().manual_seed(s * 100_003 + i + j) for j in range(len(chunk))]
             images.append(pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gen,
-                               height=domain.IMAGE_SIZE, width=domain.IMAGE_SIZE, output_type="pt").images)
+                               height=domain.IMAGE_SIZE, width=domain.IMAGE_SIZE, output_type="pt",
+                               max_sequence_length=T5_TOKENS).images)
     pred = classifier.predict(torch.cat(images).float().clamp(0, 1))
     labelled = prompts * 2
     pred = {k: v.numpy() for k, v in pred.items()}

@@ -17,7 +17,7 @@ import importlib
 import json
 import os
 import pkgutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,9 @@ class Family:
     components: tuple[str, ...]  # trainable components: the prefixes of parameter names and patches
     text_encoders: tuple[str, ...]  # the components that read tokens (the `embedding` scope's tables)
     native_resolution: int
-    # (pipe, prompts) -> Conditioning; its token positions follow the pipeline's first tokenizer
-    encode: Callable[[Any, Sequence[str]], Any]
+    # (pipe, prompts, **the model's encode options) -> Conditioning; its token positions follow the
+    # pipeline's first tokenizer. Options are pipeline-call arguments (e.g. SD3's max_sequence_length).
+    encode: Callable[..., Any]
     # (x_t, timesteps, context hidden states, a Conditioning's extras flattened to one batch dim) ->
     # (args, kwargs) of the denoiser's call
     denoiser_inputs: Callable[[Any, Any, Any, Mapping[str, Any]], tuple[tuple, dict[str, Any]]]

@@ -27,7 +27,7 @@ from erasekit.core.scopes import TOKEN_EMBEDDING
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length
 
 
-def encode(pipe, prompts: Sequence[str]):
+def encode(pipe, prompts: Sequence[str], max_sequence_length: int = T5_TOKENS):
     import torch
     import torch.nn.functional as F
 
@@ -43,9 +43,9 @@ def encode(pipe, prompts: Sequence[str]):
     width = pipe.transformer.config.joint_attention_dim
     clip = F.pad(clip, (0, width - clip.shape[-1]))
     if pipe.text_encoder_3 is None:
-        t5 = clip.new_zeros(len(prompts), T5_TOKENS, width)
+        t5 = clip.new_zeros(len(prompts), max_sequence_length, width)
     else:
-        ids = pipe.tokenizer_3(list(prompts), padding="max_length", max_length=T5_TOKENS, truncation=True,
+        ids = pipe.tokenizer_3(list(prompts), padding="max_length", max_length=max_sequence_length, truncation=True,
                                add_special_tokens=True, return_tensors="pt").input_ids
         t5 = pipe.text_encoder_3(ids.to(pipe.text_encoder_3.device))[0].to(clip.dtype)
     return Conditioning(torch.cat([clip, t5], dim=-2), {"pooled_projections": torch.cat(pooled, dim=-1)})
