@@ -169,6 +169,7 @@ def erase(
         resolved = ResolvedConfig(config, {f.name: "given" for f in dataclasses.fields(config)})
     else:
         resolved = resolve_config(method, model.profile, request, config, overrides, family=model.family.name)
+    spec.check_family(model.family, resolved.config)
     spec.check_request(request, resolved.config)
     request.check_vocabulary(model.tokenizer)
     run = RunOptions(checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, progress=progress,

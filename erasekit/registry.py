@@ -24,6 +24,7 @@ class MethodSpec:
     multi_patch: bool = False  # returns one patch per concept (written to a directory)
     check_name: str | None = None  # check(request, config) in config.py: method-specific checks needing no model
     needs: tuple[str, ...] = ()  # family capabilities it relies on (erasekit.core.families.CAPABILITIES)
+    config_needs_name: str | None = None  # needs(config) in config.py: what some settings need besides
 
     @property
     def config_class(self) -> type:
@@ -33,11 +34,16 @@ class MethodSpec:
     def erase(self) -> Callable:  # erase(model, request, config, run) -> Patch
         return importlib.import_module(f"{self.package}.method").erase
 
-    def check_family(self, family) -> None:
-        """Refuse, in one line and before any weights load, a family that lacks what the method needs."""
+    def check_family(self, family, config=None) -> None:
+        """Refuse, in one line and before any weights load, a family that lacks what the method (with
+        this config, when given) needs."""
         from erasekit.core.families import CAPABILITIES
 
-        for need in self.needs:
+        needs = self.needs
+        if config is not None and self.config_needs_name is not None:
+            needs = needs + tuple(getattr(importlib.import_module(f"{self.package}.config"),
+                                          self.config_needs_name)(config))
+        for need in needs:
             if need not in family.capabilities:
                 raise ErasekitError(f"method {self.name!r} cannot run on {family.name} models: it needs "
                                     f"{CAPABILITIES[need]}, which they do not have")
@@ -64,13 +70,15 @@ def register_method(
     multi_patch: bool = False,
     check: str | None = None,
     needs: Iterable[str] = (),
+    config_needs: str | None = None,
 ) -> None:
     """One line in a method package's __init__.py: `register_method("abo", __name__, "AboConfig", "...")`.
 
     config (and check) name objects of the package's config.py; its method.py defines erase().
     """
     spec = MethodSpec(name=name, package=package, config_name=config, summary=summary, needs_anchor=needs_anchor,
-                      multi_patch=multi_patch, check_name=check, needs=tuple(needs))
+                      multi_patch=multi_patch, check_name=check, needs=tuple(needs),
+                      config_needs_name=config_needs)
     if name in _METHODS and _METHODS[name] != spec:
         raise ValueError(f"method {name!r} registered twice")
     _METHODS[name] = spec

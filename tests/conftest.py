@@ -76,6 +76,26 @@ def build_tiny_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32):
     )
 
 
+def build_tiny_sd3_pipeline(tokenizer_dir, seed: int = 0, shift_factor: float = 0.1):
+    """A random-weight SD3 pipeline: the toy MMDiT (4 layers, patch 1) over 16-wide CLIP encoders with
+    projection, no T5, the flow-matching scheduler (shift 3), a VAE with a shift_factor."""
+    from diffusers import StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer
+
+    from erasekit.toyworld import models
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    vae = models.build_vae()
+    vae.register_to_config(shift_factor=shift_factor)
+    return StableDiffusion3Pipeline(
+        transformer=models.build_mmdit(16), scheduler=models.build_flow_scheduler(), vae=vae,
+        text_encoder=models.build_text_encoder_with_projection(tokenizer, 16), tokenizer=tokenizer,
+        text_encoder_2=models.build_text_encoder_with_projection(tokenizer, 16), tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None,
+    )
+
+
 def build_tiny_sdxl_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32, prediction_type: str = "epsilon"):
     """A random-weight SDXL pipeline as diffusers' SDXL tests build it: UNet (32, 64) with the
     `text_time` addition embedding, a CLIP-L-like encoder (hidden `text_dim`) and a wider CLIP-G-like one

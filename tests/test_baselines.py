@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from erasekit.api import erase
-from erasekit.core.scopes import UNET_SCOPES as SCOPES
 from erasekit.core.scopes import named_parameters
 from erasekit.methods.esd.config import EsdConfig
 from erasekit.methods.esd.method import esd_target
@@ -12,7 +11,7 @@ from erasekit.request import EraseRequest
 
 
 def _unchanged_outside(model, before, patch, scope):
-    assert patch.deltas and all(SCOPES[scope](n) for n in patch.deltas)
+    assert patch.deltas and all(model.family.scopes[scope](n) for n in patch.deltas)
     assert any(d.abs().max() > 0 for d in patch.deltas.values())
     after = named_parameters(model.named_modules())
     assert all(torch.equal(before[n], after[n].detach()) for n in before)
@@ -65,6 +64,29 @@ def test_uce_maps_target_to_anchor_and_keeps_preserved(tiny_model):
     assert err < 0.1 * moved
     drift = (kept @ w_new.T - kept @ w_old.T).norm() / (kept @ w_old.T).norm()
     assert drift < 0.05
+
+
+def test_uce_on_sd3_maps_the_targets_text_projections_onto_the_anchors(tokenizer_dir):
+    """On an MMDiT, UCE edits what the text enters through: the concept's tokens through
+    context_embedder and its pooled vector through text_embedder.linear_1 become the anchor's."""
+    from conftest import build_tiny_sd3_pipeline
+
+    from erasekit.core.model import DiffusionModel
+
+    model = DiffusionModel(build_tiny_sd3_pipeline(tokenizer_dir))
+    before = _snapshot(model)
+    request = EraseRequest(concepts=["circle"], anchors=["square"], preserve=["red"])
+    patch = erase(model, "uce", request, UceConfig(lamb=1e-4), progress=False)
+    _unchanged_outside(model, before, patch, "text-proj")
+    for suffix, field in (("context_embedder.weight", "hidden"),
+                          ("text_embedder.linear_1.weight", "pooled_projections")):
+        target, last = token_rows(model, "circle", "last+eos", field=field)
+        guide, _ = token_rows(model, "square", "last+eos", start=last, field=field)
+        name = next(n for n in patch.deltas if n.endswith(suffix))
+        w_old, w_new = before[name], before[name] + patch.deltas[name]
+        err = (target @ w_new.T - guide @ w_old.T).norm() / (guide @ w_old.T).norm()
+        moved = (target @ w_old.T - guide @ w_old.T).norm() / (guide @ w_old.T).norm()
+        assert err < 0.2 * moved, suffix
 
 
 def test_sdd_loss_stops_gradient_on_uncond():

@@ -146,9 +146,10 @@ def test_target_retain_accuracy_reads_the_target_prompts_other_labels():
 
 def test_trajectory_pool_is_a_function_of_seed_and_refresh(tiny_model):
     """A run resumed at step 2 (new pool object, generator restored) draws exactly what it would have."""
-    from erasekit.core.trajectory import TrajectoryPool, timesteps_for
+    from erasekit.core.schedule import Schedule
+    from erasekit.core.trajectory import TrajectoryPool
 
-    timesteps = timesteps_for(tiny_model, 4)
+    schedule = Schedule(tiny_model, 4)
     cond = tiny_model.encode(["", "circle"])
 
     def step_fn(x, t, i, rows):
@@ -156,7 +157,7 @@ def test_trajectory_pool_is_a_function_of_seed_and_refresh(tiny_model):
         return eps[1], eps[0] * (1 + rows.view(-1, 1, 1, 1).float())
 
     def pool():
-        return TrajectoryPool(tiny_model, timesteps, step_fn, size=3, refresh=2, seed=5, n_groups=2)
+        return TrajectoryPool(tiny_model, schedule, step_fn, size=3, refresh=2, seed=5, n_groups=2)
 
     first, gen = pool(), torch.Generator().manual_seed(0)
     drawn = [first.draw(step, gen, 2) for step in range(4)]
@@ -169,7 +170,7 @@ def test_trajectory_pool_is_a_function_of_seed_and_refresh(tiny_model):
     assert not torch.equal(drawn[0][2], drawn[2][2])  # a new pool after `refresh` steps
     assert pool().groups.tolist() == [0, 1, 0]
     # more concepts than trajectories: the pool grows to one trajectory per concept
-    assert TrajectoryPool(tiny_model, timesteps, step_fn, size=2, refresh=1, seed=0, n_groups=3).groups.tolist() == [
+    assert TrajectoryPool(tiny_model, schedule, step_fn, size=2, refresh=1, seed=0, n_groups=3).groups.tolist() == [
         0, 1, 2]
 
 

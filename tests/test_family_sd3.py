@@ -1,5 +1,5 @@
 """The SD3 family on a tiny random SD3 pipeline: conditioning and images as diffusers' own pipeline
-builds and draws them (flow-matching sampler), and methods that need what SD3 lacks refuse in one line."""
+builds and draws them (flow-matching sampler). Methods on SD3: tests/test_methods_contract.py."""
 
 import pytest
 import torch
@@ -7,23 +7,13 @@ from diffusers import StableDiffusion3Pipeline
 
 from erasekit.core.model import DiffusionModel
 from erasekit.core.sampler import generate_images
-from erasekit.toyworld import models
 
 
 @pytest.fixture(scope="module")
 def sd3_dir(tmp_path_factory, tokenizer_dir):
-    from transformers import CLIPTokenizer
+    from conftest import build_tiny_sd3_pipeline
 
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    vae = models.build_vae()
-    vae.register_to_config(shift_factor=0.1)
-    pipe = StableDiffusion3Pipeline(
-        transformer=models.build_mmdit(16), scheduler=models.build_flow_scheduler(), vae=vae,
-        text_encoder=models.build_text_encoder_with_projection(tokenizer, 16), tokenizer=tokenizer,
-        text_encoder_2=models.build_text_encoder_with_projection(tokenizer, 16), tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None,
-    )
+    pipe = build_tiny_sd3_pipeline(tokenizer_dir)
     path = tmp_path_factory.mktemp("sd3") / "pipe"
     pipe.save_pretrained(path, safe_serialization=True)
     return path
@@ -62,15 +52,3 @@ def test_images_equal_the_plain_pipelines_for_the_same_seeds(sd3_model, sd3_dir)
     theirs = _plain(sd3_dir)(prompts, num_inference_steps=3, guidance_scale=5.0, output_type="pt", height=32,
                              width=32, generator=[torch.Generator().manual_seed(s) for s in seeds]).images
     torch.testing.assert_close(ours, theirs.float(), atol=2e-5, rtol=0)
-
-
-def test_methods_that_need_attn2_or_ddim_refuse_sd3_in_one_line(sd3_model):
-    from erasekit import api
-    from erasekit.errors import ErasekitError
-    from erasekit.registry import list_methods
-    from erasekit.request import EraseRequest
-
-    for spec in list_methods():
-        with pytest.raises(ErasekitError) as refused:
-            api.erase(sd3_model, spec.name, EraseRequest(["circle"], ["square"]), {}, progress=False)
-        assert "sd3" in str(refused.value) and "\n" not in str(refused.value)

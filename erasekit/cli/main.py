@@ -296,6 +296,7 @@ def erase(model, patches, config, device, dtype, method, concepts, anchors, pres
     profile, family = profile_of(model), family_name_of(model)
     spec.check_family(get_family(family))
     cfg = resolve_config(method, profile, request, values, parse_overrides(overrides), family=family)
+    spec.check_family(get_family(family), cfg.config)
     spec.check_request(request, cfg.config)
     if check is None:
         check = profile is not None and all(check_suite(profile, c) for c in request.concepts)

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 import torch
 from diffusers.models.attention_processor import Attention
 
+from erasekit.errors import ErasekitError
+
 
 class AttentionStore:
     """Shared state of the installed processors: what to record, how to rescale."""
@@ -105,6 +107,13 @@ class ControlledCrossAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
+def is_text_cross_attention(denoiser: torch.nn.Module, processor_name: str) -> bool:
+    """Whether a processor belongs to an attention whose keys and values read the text context (a
+    UNet's attn2). Not a name test: SD3.5's `attn2` is a second self-attention over the image tokens."""
+    module = denoiser.get_submodule(processor_name.removesuffix(".processor"))
+    return bool(getattr(module, "is_cross_attention", False))
+
+
 @contextmanager
 def control_attention(
     denoiser: torch.nn.Module, record: bool = True, keep_grad: bool = False
@@ -112,10 +121,12 @@ def control_attention(
     """Install controlled processors on every attn2 layer; restore the originals on exit."""
     store = AttentionStore(record=record, keep_grad=keep_grad)
     original = denoiser.attn_processors
-    replaced = {
-        name: (ControlledCrossAttnProcessor(store, name) if ".attn2." in name else proc)
-        for name, proc in original.items()
-    }
+    crossing = {name for name in original if is_text_cross_attention(denoiser, name)}
+    if not crossing:
+        raise ErasekitError(f"{type(denoiser).__name__} has no text cross-attention layer to record or rescale "
+                            "(its text enters through joint attention)")
+    replaced = {name: (ControlledCrossAttnProcessor(store, name) if name in crossing else proc)
+                for name, proc in original.items()}
     denoiser.set_attn_processor(replaced)
     try:
         yield store

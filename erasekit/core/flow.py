@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from erasekit.core.sampler import SampleResult, StepContext, StepHook, guided_eps
+from erasekit.core.schedule import Schedule
 
 
 class FlowMatchSampler:
@@ -26,14 +27,8 @@ class FlowMatchSampler:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.model, self.steps, self.guidance, self.weights = model, steps, guidance, weights
 
-    def _schedule(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(timesteps (N,), sigmas (N + 1,), the last 0) of the scheduler for `steps` steps."""
-        scheduler = self.model.scheduler
-        scheduler.set_timesteps(self.steps, device=self.model.device)
-        return scheduler.timesteps, scheduler.sigmas.to(torch.float32)
-
     def timesteps(self) -> torch.Tensor:
-        return self._schedule()[0]
+        return Schedule(self.model, self.steps).timesteps
 
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, cond, uncond):
         if self.guidance == 1.0:
@@ -46,7 +41,8 @@ class FlowMatchSampler:
                stop_at: int | None = None, progress: bool = False, start_at: int = 0) -> SampleResult:
         """Integrate from x_T (σ = 1, or the latent at timesteps()[start_at]) down to σ = 0, or stop after
         `stop_at` steps; hooks see the velocity as `eps` (the model's prediction)."""
-        timesteps, sigmas = self._schedule()
+        schedule = Schedule(self.model, self.steps)
+        timesteps = schedule.timesteps
         n = len(timesteps) if stop_at is None else stop_at
         x = x_T.float()
         trajectory = [x] if return_trajectory else []
@@ -57,7 +53,7 @@ class FlowMatchSampler:
             ctx.eps, ctx.eps_cond, ctx.eps_uncond = self._velocity(ctx.latents, timesteps[i], ctx.cond, ctx.uncond)
             for hook in hooks:
                 hook.on_eps(ctx)
-            x = ctx.latents.float() + (sigmas[i + 1] - sigmas[i]) * ctx.eps.float()
+            x = schedule.step(ctx.eps, i, ctx.latents)
             if return_trajectory:
                 trajectory.append(x)
         return SampleResult(latents=x, timesteps=[float(t) for t in timesteps[start_at:n]], trajectory=trajectory)
@@ -66,7 +62,8 @@ class FlowMatchSampler:
                stop_at: int | None = None) -> SampleResult:
         """x_0 → x_1 with the conditional velocity (no guidance); stop_at: only that many steps, so that
         `sample(..., start_at=steps - stop_at)` continues from there."""
-        timesteps, sigmas = self._schedule()
+        schedule = Schedule(self.model, self.steps)
+        timesteps, sigmas = schedule.timesteps, schedule.sigmas
         num_train = self.model.scheduler.config.num_train_timesteps
         n = len(timesteps)
         x = latents.float()

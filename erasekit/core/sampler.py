@@ -15,6 +15,7 @@ from diffusers import DDIMInverseScheduler
 from tqdm.auto import tqdm
 
 from erasekit.core.model import DiffusionModel
+from erasekit.core.schedule import Schedule
 
 
 def guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -75,9 +76,7 @@ class DDIMSampler:
         self.weights = weights
 
     def timesteps(self) -> torch.Tensor:
-        scheduler = self.model.scheduler
-        scheduler.set_timesteps(self.steps, device=self.model.device)
-        return scheduler.timesteps
+        return Schedule(self.model, self.steps).timesteps
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor):
         if self.guidance == 1.0:
@@ -104,8 +103,8 @@ class DDIMSampler:
         start_at: skip that many steps: x_T is then the latent at timesteps()[start_at] (a partial
         inversion's end point).
         """
-        scheduler = self.model.scheduler
-        timesteps = self.timesteps()
+        schedule = Schedule(self.model, self.steps)
+        timesteps = schedule.timesteps
         n = len(timesteps) if stop_at is None else stop_at
         x = x_T
         trajectory = [x] if return_trajectory else []
@@ -117,7 +116,7 @@ class DDIMSampler:
             ctx.eps, ctx.eps_cond, ctx.eps_uncond = self._eps(ctx.latents, t, ctx.cond, ctx.uncond)
             for hook in hooks:
                 hook.on_eps(ctx)
-            x = scheduler.step(ctx.eps, t, ctx.latents, eta=0.0).prev_sample
+            x = schedule.step(ctx.eps, i, ctx.latents)
             if return_trajectory:
                 trajectory.append(x)
         return SampleResult(latents=x, timesteps=[int(t) for t in timesteps[start_at:n]], trajectory=trajectory)

@@ -1,4 +1,5 @@
-"""Running part of a DDIM trajectory with a method's own ε̂ (teacher or student), no gradients."""
+"""Running part of a sampling trajectory with a method's own prediction (teacher or student), no
+gradients: DDIM steps on a DDPM-type schedule, Euler steps on a flow-matching one (core.schedule)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,23 @@ from collections.abc import Callable
 import torch
 
 from erasekit.core.model import DiffusionModel
+from erasekit.core.schedule import Schedule
 
-# eps_fn(x, timestep, index) -> ε̂ to step with (guidance, δ, ... already composed)
+# eps_fn(x, timestep, index) -> the prediction to step with (ε or v; guidance, δ, ... already composed)
 EpsFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-
-
-def timesteps_for(model: DiffusionModel, steps: int) -> torch.Tensor:
-    """The scheduler's DDIM timesteps for `steps` steps (index 0 = the noisiest)."""
-    model.scheduler.set_timesteps(steps, device=model.device)
-    return model.scheduler.timesteps
 
 
 def initial_latents(model: DiffusionModel, gen: torch.Generator, batch: int = 1) -> torch.Tensor:
     """x_T drawn from the caller's generator (so checkpointed training replays it)."""
     x = torch.randn((batch, *model.latent_shape), generator=gen)
-    return x.to(model.device) * model.scheduler.init_noise_sigma
+    return x.to(model.device) * float(getattr(model.scheduler, "init_noise_sigma", 1.0))
 
 
 @torch.no_grad()
-def run_ddim(model: DiffusionModel, x: torch.Tensor, timesteps: torch.Tensor, n_steps: int, eps_fn: EpsFn
-             ) -> torch.Tensor:
-    """Take the first `n_steps` DDIM (η = 0) steps from x; returns x at timesteps[n_steps]."""
+def run_steps(schedule: Schedule, x: torch.Tensor, n_steps: int, eps_fn: EpsFn) -> torch.Tensor:
+    """Take the first `n_steps` steps of the schedule from x; returns x at schedule.timesteps[n_steps]."""
     for i in range(n_steps):
-        x = model.scheduler.step(eps_fn(x, timesteps[i], i), timesteps[i], x, eta=0.0).prev_sample
+        x = schedule.step(eps_fn(x, schedule.timesteps[i], i), i, x)
     return x
 
 
@@ -49,9 +44,9 @@ class TrajectoryPool:
     concept erased), so that erasing more concepts than `size` still trains on every one of them.
     """
 
-    def __init__(self, model: DiffusionModel, timesteps: torch.Tensor, step_fn: StepFn, size: int, refresh: int,
+    def __init__(self, model: DiffusionModel, schedule: Schedule, step_fn: StepFn, size: int, refresh: int,
                  seed: int, n_groups: int = 1, chunk: int = 64) -> None:
-        self.model, self.timesteps, self.step_fn = model, timesteps, step_fn
+        self.model, self.schedule, self.timesteps, self.step_fn = model, schedule, schedule.timesteps, step_fn
         size = max(size, n_groups)
         self.size, self.refresh, self.seed, self.n_groups, self.chunk = size, refresh, seed, n_groups, chunk
         self._built: int | None = None
@@ -71,7 +66,7 @@ class TrajectoryPool:
                 eps, *kept = self.step_fn(x, self.timesteps[i], i, rows)
                 xs.append(x)
                 recs.append(kept)
-                x = self.model.scheduler.step(eps, self.timesteps[i], x, eta=0.0).prev_sample
+                x = self.schedule.step(eps, i, x)
             latents.append(torch.stack(xs, dim=1))
             records.append([torch.stack([r_[j] for r_ in recs], dim=1) for j in range(len(recs[0]))])
         self.latents = torch.cat(latents)

@@ -28,7 +28,6 @@ from erasekit.errors import ErasekitError
 CAPABILITIES: dict[str, str] = {
     "text-cross-attention": "attention layers whose keys and values read the text context (UNet attn2)",
     "unconditional-branch": "an unconditional prediction ε(∅) for classifier-free guidance",
-    "ddim-trajectories": "a DDPM-type noise schedule sampled and inverted with DDIM",
 }
 
 
@@ -58,6 +57,11 @@ class Family:
     single_file_note: str = ""
     # a key only this family's original-layout single files have (e.g. SDXL's second text encoder)
     single_file_marker: str = ""
+    # The linear layers that read the conditioning itself, for closed-form edits (UCE): the scope that
+    # holds them and, per weight (a regex on its name), the Conditioning field its input rows come from
+    # ("hidden": one row per token; another name: that extra, one row per prompt).
+    reader_scope: str = "xattn-kv"
+    readers: tuple[tuple[str, str], ...] = ((r"\.to_[kv]\.weight$", "hidden"),)
     # extra keyword arguments of the pipeline's from_pretrained / from_single_file
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
     # method -> values: the family's layer of method defaults (erasekit.defaults), above the paper's

@@ -94,5 +94,10 @@ register_family(Family(
     capabilities=frozenset({"unconditional-branch"}),
     denoiser="transformer",
     context_key="joint_attention_dim",
+    # Text tokens enter the joint stream through context_embedder and the pooled vector through
+    # text_embedder.linear_1 (UCE's Flux recipe); add_k/v_proj read timestep-modulated text instead.
+    reader_scope="text-proj",
+    readers=((r"context_embedder\.weight$", "hidden"),
+             (r"time_text_embed\.text_embedder\.linear_1\.weight$", "pooled_projections")),
     single_file_note="erasekit writes SD3 as a diffusers directory only",
 ))

@@ -110,6 +110,11 @@ class AboConfig(PoolOptions):
         return out
 
 
+def needs(config: AboConfig) -> tuple[str, ...]:
+    """The implicit δ rescales the concept's tokens inside text cross-attention layers."""
+    return ("text-cross-attention",) if config.delta == "implicit" else ()
+
+
 def check_request(request, config: AboConfig) -> None:
     """With no anchor and no δ the target is the model's own guidance: nothing would be erased."""
     if config.delta == "none" and not all(request.anchor_list()):

@@ -26,8 +26,9 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.guidance import bottlenecked_delta
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
+from erasekit.core.schedule import Schedule
 from erasekit.core.trainer import TrainerConfig
-from erasekit.core.trajectory import TrajectoryPool, timesteps_for
+from erasekit.core.trajectory import TrajectoryPool
 from erasekit.methods.abo.config import AboConfig
 from erasekit.request import EraseRequest
 
@@ -114,10 +115,11 @@ def erase(
         teacher = _Teacher(model, session, config, request)
         with torch.no_grad():
             concept_embeds = model.encode(request.concepts)
-        timesteps = timesteps_for(model, T)  # index i ↔ τ = T − i
+        schedule = Schedule(model, T)
+        timesteps = schedule.timesteps  # index i ↔ τ = T − i
         # θ*'s trajectories with ε̂, its target guidance and ε*(∅) kept at every step: θ* is frozen, so
         # they do not depend on the student (size = refresh = batch = 1: the paper's fresh walk per step).
-        pool = TrajectoryPool(model, timesteps, lambda x, t, i, rows: teacher(x, t, T - i, rows),
+        pool = TrajectoryPool(model, schedule, lambda x, t, i, rows: teacher(x, t, T - i, rows),
                               size=config.pool_size, refresh=config.pool_refresh, seed=config.seed,
                               n_groups=len(request.concepts))
 

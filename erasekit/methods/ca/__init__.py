@@ -3,5 +3,4 @@
 from erasekit.registry import register_method
 
 register_method("ca", __name__, "CaConfig",
-                "Ablating Concepts: map the target prompt onto an anchor concept's images", needs_anchor=True,
-                needs=("text-cross-attention",))
+                "Ablating Concepts: map the target prompt onto an anchor concept's images", needs_anchor=True)

@@ -19,8 +19,9 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.sampler import guided_eps
+from erasekit.core.schedule import Schedule
 from erasekit.core.trainer import TrainerConfig
-from erasekit.core.trajectory import TrajectoryPool, initial_latents, run_ddim, timesteps_for
+from erasekit.core.trajectory import TrajectoryPool, initial_latents, run_steps
 from erasekit.methods.esd.config import EsdConfig
 from erasekit.request import EraseRequest
 
@@ -38,7 +39,8 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
         with torch.no_grad():
             uncond = model.encode([""])[0]
             concepts = model.encode(request.concepts)
-        timesteps = timesteps_for(model, T)
+        schedule = Schedule(model, T)
+        timesteps = schedule.timesteps
 
         @torch.no_grad()
         def frozen(x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +53,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
                 e_u, e_c = frozen(x, t, rows)
                 return guided_eps(e_u, e_c, config.start_guidance), esd_target(e_u, e_c, config.eta)
 
-            pool = TrajectoryPool(model, timesteps, walk, size=config.pool_size, refresh=config.pool_refresh,
+            pool = TrajectoryPool(model, schedule, walk, size=config.pool_size, refresh=config.pool_refresh,
                                   seed=config.seed, n_groups=len(request.concepts))
 
             def examples(step: int, gen: torch.Generator):
@@ -67,7 +69,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
                     e = model.eps(x, t, pair)
                     return guided_eps(e[0], e[1], config.start_guidance)
 
-                x = run_ddim(model, initial_latents(model, gen), timesteps, n, student_eps)
+                x = run_steps(schedule, initial_latents(model, gen), n, student_eps)
                 return x, timesteps[n], k, esd_target(*frozen(x, timesteps[n], k), config.eta)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:

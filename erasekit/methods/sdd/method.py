@@ -18,8 +18,9 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
 from erasekit.core.sampler import guided_eps
+from erasekit.core.schedule import Schedule
 from erasekit.core.trainer import TrainerConfig
-from erasekit.core.trajectory import TrajectoryPool, initial_latents, run_ddim, timesteps_for
+from erasekit.core.trajectory import TrajectoryPool, initial_latents, run_steps
 from erasekit.methods.sdd.config import SddConfig
 from erasekit.request import EraseRequest
 
@@ -37,7 +38,8 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
             uncond = model.encode([""])[0]
             joined = model.encode([", ".join(request.concepts)])[0]
             singles = model.encode(request.concepts)
-        timesteps = timesteps_for(model, T)
+        schedule = Schedule(model, T)
+        timesteps = schedule.timesteps
         holder: dict = {}
 
         def teacher_weights() -> dict[str, torch.Tensor]:
@@ -52,7 +54,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
                 e = model.eps(x, t, pair, weights)
                 return guided_eps(e[0], e[1], config.guidance)
 
-            z = run_ddim(model, initial_latents(model, gen), timesteps, u, ema_eps)
+            z = run_steps(schedule, initial_latents(model, gen), u, ema_eps)
             return z, timesteps[u], torch.tensor([step % len(request.concepts)])
 
         def sampled_by_base():
@@ -62,7 +64,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
                 e = model.eps(x, t, torch.stack([uncond, joined])[:, None].expand(2, len(rows), *uncond.shape), base)
                 return (guided_eps(e[0], e[1], config.guidance),)
 
-            pool = TrajectoryPool(model, timesteps, walk, size=config.pool_size, refresh=config.pool_refresh,
+            pool = TrajectoryPool(model, schedule, walk, size=config.pool_size, refresh=config.pool_refresh,
                                   seed=config.seed)
 
             def draw(step: int, gen: torch.Generator):

@@ -2,5 +2,6 @@
 
 from erasekit.registry import register_method
 
-register_method("uce", __name__, "UceConfig", "UCE: closed-form edit of cross-attention keys/values, no training",
-                needs=("text-cross-attention",))
+register_method("uce", __name__, "UceConfig",
+                "UCE: closed-form edit of the layers that read the text (cross-attention k/v; an MMDiT's text "
+                "projections), no training")

@@ -1,4 +1,7 @@
-"""UCE: one least-squares solve per cross-attention to_k / to_v, no training loop.
+"""UCE: one least-squares solve per layer that reads the text conditioning, no training loop.
+
+The layers are the family's `readers`: a UNet's cross-attention to_k / to_v (per token), an MMDiT's
+context_embedder (per token) and pooled text_embedder.linear_1 (per prompt: the pooled vectors).
 
 For each projection W (out × in), with target embeddings c_i, their guides' v*_i = W c_guide(i)
 and preserved embeddings c_j:
@@ -10,6 +13,8 @@ preserved concepts keep theirs. Token choice per docs/methods/baselines.md.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -42,39 +47,47 @@ def uce_solve(
     return torch.linalg.solve(right.T, left.T).T.to(weight.dtype)
 
 
-def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = None) -> tuple[torch.Tensor, int]:
-    """Embeddings of `text`'s chosen tokens (rows) and the position of its last word token."""
+def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = None, field: str = "hidden"
+               ) -> tuple[torch.Tensor, int]:
+    """Rows of `text`'s conditioning `field` and the position of its last word token: for "hidden", the
+    chosen tokens' embeddings; for a pooled extra, its one row."""
     with torch.no_grad():
-        hidden = model.encode([text]).hidden[0]
+        cond = model.encode([text])
     n_words = len(model.tokenizer(text, add_special_tokens=False).input_ids)
     last = start if start is not None else n_words  # position 0 is BOS
+    if field != "hidden":
+        return cond.extras[field][0:1], last
+    hidden = cond.hidden[0]
     rows = hidden[last:] if mode == "last+eos" else hidden[last : last + 1]
     return rows, last
 
 
-def _embedding_sets(model: DiffusionModel, request: EraseRequest, config: UceConfig):
+def _embedding_sets(model: DiffusionModel, request: EraseRequest, config: UceConfig, field: str):
     targets, guides = [], []
     for concept, anchor in zip(request.concepts, request.anchor_list(), strict=True):
-        rows, last = token_rows(model, concept, config.tokens)
+        rows, last = token_rows(model, concept, config.tokens, field=field)
         # The guide's rows are taken at the same positions, so that the edit is aligned token by token.
-        guide_rows, _ = token_rows(model, anchor or "", config.tokens, start=last)
+        guide_rows, _ = token_rows(model, anchor or "", config.tokens, start=last, field=field)
         targets.append(rows)
         guides.append(guide_rows)
     preserved = []
     for text in ([""] if config.preserve_empty else []) + request.preserve:
         with torch.no_grad():
-            preserved.append(model.encode([text]).hidden[0])
+            cond = model.encode([text])
+        preserved.append(cond.hidden[0] if field == "hidden" else cond.extras[field][0:1])
     dim = targets[0].shape[1]
     empty = torch.zeros(0, dim, device=model.device, dtype=targets[0].dtype)
     return torch.cat(targets), torch.cat(guides), torch.cat(preserved) if preserved else empty
 
 
 def erase(model: DiffusionModel, request: EraseRequest, config: UceConfig, run: RunOptions | None = None) -> Patch:
-    with EditSession(model, "xattn-kv") as session:
-        targets, guides, preserved = _embedding_sets(model, request, config)
+    readers = [(re.compile(pattern), field) for pattern, field in model.family.readers]
+    with EditSession(model, model.family.reader_scope) as session:
+        sets = {field: _embedding_sets(model, request, config, field) for field in {f for _, f in readers}}
         with torch.no_grad():
             for name, param in session.params.items():
-                if name.endswith(".weight"):
-                    param.copy_(uce_solve(param, targets, guides, preserved, config.lamb, config.erase_scale,
+                field = next((f for pattern, f in readers if pattern.search(name)), None)
+                if field is not None:
+                    param.copy_(uce_solve(param, *sets[field], config.lamb, config.erase_scale,
                                           config.preserve_scale))
         return session.to_patch("uce", config, request.concepts, info={"anchors": request.anchors})
