@@ -168,3 +168,10 @@ def tiny_model(tiny_dir):
     from erasekit.core.model import DiffusionModel
 
     return DiffusionModel.load(tiny_dir, device="cpu")
+
+
+@pytest.fixture
+def tiny_sd3_model(tokenizer_dir):
+    from erasekit.core.model import DiffusionModel
+
+    return DiffusionModel(build_tiny_sd3_pipeline(tokenizer_dir))

@@ -78,9 +78,8 @@ def family_model(request, v_model, sdxl_model, sd3_model):
 
 
 # What a family refuses (one line, before training), case by case: SD3's text meets the image only in
-# joint attention, which has no attn2 k/v for SepME's null spaces, no text cross-attention map to read
-# (fmn) or to rescale tokens in (abo's implicit δ).
-REFUSED = {"sd3": {"sepme", "fmn", "abo-implicit"}}
+# joint attention, which has no attn2 k/v for SepME's null spaces.
+REFUSED = {"sd3": {"sepme"}}
 # Where a family puts a case's edit, when not in the case's scope: UCE edits the layers that read the
 # conditioning (SD3: context_embedder and the pooled text_embedder).
 SCOPE_ON = {("sd3", "uce"): "text-proj"}

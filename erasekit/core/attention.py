@@ -1,9 +1,9 @@
-"""Cross-attention control: record per-token attention maps and rescale chosen tokens.
+"""Text-attention control: record per-token attention maps and rescale chosen tokens.
 
-A diffusers attention processor for every cross-attention (attn2) layer
-computes the attention probabilities explicitly, so they can be stored (with
-or without gradient, for Forget-Me-Not's loss) and re-weighted per token after
-the softmax, as Prompt-to-Prompt does to suppress a word.
+A diffusers attention processor for every layer where image queries read text tokens (a UNet's
+cross-attention attn2; an MMDiT's joint attention, over its text columns) computes the attention
+probabilities explicitly, so they can be stored (with or without gradient, for Forget-Me-Not's loss)
+and re-weighted per token after the softmax, as Prompt-to-Prompt does to suppress a word.
 """
 
 from __future__ import annotations
@@ -107,25 +107,79 @@ class ControlledCrossAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def is_text_cross_attention(denoiser: torch.nn.Module, processor_name: str) -> bool:
-    """Whether a processor belongs to an attention whose keys and values read the text context (a
-    UNet's attn2). Not a name test: SD3.5's `attn2` is a second self-attention over the image tokens."""
+class ControlledJointAttnProcessor:
+    """The math of diffusers' JointAttnProcessor2_0 (SD3's MMDiT), with the image queries' probabilities
+    over the text keys exposed to an AttentionStore as (B, heads, image tokens, text tokens) and their
+    token scale applied there (the text queries and the image-to-image block are left as they are)."""
+
+    def __init__(self, store: AttentionStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, *args, **kwargs):
+        batch, n_image = hidden_states.shape[:2]
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+        query, key, value = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), heads(
+            attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        text_q, text_k = heads(attn.add_q_proj(encoder_hidden_states)), heads(attn.add_k_proj(encoder_hidden_states))
+        text_v = heads(attn.add_v_proj(encoder_hidden_states))
+        if attn.norm_added_q is not None:
+            text_q = attn.norm_added_q(text_q)
+        if attn.norm_added_k is not None:
+            text_k = attn.norm_added_k(text_k)
+        query, key, value = torch.cat([query, text_q], 2), torch.cat([key, text_k], 2), torch.cat([value, text_v], 2)
+        probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)  # SDPA's scale
+        image_rows, text_rows = probs[:, :, :n_image], probs[:, :, n_image:]
+        to_image, to_text = image_rows[..., :n_image], image_rows[..., n_image:]
+        scale = self.store.token_scale
+        if scale is not None:
+            scale = scale.to(probs.dtype).to(probs.device)
+            to_text = to_text * (scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :])
+        if self.store.record:
+            self.store.add(self.name, to_text)
+        probs = torch.cat([torch.cat([to_image, to_text], dim=-1), text_rows], dim=2)
+        out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * value.shape[-1]).to(query.dtype)
+        image_out, text_out = out[:, :n_image], out[:, n_image:]
+        if not attn.context_pre_only:
+            text_out = attn.to_add_out(text_out)
+        return attn.to_out[1](attn.to_out[0](image_out)), text_out
+
+
+def text_attention_kind(denoiser: torch.nn.Module, processor_name: str) -> str | None:
+    """"cross" for an attention whose keys and values are the text context (a UNet's attn2), "joint" for
+    an MMDiT's joint attention over image and text tokens, None otherwise. Not a name test: SD3.5's
+    `attn2` is a second self-attention over the image tokens."""
     module = denoiser.get_submodule(processor_name.removesuffix(".processor"))
-    return bool(getattr(module, "is_cross_attention", False))
+    if getattr(module, "is_cross_attention", False):
+        return "cross"
+    if getattr(module, "add_k_proj", None) is not None:
+        return "joint"
+    return None
+
+
+PROCESSORS = {"cross": ControlledCrossAttnProcessor, "joint": ControlledJointAttnProcessor}
 
 
 @contextmanager
 def control_attention(
     denoiser: torch.nn.Module, record: bool = True, keep_grad: bool = False
 ) -> Iterator[AttentionStore]:
-    """Install controlled processors on every attn2 layer; restore the originals on exit."""
+    """Install controlled processors on every layer where image queries read text tokens; restore the
+    originals on exit."""
     store = AttentionStore(record=record, keep_grad=keep_grad)
     original = denoiser.attn_processors
-    crossing = {name for name in original if is_text_cross_attention(denoiser, name)}
-    if not crossing:
-        raise ErasekitError(f"{type(denoiser).__name__} has no text cross-attention layer to record or rescale "
-                            "(its text enters through joint attention)")
-    replaced = {name: (ControlledCrossAttnProcessor(store, name) if name in crossing else proc)
+    kinds = {name: text_attention_kind(denoiser, name) for name in original}
+    if not any(kinds.values()):
+        raise ErasekitError(f"{type(denoiser).__name__} has no attention where image tokens read text tokens")
+    replaced = {name: (PROCESSORS[kinds[name]](store, name) if kinds[name] else proc)
                 for name, proc in original.items()}
     denoiser.set_attn_processor(replaced)
     try:

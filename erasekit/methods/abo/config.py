@@ -111,8 +111,8 @@ class AboConfig(PoolOptions):
 
 
 def needs(config: AboConfig) -> tuple[str, ...]:
-    """The implicit δ rescales the concept's tokens inside text cross-attention layers."""
-    return ("text-cross-attention",) if config.delta == "implicit" else ()
+    """The implicit δ rescales the attention image queries give the concept's tokens."""
+    return ("text-attention-map",) if config.delta == "implicit" else ()
 
 
 def check_request(request, config: AboConfig) -> None:

@@ -52,10 +52,12 @@ def abo_losses(
 def concept_token_scale(model: DiffusionModel, concept: str, factor: float, with_eos: bool = False) -> torch.Tensor:
     """(L,) attention multipliers: `factor` on the tokens spelling `concept` in its own prompt
     (and on every EOS/padding position after them when `with_eos`)."""
-    ids = model.tokenize([concept])[0]
+    clip_length = model.tokenize([concept]).shape[1]
     n_tokens = len(model.tokenizer(concept, add_special_tokens=False).input_ids)
-    scale = torch.ones(ids.shape[0], device=model.device)
-    scale[1 : (None if with_eos else 1 + n_tokens)] = factor
+    with torch.no_grad():
+        length = model.encode([concept]).hidden.shape[-2]  # SD3: CLIP's tokens, then T5's
+    scale = torch.ones(length, device=model.device)
+    scale[1 : (clip_length if with_eos else 1 + n_tokens)] = factor
     return scale
 
 
