@@ -43,6 +43,10 @@ class MethodSpec:
         if config is not None and self.config_needs_name is not None:
             needs = needs + tuple(getattr(importlib.import_module(f"{self.package}.config"),
                                           self.config_needs_name)(config))
+        scope = getattr(config, "scope", None)
+        if scope is not None and scope not in family.scopes:
+            raise ErasekitError(f"method {self.name!r} cannot train scope {scope!r} on {family.name} models "
+                                f"(their scopes: {', '.join(sorted(family.scopes))})")
         for need in needs:
             if need not in family.capabilities:
                 raise ErasekitError(f"method {self.name!r} cannot run on {family.name} models: it needs "

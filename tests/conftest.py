@@ -96,6 +96,32 @@ def build_tiny_sd3_pipeline(tokenizer_dir, seed: int = 0, shift_factor: float = 
     )
 
 
+def build_tiny_flux_pipeline(tokenizer_dir, seed: int = 0):
+    """A random-weight Flux pipeline as diffusers' Flux tests build it (1 joint + 1 single block, head 16,
+    rotary axes (4, 4, 8), guidance embedding), a 32-wide CLIP for the pooled vector, a 32-wide T5 that
+    reads the toy tokenizer's ids, the toy VAE (4 latent channels → 16 packed); 32 px by default."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel
+
+    from erasekit.toyworld import models
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                 relative_attention_num_buckets=8))
+    vae = models.build_vae()
+    vae.register_to_config(shift_factor=0.1)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=models.build_text_encoder(tokenizer, 32),
+                        tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=tokenizer, transformer=transformer)
+    pipe.default_sample_size = 8  # 32 px: the toy VAE halves twice
+    return pipe
+
+
 def build_tiny_sdxl_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32, prediction_type: str = "epsilon"):
     """A random-weight SDXL pipeline as diffusers' SDXL tests build it: UNet (32, 64) with the
     `text_time` addition embedding, a CLIP-L-like encoder (hidden `text_dim`) and a wider CLIP-G-like one

@@ -72,14 +72,26 @@ def sd3_model(tokenizer_dir):
     return DiffusionModel(build_tiny_sd3_pipeline(tokenizer_dir))
 
 
-@pytest.fixture(params=["sd-v", "sdxl", "sd3"])
-def family_model(request, v_model, sdxl_model, sd3_model):
-    return {"sd-v": v_model, "sdxl": sdxl_model, "sd3": sd3_model}[request.param]
+@pytest.fixture(scope="module")
+def flux_model(tokenizer_dir):
+    from conftest import build_tiny_flux_pipeline
+
+    model = DiffusionModel(build_tiny_flux_pipeline(tokenizer_dir))
+    model.encode_options = {"max_sequence_length": 16}
+    return model
+
+
+@pytest.fixture(params=["sd-v", "sdxl", "sd3", "flux"])
+def family_model(request, v_model, sdxl_model, sd3_model, flux_model):
+    return {"sd-v": v_model, "sdxl": sdxl_model, "sd3": sd3_model, "flux": flux_model}[request.param]
 
 
 # What a family refuses (one line, before training), case by case: SD3's text meets the image only in
 # joint attention, which has no attn2 k/v for SepME's null spaces.
-REFUSED = {"sd3": {"sepme"}}
+# Flux adds: its attention applies rotary embeddings in its own processor (no attention control: fmn,
+# abo's implicit δ), its sequence is T5's (no CLIP token positions: uce; no first-tokenizer embedding
+# rows: ca's embedding scope).
+REFUSED = {"sd3": {"sepme"}, "flux": {"sepme", "fmn", "abo-implicit", "uce", "ca-embedding"}}
 # Where a family puts a case's edit, when not in the case's scope: UCE edits the layers that read the
 # conditioning (SD3: context_embedder and the pooled text_embedder).
 SCOPE_ON = {("sd3", "uce"): "text-proj"}

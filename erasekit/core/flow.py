@@ -10,6 +10,7 @@ which shrinks with the step size. Guidance composes velocities like ε (v(∅) +
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +18,14 @@ from tqdm.auto import tqdm
 
 from erasekit.core.sampler import SampleResult, StepContext, StepHook, guided_eps
 from erasekit.core.schedule import Schedule
+
+
+def with_embedded_guidance(cond, scale: float):
+    """The conditioning with its guidance embedding input set to `scale` (when the denoiser takes one)."""
+    if "guidance" not in cond.extras:
+        return cond
+    guidance = torch.full_like(cond.extras["guidance"], scale)
+    return dataclasses.replace(cond, extras={**cond.extras, "guidance": guidance})
 
 
 class FlowMatchSampler:
@@ -31,6 +40,10 @@ class FlowMatchSampler:
         return Schedule(self.model, self.steps).timesteps
 
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, cond, uncond):
+        if not self.model.family.cfg:  # guidance-distilled (Flux): the scale is an input of one pass
+            cond = with_embedded_guidance(cond, self.guidance)
+            v = self.model.eps(x, t, cond[None], self.weights)[0]
+            return v, v, None
         if self.guidance == 1.0:
             v = self.model.eps(x, t, cond[None], self.weights)[0]
             return v, v, None

@@ -183,12 +183,15 @@ class DiffusionModel:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        size = self.denoiser.config.sample_size
-        return (self.denoiser.config.in_channels, size, size)
+        if self.family.latent_size is not None:
+            channels, size = self.family.latent_size(self.pipe)
+        else:
+            channels, size = self.denoiser.config.in_channels, self.denoiser.config.sample_size
+        return (channels, size, size)
 
     @property
     def image_size(self) -> int:
-        return self.denoiser.config.sample_size * self.pipe.vae_scale_factor
+        return self.latent_shape[-1] * self.pipe.vae_scale_factor
 
     def named_modules(self) -> dict[str, torch.nn.Module]:
         """The trainable components by prefix (the family's), as parameter scopes and patches name them."""
@@ -245,6 +248,8 @@ class DiffusionModel:
                 out = torch.func.functional_call(self.denoiser, weights, args, kwargs, strict=False).sample
             else:
                 out = self.denoiser(*args, **kwargs).sample
+        if self.family.denoiser_output is not None:
+            out = self.family.denoiser_output(out, x.shape)
         return out.float().view(k, b, *x_t.shape[1:])
 
     # -------------------------------------------------------------- latents

@@ -22,7 +22,11 @@ class Schedule:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.flow = is_flow_matching(model.scheduler)
         self.scheduler = type(model.scheduler).from_config(model.scheduler.config)
-        self.scheduler.set_timesteps(steps, device=model.device)
+        options = model.family.timestep_options
+        if options is None:
+            self.scheduler.set_timesteps(steps, device=model.device)
+        else:
+            self.scheduler.set_timesteps(device=model.device, **options(model.pipe, steps, model.latent_shape))
         self.timesteps: torch.Tensor = self.scheduler.timesteps
         self.sigmas = self.scheduler.sigmas.to(torch.float32) if self.flow else None
         self.init_sigma = float(getattr(self.scheduler, "init_noise_sigma", 1.0))

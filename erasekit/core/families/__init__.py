@@ -28,6 +28,8 @@ from erasekit.errors import ErasekitError
 CAPABILITIES: dict[str, str] = {
     "text-cross-attention": "attention layers whose keys and values read the text context (UNet attn2)",
     "unconditional-branch": "an unconditional prediction ε(∅) for classifier-free guidance",
+    "clip-token-layout": "a text sequence laid out by its first (CLIP) tokenizer: BOS, the words, then EOS "
+                         "and padding",
     "text-attention-map": "attention where image queries read text tokens, recorded and rescaled per token "
                           "(UNet attn2, MMDiT joint attention)",
 }
@@ -59,6 +61,17 @@ class Family:
     single_file_note: str = ""
     # a key only this family's original-layout single files have (e.g. SDXL's second text encoder)
     single_file_marker: str = ""
+    # (denoiser output's .sample, the latents' shape) -> (N, C, H, W), for denoisers that work on
+    # another layout (Flux: 2×2-packed tokens); None: the output already is the latents' shape
+    denoiser_output: Callable[[Any, tuple[int, ...]], Any] | None = None
+    # (pipe) -> (channels, side) of the latents; None: the denoiser config's in_channels and sample_size
+    latent_size: Callable[[Any], tuple[int, int]] | None = None
+    # (pipe, steps, latents' shape) -> keyword arguments of the scheduler's set_timesteps, as the
+    # family's pipeline sets them (Flux: its sigmas and the resolution's shift mu); None: steps alone
+    timestep_options: Callable[[Any, int, tuple[int, ...]], dict[str, Any]] | None = None
+    # classifier-free guidance with an ε(∅) pass when sampling; False: the guidance scale is given to
+    # the denoiser (a guidance-distilled model's embedding) in one pass per step
+    cfg: bool = True
     # The linear layers that read the conditioning itself, for closed-form edits (UCE): the scope that
     # holds them and, per weight (a regex on its name), the Conditioning field its input rows come from
     # ("hidden": one row per token; another name: that extra, one row per prompt).
