@@ -1,3 +1,6 @@
+"""The recovery attacks on a UNet (tiny SD) and on an MMDiT (tiny SD3)."""
+
+import pytest
 import torch
 
 from erasekit.core import patch as patching
@@ -7,10 +10,17 @@ from erasekit.core.scopes import named_parameters, select
 from erasekit.eval.attacks import InversionAttack, concept_inversion
 
 
-def test_concept_inversion_learns_a_row_and_leaves_the_model_as_it_was(tiny_model):
-    params = select(tiny_model.named_modules(), "xattn-kv").params
+@pytest.fixture(params=["sd", "sd3"])
+def attacked_model(request):
+    return request.getfixturevalue({"sd": "tiny_model", "sd3": "tiny_sd3_model"}[request.param])
+
+
+def test_concept_inversion_learns_a_row_and_leaves_the_model_as_it_was(attacked_model):
+    tiny_model = attacked_model
+    params = select(tiny_model.named_modules(), "xattn-kv", scopes=tiny_model.family.scopes).params
     base = {n: p.detach().clone() for n, p in params.items()}
-    patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"])
+    patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"],
+                                        family=tiny_model.family.name)
     before = {n: p.detach().clone() for n, p in named_parameters(tiny_model.named_modules()).items()}
     settings = SamplingSettings(seeds=[0, 1], steps=2, guidance=3.0)
 
@@ -37,12 +47,14 @@ def test_nearest_tokens_projects_to_real_vocabulary():
     assert nearest_tokens(table, rows, exclude={0, 3}) == [1, 2]
 
 
-def test_prompt_attack_returns_real_words_and_restores_the_model(tiny_model):
+def test_prompt_attack_returns_real_words_and_restores_the_model(attacked_model):
     from erasekit.eval.attacks import prompt_attack, recover
 
-    params = select(tiny_model.named_modules(), "xattn-kv").params
+    tiny_model = attacked_model
+    params = select(tiny_model.named_modules(), "xattn-kv", scopes=tiny_model.family.scopes).params
     base = {n: p.detach().clone() for n, p in params.items()}
-    patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"])
+    patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"],
+                                        family=tiny_model.family.name)
     before = {n: p.detach().clone() for n, p in named_parameters(tiny_model.named_modules()).items()}
     images, text = recover(tiny_model, [patch], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2),
                            prompt_attack(steps=3))
@@ -51,3 +63,18 @@ def test_prompt_attack_returns_real_words_and_restores_the_model(tiny_model):
     assert tiny_model.tokenizer.unk_token_id not in ids
     after = {n: p.detach() for n, p in named_parameters(tiny_model.named_modules()).items()}
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_the_recovery_attacks_refuse_flux_in_one_line(tokenizer_dir):
+    """They learn a token-embedding row of the first tokenizer, which Flux's T5 sequence does not read."""
+    from conftest import build_tiny_flux_pipeline
+
+    from erasekit.core.model import DiffusionModel
+    from erasekit.errors import ErasekitError
+    from erasekit.eval.attacks import prompt_attack, recover
+
+    model = DiffusionModel(build_tiny_flux_pipeline(tokenizer_dir))
+    for attack in (InversionAttack(steps=2), prompt_attack(steps=2)):
+        with pytest.raises(ErasekitError) as refused:
+            recover(model, [], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2), attack)
+        assert "flux" in str(refused.value) and "\n" not in str(refused.value)

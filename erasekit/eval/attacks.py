@@ -26,6 +26,7 @@ from erasekit.core.model import DiffusionModel
 from erasekit.core.noising import noised
 from erasekit.core.sampler import generate_images
 from erasekit.core.trainer import TrainerConfig
+from erasekit.errors import ErasekitError
 
 
 @dataclass
@@ -72,6 +73,9 @@ def recover(
     progress: bool = False,
 ) -> tuple[torch.Tensor, str]:
     """(images of `prompts` with the concept word replaced after the attack, the replacement text)."""
+    if "embedding" not in model.family.scopes:
+        raise ErasekitError(f"{attack.name} learns token-embedding rows of the first tokenizer, which "
+                            f"{model.family.name} models do not read their sequence from")
     tok = model.tokenizer
     ids = [tok(p, add_special_tokens=False).input_ids for p in attack.placeholders]
     if any(len(i) != 1 for i in ids):
