@@ -15,6 +15,9 @@ class FieldModel:
     device = torch.device("cpu")
 
     def __init__(self, field):
+        from erasekit.core.families import get_family
+
+        self.family = get_family("sd3")  # flow matching, classifier-free guidance, the steps alone set timesteps
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
         self.field = field
         self.calls: list[float] = []

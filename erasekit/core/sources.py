@@ -16,7 +16,7 @@ TOYWORLD = "toyworld"
 # The built-in pipelines under models/: the toy world every table is measured on; the same world with a
 # 256-wide text encoder, SD's ratio of prompt tokens to text width (docs/methods/sepme.md); and the
 # same world fine-tuned to v-prediction, SD 2.x 768's parametrisation (docs/families.md).
-TOYWORLD_VARIANTS = (TOYWORLD, "toyworld-wide", "toyworld-v")
+TOYWORLD_VARIANTS = (TOYWORLD, "toyworld-wide", "toyworld-v", "toyworld-mmdit")
 
 
 def toyworld_dir(name: str = TOYWORLD) -> Path:
