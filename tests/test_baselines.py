@@ -66,14 +66,16 @@ def test_uce_maps_target_to_anchor_and_keeps_preserved(tiny_model):
     assert drift < 0.05
 
 
-def test_uce_on_sd3_maps_the_targets_text_projections_onto_the_anchors(tokenizer_dir):
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_uce_on_an_mmdit_maps_the_targets_text_projections_onto_the_anchors(tokenizer_dir, family):
     """On an MMDiT, UCE edits what the text enters through: the concept's tokens through
     context_embedder and its pooled vector through text_embedder.linear_1 become the anchor's."""
-    from conftest import build_tiny_sd3_pipeline
+    import conftest
 
     from erasekit.core.model import DiffusionModel
 
-    model = DiffusionModel(build_tiny_sd3_pipeline(tokenizer_dir))
+    model = DiffusionModel(getattr(conftest, f"build_tiny_{family}_pipeline")(tokenizer_dir))
+    model.encode_options = {"max_sequence_length": 16} if family == "flux" else {}
     before = _snapshot(model)
     request = EraseRequest(concepts=["circle"], anchors=["square"], preserve=["red"])
     patch = erase(model, "uce", request, UceConfig(lamb=1e-4), progress=False)
@@ -140,3 +142,24 @@ def test_fmn_short_run_lowers_attention_on_concept(tiny_model):
     base = mass()
     patching.apply(tiny_model, patch)
     assert mass() < base
+
+
+def test_uce_token_rows_follow_a_sequence_tokenizer_without_bos():
+    """T5 (Flux's sequence) has no BOS: the last word token of 'red circle' is at position 1, not 2."""
+    from types import SimpleNamespace
+
+    from erasekit.core.conditioning import Conditioning
+
+    class T5Like:
+        bos_token_id = None
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = [10 + i for i, _ in enumerate(text.split())]
+            return SimpleNamespace(input_ids=ids + [1] if add_special_tokens else ids)
+
+    hidden = torch.arange(6.0).repeat_interleave(2).view(1, 6, 2)
+    model = SimpleNamespace(encode=lambda texts: Conditioning(hidden), sequence_tokenizer=T5Like())
+    rows, last = token_rows(model, "red circle", "last+eos")
+    assert last == 1 and torch.equal(rows, hidden[0, 1:])
+    rows, _ = token_rows(model, "red circle", "last")
+    assert torch.equal(rows, hidden[0, 1:2])

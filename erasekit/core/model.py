@@ -155,8 +155,13 @@ class DiffusionModel:
 
     @property
     def tokenizer(self):
-        """The tokenizer whose positions index a Conditioning's tokens (the family's first)."""
+        """The family's first tokenizer (CLIP): the vocabulary of requests, placeholders and embeddings."""
         return self.pipe.tokenizer
+
+    @property
+    def sequence_tokenizer(self):
+        """The tokenizer whose positions index a Conditioning's hidden tokens (Flux: T5's; else the first)."""
+        return getattr(self.pipe, self.family.sequence_tokenizer)
 
     @property
     def vae(self) -> torch.nn.Module:

@@ -72,6 +72,8 @@ class Family:
     # classifier-free guidance with an ε(∅) pass when sampling; False: the guidance scale is given to
     # the denoiser (a guidance-distilled model's embedding) in one pass per step
     cfg: bool = True
+    # the pipeline's tokenizer whose token positions the Conditioning's hidden sequence follows
+    sequence_tokenizer: str = "tokenizer"
     # The linear layers that read the conditioning itself, for closed-form edits (UCE): the scope that
     # holds them and, per weight (a regex on its name), the Conditioning field its input rows come from
     # ("hidden": one row per token; another name: that extra, one row per prompt).

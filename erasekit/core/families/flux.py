@@ -21,7 +21,7 @@ text side, `to_out`, `context_embedder`, the pooled `text_embedder`); the single
 set of weights for text and image tokens, so only `non-xattn` / `full` reach them. The `embedding`
 scope is not offered: the sequence comes from T5, whose vocabulary is not the first tokenizer's.
 Flux's attention applies rotary embeddings inside its own processor, so attention control (fmn,
-abo's implicit δ) is refused, as are the methods that read CLIP token positions in the sequence (uce).
+abo's implicit δ) is refused. UCE finds its token rows with the sequence's own tokenizer (T5's).
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ register_family(Family(
     latent_size=latent_size,
     timestep_options=timestep_options,
     cfg=False,
+    sequence_tokenizer="tokenizer_2",
     scopes={k: v for k, v in SCOPES.items() if k != "embedding"},
     scope_descriptions={k: v for k, v in SCOPE_DESCRIPTIONS.items() if k != "embedding"},
     capabilities=frozenset({"unconditional-branch"}),

@@ -53,8 +53,11 @@ def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = 
     chosen tokens' embeddings; for a pooled extra, its one row."""
     with torch.no_grad():
         cond = model.encode([text])
-    n_words = len(model.tokenizer(text, add_special_tokens=False).input_ids)
-    last = start if start is not None else n_words  # position 0 is BOS
+    tok = model.sequence_tokenizer  # CLIP: BOS, the words, EOS, padding; T5 (Flux): the words, EOS, padding
+    ids = tok(text).input_ids
+    prefix = int(tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id)
+    n_words = len(tok(text, add_special_tokens=False).input_ids)
+    last = start if start is not None else max(prefix + n_words - 1, 0)
     if field != "hidden":
         return cond.extras[field][0:1], last
     hidden = cond.hidden[0]
