@@ -193,7 +193,7 @@ def test_a_method_refuses_a_family_without_what_it_needs_in_one_line(tiny_model)
     from erasekit.registry import get_method, list_methods
     from erasekit.request import EraseRequest
 
-    for family in list_families():  # every UNet family serves every method (SD3: tests/test_family_sd3.py)
+    for family in list_families():  # every UNet family serves every method (MMDiTs: test_methods_contract.py)
         if family.denoiser == "unet":
             for spec in list_methods():
                 spec.check_family(family)

@@ -76,3 +76,23 @@ def test_a_patched_flux_exports_a_directory_plain_flux_draws_identically(flux_mo
     torch.testing.assert_close(theirs.float(), ours, atol=2e-5, rtol=0)
     base_images = generate_images(flux_model, ["a red circle"], [0], steps=3, guidance=3.5, progress=False)
     assert (base_images - ours).abs().max() > 1e-3  # the edit was real, and it came off
+
+
+@pytest.mark.parametrize("args", [["--method", "sepme", "--concept", "circle"],
+                                  ["--method", "fmn", "--concept", "circle"],
+                                  ["--method", "abo", "--concept", "circle", "--set", "delta=implicit"],
+                                  ["--method", "ca", "--concept", "circle", "--anchor", "thing",
+                                   "--set", "scope=embedding"]])
+def test_the_cli_refuses_what_flux_cannot_serve_before_loading_it(flux_dir, args, capsys, monkeypatch, tmp_path):
+    import erasekit.api
+    from erasekit.cli.main import main
+
+    def must_not_load(*a, **k):
+        raise AssertionError("model loaded before the family was checked")
+
+    monkeypatch.setattr(erasekit.api, "load_model", must_not_load)
+    out = tmp_path / ("patches" if "sepme" in args else "p.safetensors")  # sepme writes one patch per concept
+    with pytest.raises(SystemExit) as exc:
+        main(["erase", "--model", str(flux_dir), *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "flux" in err and len(err.splitlines()) == 1 and not out.exists()
