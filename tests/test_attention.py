@@ -6,8 +6,16 @@ import torch
 from erasekit.core.attention import control_attention, token_indices
 
 
-@pytest.fixture(params=["sd", "sd3"])
-def attn_model(request):
+@pytest.fixture(params=["sd", "sd3", "flux"])
+def attn_model(request, tokenizer_dir):
+    if request.param == "flux":
+        from conftest import build_tiny_flux_pipeline
+
+        from erasekit.core.model import DiffusionModel
+
+        model = DiffusionModel(build_tiny_flux_pipeline(tokenizer_dir))
+        model.encode_options = {"max_sequence_length": 16}
+        return model
     return request.getfixturevalue({"sd": "tiny_model", "sd3": "tiny_sd3_model"}[request.param])
 
 
@@ -39,7 +47,7 @@ def test_recorded_maps_are_distributions_over_tokens(attn_model):
     for calls in store.maps.values():
         probs = calls[0]  # (B, heads, Q, L)
         total = probs.sum(-1)
-        if attn_model.family.name == "sd3":  # joint attention: the share of each image query's mass on text
+        if attn_model.family.name != "sd":  # joint attention: the share of each image query's mass on text
             assert float(total.min()) > 0 and float(total.max()) < 1
         else:
             torch.testing.assert_close(total, torch.ones_like(total))
@@ -67,7 +75,7 @@ def test_rescaling_a_token_changes_the_output_and_zero_mass(attn_model):
 def test_keep_grad_lets_attention_be_a_loss(attn_model):
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     weight = next(p for n, p in attn_model.denoiser.named_parameters()
-                  if "attn2.to_k.weight" in n or "attn.add_k_proj.weight" in n)
+                  if "attn2.to_k.weight" in n or "attn.add_k_proj.weight" in n)  # Flux: its joint block's
     weight.requires_grad_(True)
     with control_attention(attn_model.denoiser, keep_grad=True) as store:
         _eps(attn_model, ["a red circle"], x)

@@ -79,8 +79,6 @@ def test_a_patched_flux_exports_a_directory_plain_flux_draws_identically(flux_mo
 
 
 @pytest.mark.parametrize("args", [["--method", "sepme", "--concept", "circle"],
-                                  ["--method", "fmn", "--concept", "circle"],
-                                  ["--method", "abo", "--concept", "circle", "--set", "delta=implicit"],
                                   ["--method", "ca", "--concept", "circle", "--anchor", "thing",
                                    "--set", "scope=embedding"]])
 def test_the_cli_refuses_what_flux_cannot_serve_before_loading_it(flux_dir, args, capsys, monkeypatch, tmp_path):

@@ -88,9 +88,8 @@ def family_model(request, v_model, sdxl_model, sd3_model, flux_model):
 
 # What a family refuses (one line, before training), case by case: SD3's text meets the image only in
 # joint attention, which has no attn2 k/v for SepME's null spaces.
-# Flux adds: its attention applies rotary embeddings in its own processor (no attention control: fmn,
-# abo's implicit δ), its sequence is T5's (no first-tokenizer embedding rows: ca's embedding scope).
-REFUSED = {"sd3": {"sepme"}, "flux": {"sepme", "fmn", "abo-implicit", "ca-embedding"}}
+# Flux adds: its sequence is T5's (no first-tokenizer embedding rows: ca's embedding scope).
+REFUSED = {"sd3": {"sepme"}, "flux": {"sepme", "ca-embedding"}}
 # Where a family puts a case's edit, when not in the case's scope: UCE edits the layers that read the
 # conditioning (SD3: context_embedder and the pooled text_embedder).
 SCOPE_ON = {("sd3", "uce"): "text-proj", ("flux", "uce"): "text-proj"}

@@ -25,6 +25,7 @@ class AttentionStore:
         self.keep_grad = keep_grad
         # (L,) or (B, L) multipliers on the post-softmax probabilities, or None.
         self.token_scale: torch.Tensor | None = None
+        self.text_length: int | None = None  # text tokens in the current call (Flux's single blocks need it)
         self.maps: dict[str, list[torch.Tensor]] = {}
 
     def reset(self) -> None:
@@ -153,11 +154,62 @@ class ControlledJointAttnProcessor:
         return attn.to_out[1](attn.to_out[0](image_out)), text_out
 
 
+class ControlledFluxAttnProcessor:
+    """The math of diffusers' FluxAttnProcessor (rotary positions included) with the image queries'
+    probabilities over the text keys exposed as (B, heads, image tokens, text tokens). Flux puts the
+    text first: in a joint block the text is `encoder_hidden_states`; in a single block it is the first
+    `store.text_length` tokens of the joined sequence (control_attention reads that length from the
+    transformer call)."""
+
+    def __init__(self, store: AttentionStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb=None) -> torch.Tensor:
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (-1, attn.head_dim))
+
+        query = attn.norm_q(heads(attn.to_q(hidden_states)))
+        key = attn.norm_k(heads(attn.to_k(hidden_states)))
+        value = heads(attn.to_v(hidden_states))
+        if encoder_hidden_states is not None:
+            n_text = encoder_hidden_states.shape[1]
+            query = torch.cat([attn.norm_added_q(heads(attn.add_q_proj(encoder_hidden_states))), query], dim=1)
+            key = torch.cat([attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states))), key], dim=1)
+            value = torch.cat([heads(attn.add_v_proj(encoder_hidden_states)), value], dim=1)
+        else:
+            n_text = self.store.text_length
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # (B, heads, S, D)
+        probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        text_rows, image_rows = probs[:, :, :n_text], probs[:, :, n_text:]
+        to_text, to_image = image_rows[..., :n_text], image_rows[..., n_text:]
+        scale = self.store.token_scale
+        if scale is not None:
+            scale = scale.to(probs.dtype).to(probs.device)
+            to_text = to_text * (scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :])
+        if self.store.record:
+            self.store.add(self.name, to_text)
+        probs = torch.cat([text_rows, torch.cat([to_text, to_image], dim=-1)], dim=2)
+        out = (probs @ v).transpose(1, 2).flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return out
+        text_out, image_out = out[:, :n_text], out[:, n_text:]
+        return attn.to_out[1](attn.to_out[0](image_out.contiguous())), attn.to_add_out(text_out.contiguous())
+
+
 def text_attention_kind(denoiser: torch.nn.Module, processor_name: str) -> str | None:
     """"cross" for an attention whose keys and values are the text context (a UNet's attn2), "joint" for
     an MMDiT's joint attention over image and text tokens, None otherwise. Not a name test: SD3.5's
     `attn2` is a second self-attention over the image tokens."""
     module = denoiser.get_submodule(processor_name.removesuffix(".processor"))
+    if type(module).__name__ == "FluxAttention":  # joint and single blocks: text and image share it
+        return "flux"
     if getattr(module, "is_cross_attention", False):
         return "cross"
     if getattr(module, "add_k_proj", None) is not None:
@@ -165,7 +217,8 @@ def text_attention_kind(denoiser: torch.nn.Module, processor_name: str) -> str |
     return None
 
 
-PROCESSORS = {"cross": ControlledCrossAttnProcessor, "joint": ControlledJointAttnProcessor}
+PROCESSORS = {"cross": ControlledCrossAttnProcessor, "joint": ControlledJointAttnProcessor,
+              "flux": ControlledFluxAttnProcessor}
 
 
 @contextmanager
@@ -182,10 +235,23 @@ def control_attention(
     replaced = {name: (PROCESSORS[kinds[name]](store, name) if kinds[name] else proc)
                 for name, proc in original.items()}
     denoiser.set_attn_processor(replaced)
+
+    def note_text_length(module, args, kwargs):  # single blocks see the text only inside the joined sequence
+        context = kwargs.get("encoder_hidden_states")
+        store.text_length = None if context is None else context.shape[1]
+
+    hook = denoiser.register_forward_pre_hook(note_text_length, with_kwargs=True)
     try:
         yield store
     finally:
+        hook.remove()
         denoiser.set_attn_processor(original)
+
+
+def special_prefix(tokenizer) -> int:
+    """Tokens before the first word: 1 for CLIP's BOS, 0 for T5 (no BOS)."""
+    ids = tokenizer("a").input_ids
+    return int(tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id)
 
 
 def token_indices(tokenizer, prompt: str, word: str) -> list[int]:

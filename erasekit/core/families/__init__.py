@@ -28,10 +28,8 @@ from erasekit.errors import ErasekitError
 CAPABILITIES: dict[str, str] = {
     "text-cross-attention": "attention layers whose keys and values read the text context (UNet attn2)",
     "unconditional-branch": "an unconditional prediction ε(∅) for classifier-free guidance",
-    "clip-token-layout": "a text sequence laid out by its first (CLIP) tokenizer: BOS, the words, then EOS "
-                         "and padding",
     "text-attention-map": "attention where image queries read text tokens, recorded and rescaled per token "
-                          "(UNet attn2, MMDiT joint attention)",
+                          "(UNet attn2, MMDiT joint attention, Flux's joint and single blocks)",
 }
 
 

@@ -20,8 +20,8 @@ What methods may touch: the SD3 scope table carries over (same module names for 
 text side, `to_out`, `context_embedder`, the pooled `text_embedder`); the single blocks share one
 set of weights for text and image tokens, so only `non-xattn` / `full` reach them. The `embedding`
 scope is not offered: the sequence comes from T5, whose vocabulary is not the first tokenizer's.
-Flux's attention applies rotary embeddings inside its own processor, so attention control (fmn,
-abo's implicit δ) is refused. UCE finds its token rows with the sequence's own tokenizer (T5's).
+Token positions (UCE's rows, FMN's columns, AbO's suppressed tokens) come from the sequence's own
+tokenizer (T5's, no BOS); attention control goes through core.attention's ControlledFluxAttnProcessor.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ register_family(Family(
     sequence_tokenizer="tokenizer_2",
     scopes={k: v for k, v in SCOPES.items() if k != "embedding"},
     scope_descriptions={k: v for k, v in SCOPE_DESCRIPTIONS.items() if k != "embedding"},
-    capabilities=frozenset({"unconditional-branch"}),
+    capabilities=frozenset({"unconditional-branch", "text-attention-map"}),
     denoiser="transformer",
     context_key="joint_attention_dim",
     reader_scope="text-proj",

@@ -91,7 +91,7 @@ register_family(Family(
     denoiser_inputs=transformer_inputs,
     scopes=SCOPES,
     scope_descriptions=SCOPE_DESCRIPTIONS,
-    capabilities=frozenset({"unconditional-branch", "text-attention-map", "clip-token-layout"}),
+    capabilities=frozenset({"unconditional-branch", "text-attention-map"}),
     denoiser="transformer",
     context_key="joint_attention_dim",
     # Text tokens enter the joint stream through context_embedder and the pooled vector through

@@ -112,7 +112,7 @@ class AboConfig(PoolOptions):
 
 def needs(config: AboConfig) -> tuple[str, ...]:
     """The implicit δ rescales the attention image queries give the concept's tokens."""
-    return ("text-attention-map", "clip-token-layout") if config.delta == "implicit" else ()
+    return ("text-attention-map",) if config.delta == "implicit" else ()
 
 
 def check_request(request, config: AboConfig) -> None:

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from erasekit.core.attention import control_attention
+from erasekit.core.attention import control_attention, special_prefix
 from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.guidance import bottlenecked_delta
@@ -52,12 +52,13 @@ def abo_losses(
 def concept_token_scale(model: DiffusionModel, concept: str, factor: float, with_eos: bool = False) -> torch.Tensor:
     """(L,) attention multipliers: `factor` on the tokens spelling `concept` in its own prompt
     (and on every EOS/padding position after them when `with_eos`)."""
-    clip_length = model.tokenize([concept]).shape[1]
-    n_tokens = len(model.tokenizer(concept, add_special_tokens=False).input_ids)
+    tok = model.sequence_tokenizer
+    n_tokens = len(tok(concept, add_special_tokens=False).input_ids)
     with torch.no_grad():
         length = model.encode([concept]).hidden.shape[-2]  # SD3: CLIP's tokens, then T5's
+    prefix = special_prefix(tok)  # CLIP's BOS; none for T5
     scale = torch.ones(length, device=model.device)
-    scale[1 : (clip_length if with_eos else 1 + n_tokens)] = factor
+    scale[prefix : (min(tok.model_max_length, length) if with_eos else prefix + n_tokens)] = factor
     return scale
 
 

@@ -29,10 +29,14 @@ def attention_norm(maps: dict[str, list[torch.Tensor]], columns: list[int]) -> t
 
 
 def concept_columns(model: DiffusionModel, prompt: str, concept: str, use_pooler: bool) -> list[int]:
-    columns = token_indices(model.tokenizer, prompt, concept)
+    """The concept's token positions in the prompt's sequence (and, with use_pooler, its EOS and padding)."""
+    tok = model.sequence_tokenizer
+    columns = token_indices(tok, prompt, concept)
     if use_pooler:
-        n = len(model.tokenizer(prompt).input_ids)  # BOS ... EOS; padding follows
-        columns += list(range(n - 1, model.tokenizer.model_max_length))
+        with torch.no_grad():
+            length = model.encode([prompt]).hidden.shape[-2]
+        n = len(tok(prompt).input_ids)  # [BOS] ... EOS; padding follows
+        columns += list(range(n - 1, min(tok.model_max_length, length)))
     return columns
 
 

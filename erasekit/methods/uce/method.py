@@ -18,6 +18,7 @@ import re
 
 import torch
 
+from erasekit.core.attention import special_prefix
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.patch import Patch
@@ -54,8 +55,7 @@ def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = 
     with torch.no_grad():
         cond = model.encode([text])
     tok = model.sequence_tokenizer  # CLIP: BOS, the words, EOS, padding; T5 (Flux): the words, EOS, padding
-    ids = tok(text).input_ids
-    prefix = int(tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id)
+    prefix = special_prefix(tok)
     n_words = len(tok(text, add_special_tokens=False).input_ids)
     last = start if start is not None else max(prefix + n_words - 1, 0)
     if field != "hidden":
