@@ -76,7 +76,7 @@ def build_tiny_pipeline(tokenizer_dir, seed: int = 0, text_dim: int = 32):
     )
 
 
-def build_tiny_sd3_pipeline(tokenizer_dir, seed: int = 0, shift_factor: float = 0.1):
+def build_tiny_sd3_pipeline(tokenizer_dir, seed: int = 0, shift_factor: float = 0.1, text_dim: int = 16):
     """A random-weight SD3 pipeline: the toy MMDiT (4 layers, patch 1) over 16-wide CLIP encoders with
     projection, no T5, the flow-matching scheduler (shift 3), a VAE with a shift_factor."""
     from diffusers import StableDiffusion3Pipeline
@@ -89,9 +89,9 @@ def build_tiny_sd3_pipeline(tokenizer_dir, seed: int = 0, shift_factor: float = 
     vae = models.build_vae()
     vae.register_to_config(shift_factor=shift_factor)
     return StableDiffusion3Pipeline(
-        transformer=models.build_mmdit(16), scheduler=models.build_flow_scheduler(), vae=vae,
-        text_encoder=models.build_text_encoder_with_projection(tokenizer, 16), tokenizer=tokenizer,
-        text_encoder_2=models.build_text_encoder_with_projection(tokenizer, 16), tokenizer_2=tokenizer,
+        transformer=models.build_mmdit(text_dim), scheduler=models.build_flow_scheduler(), vae=vae,
+        text_encoder=models.build_text_encoder_with_projection(tokenizer, text_dim), tokenizer=tokenizer,
+        text_encoder_2=models.build_text_encoder_with_projection(tokenizer, text_dim), tokenizer_2=tokenizer,
         text_encoder_3=None, tokenizer_3=None,
     )
 

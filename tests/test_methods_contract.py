@@ -69,7 +69,7 @@ def sdxl_model(tokenizer_dir):
 def sd3_model(tokenizer_dir):
     from conftest import build_tiny_sd3_pipeline
 
-    return DiffusionModel(build_tiny_sd3_pipeline(tokenizer_dir))
+    return DiffusionModel(build_tiny_sd3_pipeline(tokenizer_dir, text_dim=64))  # context 128: sepme's room
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,12 @@ def family_model(request, v_model, sdxl_model, sd3_model, flux_model):
     return {"sd-v": v_model, "sdxl": sdxl_model, "sd3": sd3_model, "flux": flux_model}[request.param]
 
 
-# What a family refuses (one line, before training), case by case: SD3's text meets the image only in
-# joint attention, which has no attn2 k/v for SepME's null spaces.
-# Flux adds: its sequence is T5's (no first-tokenizer embedding rows: ca's embedding scope).
-REFUSED = {"sd3": {"sepme"}, "flux": {"sepme", "ca-embedding"}}
-# Where a family puts a case's edit, when not in the case's scope: UCE edits the layers that read the
-# conditioning (SD3: context_embedder and the pooled text_embedder).
-SCOPE_ON = {("sd3", "uce"): "text-proj", ("flux", "uce"): "text-proj"}
+# What a family refuses (one line, before training), case by case: Flux's sequence is T5's, so there
+# are no first-tokenizer embedding rows for ca's embedding scope.
+REFUSED = {"flux": {"ca-embedding"}}
+# Where a family puts a case's edit, when not in the case's scope: UCE and SepME edit the layers that
+# read the conditioning (SD3, Flux: context_embedder and the pooled text_embedder).
+SCOPE_ON = {(family, method): "text-proj" for family in ("sd3", "flux") for method in ("uce", "sepme")}
 
 
 def test_every_registered_method_has_a_contract_case():

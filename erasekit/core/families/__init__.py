@@ -26,7 +26,6 @@ from erasekit.errors import ErasekitError
 
 # What a method may need from a family (MethodSpec.needs); a family lists what it has.
 CAPABILITIES: dict[str, str] = {
-    "text-cross-attention": "attention layers whose keys and values read the text context (UNet attn2)",
     "unconditional-branch": "an unconditional prediction ε(∅) for classifier-free guidance",
     "text-attention-map": "attention where image queries read text tokens, recorded and rescaled per token "
                           "(UNet attn2, MMDiT joint attention, Flux's joint and single blocks)",

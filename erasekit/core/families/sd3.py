@@ -8,10 +8,10 @@ sequence — or that many zero tokens when the pipeline has no T5. The pooled ve
 projections side by side. The empty prompt is encoded like any other (SD3 has no zeroing flag).
 
 What methods may touch: the text side of the joint attention (`add_q/k/v_proj`, `to_add_out`) is
-where text enters; there is no attn2 cross-attention (in SD3.5, `attn2` is a second self-attention
-over the image tokens), so methods that hook attn2 refuse this family (it lacks
-"text-cross-attention"), and those that walk DDIM trajectories refuse it too ("ddim-trajectories":
-its sampler is core.flow's). Generation, evaluation and patches serve it.
+where text meets the image tokens; `context_embedder` and the pooled `text_embedder` are where it
+enters (UCE's and SepME's closed-form / null-space layers, `Family.readers`). There is no attn2
+cross-attention (in SD3.5, `attn2` is a second self-attention over the image tokens, which nothing
+hooks as cross-attention). Every method serves this family (docs/families.md).
 """
 
 from __future__ import annotations

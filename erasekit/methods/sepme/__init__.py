@@ -3,5 +3,4 @@
 from erasekit.registry import register_method
 
 register_method("sepme", __name__, "SepmeConfig",
-                "SepME: one null-space increment per concept, restorable one by one", multi_patch=True,
-                needs=("text-cross-attention",))
+                "SepME: one null-space increment per concept, restorable one by one", multi_patch=True)

@@ -1,6 +1,7 @@
 """SepME: separable multi-concept erasure (G-CiRs + weight decoupling).
 
-Per concept k and cross-attention projection W_l (to_k / to_v), the increment is
+Per concept k and projection W_l that reads the text tokens (a UNet's cross-attention to_k / to_v; an
+MMDiT's context_embedder, the family's `readers`), the increment is
 ΔW_{k,l} = β P_{k,l} S_k, where the rows of S_k are an orthonormal basis of the null space
 of the per-token text embeddings of ∅, of every other erased concept and of any protected
 prompt: by construction ΔW_{k,l} leaves their keys and values unchanged. Only P_k trains
@@ -74,7 +75,7 @@ class MomentumStopper:
 
 
 def relative_kv_change(model: DiffusionModel, patches: list[Patch], prompt: str) -> float:
-    """max over cross-attention k/v layers of |Σ ΔW e| / max |W e| for the prompt's token embeddings e:
+    """max over the text-reading layers of |Σ ΔW e| / max |W e| for the prompt's token embeddings e:
     how far the patches move that prompt's keys and values (0 when it lies in their null spaces)."""
     names = sorted({n for p in patches for n in p.deltas})
     with torch.no_grad():
@@ -86,6 +87,20 @@ def relative_kv_change(model: DiffusionModel, patches: list[Patch], prompt: str)
             moved = (tokens @ delta.T).abs().max() / (tokens @ base[name].float().cpu().T).abs().max()
             worst = max(worst, float(moved))
     return worst
+
+
+def reader_layers(model: DiffusionModel) -> dict[str, torch.nn.Parameter]:
+    """The denoiser's weights that read the per-token text embeddings (the family's "hidden" readers, by
+    their names inside the denoiser): a UNet's attn2 to_k / to_v; an MMDiT's context_embedder, through
+    which the tokens enter every block, so an increment in the others' null space leaves their whole
+    path unchanged."""
+    import re
+
+    family, prefix = model.family, model.family.denoiser
+    in_scope = family.scopes[family.reader_scope]
+    patterns = [re.compile(pattern) for pattern, field in family.readers if field == "hidden"]
+    return {n.removeprefix(f"{prefix}."): p for n, p in named_parameters({prefix: model.denoiser}).items()
+            if in_scope(n) and any(pattern.search(n) for pattern in patterns)}
 
 
 def _token_embeddings(model: DiffusionModel, texts: list[str]) -> torch.Tensor:
@@ -106,10 +121,7 @@ def erase(
         raise ErasekitError(f"stages {stages} must name every concept of {concepts} exactly once")
     if len(concepts) == 1 and not request.preserve and not config.protect:
         log.warning("sepme with one concept: only the empty prompt constrains its increment")
-    prefix = model.family.denoiser
-    layers = {n.removeprefix(f"{prefix}."): p for n, p in named_parameters({prefix: model.denoiser}).items()
-              if ".attn2.to_k." in n or ".attn2.to_v." in n}
-    layers = {n: p for n, p in layers.items() if n.endswith(".weight")}
+    layers = reader_layers(model)
     bases = null_spaces(model, concepts, list(request.preserve) + list(config.protect), config)
     patches: dict[str, Patch] = {}
     for i, stage in enumerate(stages):
