@@ -78,8 +78,7 @@ def test_a_patched_flux_exports_a_directory_plain_flux_draws_identically(flux_mo
     assert (base_images - ours).abs().max() > 1e-3  # the edit was real, and it came off
 
 
-@pytest.mark.parametrize("args", [["--method", "sepme", "--concept", "circle"],
-                                  ["--method", "ca", "--concept", "circle", "--anchor", "thing",
+@pytest.mark.parametrize("args", [["--method", "ca", "--concept", "circle", "--anchor", "thing",
                                    "--set", "scope=embedding"]])
 def test_the_cli_refuses_what_flux_cannot_serve_before_loading_it(flux_dir, args, capsys, monkeypatch, tmp_path):
     import erasekit.api
@@ -89,7 +88,7 @@ def test_the_cli_refuses_what_flux_cannot_serve_before_loading_it(flux_dir, args
         raise AssertionError("model loaded before the family was checked")
 
     monkeypatch.setattr(erasekit.api, "load_model", must_not_load)
-    out = tmp_path / ("patches" if "sepme" in args else "p.safetensors")  # sepme writes one patch per concept
+    out = tmp_path / "p.safetensors"
     with pytest.raises(SystemExit) as exc:
         main(["erase", "--model", str(flux_dir), *args, "--out", str(out)])
     err = capsys.readouterr().err.strip()
