@@ -1,4 +1,4 @@
-"""The recovery attacks on a UNet (tiny SD) and on an MMDiT (tiny SD3)."""
+"""The recovery attacks on UNets (tiny SD, SDXL) and on an MMDiT (tiny SD3); Flux refuses them."""
 
 import pytest
 import torch
@@ -10,8 +10,14 @@ from erasekit.core.scopes import named_parameters, select
 from erasekit.eval.attacks import InversionAttack, concept_inversion
 
 
-@pytest.fixture(params=["sd", "sd3"])
-def attacked_model(request):
+@pytest.fixture(params=["sd", "sdxl", "sd3"])
+def attacked_model(request, tokenizer_dir):
+    if request.param == "sdxl":
+        from conftest import build_tiny_sdxl_pipeline
+
+        from erasekit.core.model import DiffusionModel
+
+        return DiffusionModel(build_tiny_sdxl_pipeline(tokenizer_dir))
     return request.getfixturevalue({"sd": "tiny_model", "sd3": "tiny_sd3_model"}[request.param])
 
 
