@@ -35,7 +35,14 @@ def split_parts(doc: dict) -> list[dict]:
 
 
 def select_cases(part: dict, patterns: list[str]) -> dict:
-    runs = [r for r in part["runs"] if any(fnmatch.fnmatchcase(r.get("case", ""), p) for p in patterns)]
+    """The part's runs whose case matches a pattern; a pattern LABEL:CASE also matches the run's label
+    (e.g. 'abo:*' keeps every case of abo)."""
+    def matches(run: dict, pattern: str) -> bool:
+        subject = f"{run.get('label', run.get('method', ''))}:{run.get('case', '')}" if ":" in pattern \
+            else run.get("case", "")
+        return fnmatch.fnmatchcase(subject, pattern)
+
+    runs = [r for r in part["runs"] if any(matches(r, p) for p in patterns)]
     return part | {"runs": runs, "reused_cases": sorted({r["case"] for r in runs})}
 
 
@@ -43,8 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("files", nargs="*", type=Path, help="result JSON files of the same benchmark")
     parser.add_argument("--reuse", nargs=2, action="append", default=[], metavar=("FILE", "CASES"),
-                        help="an earlier result file and the comma-separated cases (glob patterns) to take "
-                        "from it (repeatable)")
+                        help="an earlier result file and the comma-separated cases (glob patterns; LABEL:CASE "
+                        "to match the method label too) to take from it (repeatable)")
     parser.add_argument("--name", default=None,
                         help="the benchmark the parts belong to (parts may be named <name>_<part>, as written with "
                         "a script's --name); default: the one name the files share")

@@ -53,3 +53,14 @@ def test_summary_takes_mean_and_worst_in_each_metrics_direction():
     s = common.summarize(runs, ("target_rate", "ssim_other"))
     assert s["target_rate_mean"] == pytest.approx(0.2) and s["target_rate_worst"] == 0.3
     assert s["ssim_other_worst"] == 0.8
+
+
+def test_merge_reuses_runs_by_case_or_by_label_and_case():
+    from merge_results import select_cases
+
+    part = {"command": "x", "runs": [{"label": "abo", "case": "circle"}, {"label": "esd-x", "case": "circle"},
+                                     {"label": "abo", "case": "red"}]}
+    assert [r["label"] for r in select_cases(part, ["circle"])["runs"]] == ["abo", "esd-x"]
+    kept = select_cases(part, ["abo:*"])
+    assert [(r["label"], r["case"]) for r in kept["runs"]] == [("abo", "circle"), ("abo", "red")]
+    assert kept["reused_cases"] == ["circle", "red"]
