@@ -34,6 +34,15 @@ class AttentionStore:
     def add(self, layer: str, probs: torch.Tensor) -> None:
         self.maps.setdefault(layer, []).append(probs if self.keep_grad else probs.detach())
 
+    def steer(self, layer: str, probs: torch.Tensor) -> torch.Tensor:
+        """(B, heads, queries, text tokens) attention on the text: scaled per token, then recorded."""
+        if self.token_scale is not None:
+            scale = self.token_scale.to(probs.dtype).to(probs.device)
+            probs = probs * (scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :])
+        if self.record:
+            self.add(layer, probs)
+        return probs
+
     def token_mass(self) -> torch.Tensor:
         """Mean attention each token receives, (B, L), averaged over layers, heads, pixels and calls."""
         per_layer = [torch.stack(calls).mean(0).mean(dim=(1, 2)) for calls in self.maps.values()]
@@ -52,6 +61,20 @@ class AttentionStore:
         if not out:
             raise RuntimeError("no attention recorded: run the UNet inside `control_attention`")
         return torch.stack(out).mean(0)
+
+
+def joint_probs(store: AttentionStore, name: str, query: torch.Tensor, key: torch.Tensor, n_text: int,
+                text_first: bool) -> torch.Tensor:
+    """softmax(q kᵀ / √d) over a joint image + text sequence (B, heads, S, S), SDPA's scale, with the
+    image queries' columns on the text tokens steered by the store (scaled, recorded)."""
+    probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)
+    n = probs.shape[-1]
+    text, image = (slice(0, n_text), slice(n_text, n)) if text_first else (slice(n - n_text, n), slice(0, n - n_text))
+    to_text = store.steer(name, probs[:, :, image, text])
+    to_image = probs[:, :, image, image]
+    image_rows = torch.cat([to_text, to_image] if text_first else [to_image, to_text], dim=-1)
+    text_rows = probs[:, :, text]
+    return torch.cat([text_rows, image_rows] if text_first else [image_rows, text_rows], dim=2)
 
 
 class ControlledCrossAttnProcessor:
@@ -91,13 +114,7 @@ class ControlledCrossAttnProcessor:
         probs = attn.get_attention_scores(query, key, attention_mask)  # (B*heads, Q, L)
         heads = attn.heads
         probs = probs.view(batch, heads, *probs.shape[1:])
-        scale = self.store.token_scale
-        if scale is not None:
-            scale = scale.to(probs.dtype).to(probs.device)
-            scale = scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :]
-            probs = probs * scale
-        if self.store.record:
-            self.store.add(self.name, probs)
+        probs = self.store.steer(self.name, probs)
         hidden_states = torch.bmm(probs.reshape(batch * heads, *probs.shape[2:]), value)
         hidden_states = attn.batch_to_head_dim(hidden_states)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
@@ -137,16 +154,7 @@ class ControlledJointAttnProcessor:
         if attn.norm_added_k is not None:
             text_k = attn.norm_added_k(text_k)
         query, key, value = torch.cat([query, text_q], 2), torch.cat([key, text_k], 2), torch.cat([value, text_v], 2)
-        probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)  # SDPA's scale
-        image_rows, text_rows = probs[:, :, :n_image], probs[:, :, n_image:]
-        to_image, to_text = image_rows[..., :n_image], image_rows[..., n_image:]
-        scale = self.store.token_scale
-        if scale is not None:
-            scale = scale.to(probs.dtype).to(probs.device)
-            to_text = to_text * (scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :])
-        if self.store.record:
-            self.store.add(self.name, to_text)
-        probs = torch.cat([torch.cat([to_image, to_text], dim=-1), text_rows], dim=2)
+        probs = joint_probs(self.store, self.name, query, key, n_text=key.shape[2] - n_image, text_first=False)
         out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * value.shape[-1]).to(query.dtype)
         image_out, text_out = out[:, :n_image], out[:, n_image:]
         if not attn.context_pre_only:
@@ -186,16 +194,7 @@ class ControlledFluxAttnProcessor:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # (B, heads, S, D)
-        probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
-        text_rows, image_rows = probs[:, :, :n_text], probs[:, :, n_text:]
-        to_text, to_image = image_rows[..., :n_text], image_rows[..., n_text:]
-        scale = self.store.token_scale
-        if scale is not None:
-            scale = scale.to(probs.dtype).to(probs.device)
-            to_text = to_text * (scale.view(1, 1, 1, -1) if scale.dim() == 1 else scale[:, None, None, :])
-        if self.store.record:
-            self.store.add(self.name, to_text)
-        probs = torch.cat([text_rows, torch.cat([to_text, to_image], dim=-1)], dim=2)
+        probs = joint_probs(self.store, self.name, q, k, n_text=n_text, text_first=True)
         out = (probs @ v).transpose(1, 2).flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return out
