@@ -31,7 +31,7 @@ from typing import Any
 
 from erasekit.core.families import Family, register_family
 from erasekit.core.families.sd import token_ids
-from erasekit.core.families.sd3 import SCOPE_DESCRIPTIONS, SCOPES
+from erasekit.core.families.sd3 import READERS, SCOPE_DESCRIPTIONS, SCOPES
 
 T5_TOKENS = 512  # FluxPipeline's default max_sequence_length
 DISTILLED_GUIDANCE = 1.0  # the guidance embedding the methods' predictions are taken at (see above)
@@ -126,7 +126,6 @@ register_family(Family(
     denoiser="transformer",
     context_key="joint_attention_dim",
     reader_scope="text-proj",
-    readers=((r"context_embedder\.weight$", "hidden"),
-             (r"time_text_embed\.text_embedder\.linear_1\.weight$", "pooled_projections")),
+    readers=READERS,
     single_file_note="erasekit writes Flux as a diffusers directory only",
 ))

@@ -79,6 +79,11 @@ SCOPE_DESCRIPTIONS = {
     "full": "every transformer parameter",
 }
 
+# Where an MMDiT's text enters: its tokens through context_embedder, the pooled vector through
+# text_embedder.linear_1 (UCE's Flux recipe); add_k/v_proj read timestep-modulated text instead.
+READERS = ((r"context_embedder\.weight$", "hidden"),
+           (r"time_text_embed\.text_embedder\.linear_1\.weight$", "pooled_projections"))
+
 register_family(Family(
     name="sd3",
     description="Stable Diffusion 3 / 3.5 (MMDiT joint attention, flow matching; CLIP-L + CLIP-G, optional T5)",
@@ -94,10 +99,7 @@ register_family(Family(
     capabilities=frozenset({"unconditional-branch", "text-attention-map"}),
     denoiser="transformer",
     context_key="joint_attention_dim",
-    # Text tokens enter the joint stream through context_embedder and the pooled vector through
-    # text_embedder.linear_1 (UCE's Flux recipe); add_k/v_proj read timestep-modulated text instead.
     reader_scope="text-proj",
-    readers=((r"context_embedder\.weight$", "hidden"),
-             (r"time_text_embed\.text_embedder\.linear_1\.weight$", "pooled_projections")),
+    readers=READERS,
     single_file_note="erasekit writes SD3 as a diffusers directory only",
 ))
