@@ -206,8 +206,10 @@ def text_attention_kind(denoiser: torch.nn.Module, processor_name: str) -> str |
     """"cross" for an attention whose keys and values are the text context (a UNet's attn2), "joint" for
     an MMDiT's joint attention over image and text tokens, None otherwise. Not a name test: SD3.5's
     `attn2` is a second self-attention over the image tokens."""
+    from diffusers.models.transformers.transformer_flux import FluxAttention
+
     module = denoiser.get_submodule(processor_name.removesuffix(".processor"))
-    if type(module).__name__ == "FluxAttention":  # joint and single blocks: text and image share it
+    if isinstance(module, FluxAttention):  # joint and single blocks: text and image share it
         return "flux"
     if getattr(module, "is_cross_attention", False):
         return "cross"

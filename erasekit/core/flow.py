@@ -11,12 +11,10 @@ which shrinks with the step size. Guidance composes velocities like ε (v(∅) +
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from erasekit.core.sampler import SampleResult, StepContext, StepHook, guided_eps
+from erasekit.core.sampler import DDIMSampler, SampleResult
 from erasekit.core.schedule import Schedule
 
 
@@ -28,48 +26,19 @@ def with_embedded_guidance(cond, scale: float):
     return dataclasses.replace(cond, extras={**cond.extras, "guidance": guidance})
 
 
-class FlowMatchSampler:
+class FlowMatchSampler(DDIMSampler):
+    """The same sampling loop as DDIMSampler (core.schedule takes the Euler step); what differs is the
+    guidance of guidance-distilled models and the inversion."""
+
     def __init__(self, model, steps: int = 28, guidance: float = 7.0,
                  weights: dict[str, torch.Tensor] | None = None) -> None:
-        """weights: denoiser tensors replacing the live ones while sampling (a frozen teacher)."""
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.model, self.steps, self.guidance, self.weights = model, steps, guidance, weights
+        super().__init__(model, steps=steps, guidance=guidance, weights=weights)
 
-    def timesteps(self) -> torch.Tensor:
-        return Schedule(self.model, self.steps).timesteps
-
-    def _velocity(self, x: torch.Tensor, t: torch.Tensor, cond, uncond):
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, cond, uncond):
         if not self.model.family.cfg:  # guidance-distilled (Flux): the scale is an input of one pass
-            cond = with_embedded_guidance(cond, self.guidance)
-            v = self.model.eps(x, t, cond[None], self.weights)[0]
+            v = self.model.eps(x, t, with_embedded_guidance(cond, self.guidance)[None], self.weights)[0]
             return v, v, None
-        if self.guidance == 1.0:
-            v = self.model.eps(x, t, cond[None], self.weights)[0]
-            return v, v, None
-        both = self.model.eps(x, t, torch.stack([uncond, cond]), self.weights)
-        return guided_eps(both[0], both[1], self.guidance), both[1], both[0]
-
-    def sample(self, x_T: torch.Tensor, cond, uncond, hooks: Sequence[StepHook] = (), return_trajectory: bool = False,
-               stop_at: int | None = None, progress: bool = False, start_at: int = 0) -> SampleResult:
-        """Integrate from x_T (σ = 1, or the latent at timesteps()[start_at]) down to σ = 0, or stop after
-        `stop_at` steps; hooks see the velocity as `eps` (the model's prediction)."""
-        schedule = Schedule(self.model, self.steps)
-        timesteps = schedule.timesteps
-        n = len(timesteps) if stop_at is None else stop_at
-        x = x_T.float()
-        trajectory = [x] if return_trajectory else []
-        for i in tqdm(range(start_at, n), desc="sampling", disable=not progress, leave=False):
-            ctx = StepContext(index=i, timestep=timesteps[i], latents=x, cond=cond, uncond=uncond)
-            for hook in hooks:
-                hook.on_latent(ctx)
-            ctx.eps, ctx.eps_cond, ctx.eps_uncond = self._velocity(ctx.latents, timesteps[i], ctx.cond, ctx.uncond)
-            for hook in hooks:
-                hook.on_eps(ctx)
-            x = schedule.step(ctx.eps, i, ctx.latents)
-            if return_trajectory:
-                trajectory.append(x)
-        return SampleResult(latents=x, timesteps=[float(t) for t in timesteps[start_at:n]], trajectory=trajectory)
+        return super()._eps(x, t, cond, uncond)
 
     def invert(self, latents: torch.Tensor, cond, return_trajectory: bool = False,
                stop_at: int | None = None) -> SampleResult:

@@ -119,7 +119,7 @@ class DDIMSampler:
             x = schedule.step(ctx.eps, i, ctx.latents)
             if return_trajectory:
                 trajectory.append(x)
-        return SampleResult(latents=x, timesteps=[int(t) for t in timesteps[start_at:n]], trajectory=trajectory)
+        return SampleResult(latents=x, timesteps=[t.item() for t in timesteps[start_at:n]], trajectory=trajectory)
 
     def invert(self, latents: torch.Tensor, cond: torch.Tensor, return_trajectory: bool = False,
                stop_at: int | None = None) -> SampleResult:

@@ -29,10 +29,6 @@ class Schedule:
             self.scheduler.set_timesteps(device=model.device, **options(model.pipe, steps, model.latent_shape))
         self.timesteps: torch.Tensor = self.scheduler.timesteps
         self.sigmas = self.scheduler.sigmas.to(torch.float32) if self.flow else None
-        self.init_sigma = float(getattr(self.scheduler, "init_noise_sigma", 1.0))
-
-    def __len__(self) -> int:
-        return len(self.timesteps)
 
     def step(self, prediction: torch.Tensor, index: int, x: torch.Tensor) -> torch.Tensor:
         """x at timesteps[index + 1] (or the clean end) from x at timesteps[index] and the model's prediction."""

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,12 @@ class Family:
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
     # method -> values: the family's layer of method defaults (erasekit.defaults), above the paper's
     method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def reader_field(self, name: str) -> str | None:
+        """The Conditioning field a parameter (full name) reads, if it is one of the family's readers."""
+        if not self.scopes[self.reader_scope](name):
+            return None
+        return next((field for pattern, field in self.readers if re.search(pattern, name)), None)
 
     @property
     def exports_single_file(self) -> bool:

@@ -94,13 +94,9 @@ def reader_layers(model: DiffusionModel) -> dict[str, torch.nn.Parameter]:
     their names inside the denoiser): a UNet's attn2 to_k / to_v; an MMDiT's context_embedder, through
     which the tokens enter every block, so an increment in the others' null space leaves their whole
     path unchanged."""
-    import re
-
-    family, prefix = model.family, model.family.denoiser
-    in_scope = family.scopes[family.reader_scope]
-    patterns = [re.compile(pattern) for pattern, field in family.readers if field == "hidden"]
+    prefix = model.family.denoiser
     return {n.removeprefix(f"{prefix}."): p for n, p in named_parameters({prefix: model.denoiser}).items()
-            if in_scope(n) and any(pattern.search(n) for pattern in patterns)}
+            if model.family.reader_field(n) == "hidden"}
 
 
 def _token_embeddings(model: DiffusionModel, texts: list[str]) -> torch.Tensor:

@@ -14,8 +14,6 @@ preserved concepts keep theirs. Token choice per docs/methods/baselines.md.
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from erasekit.core.attention import special_prefix
@@ -84,12 +82,12 @@ def _embedding_sets(model: DiffusionModel, request: EraseRequest, config: UceCon
 
 
 def erase(model: DiffusionModel, request: EraseRequest, config: UceConfig, run: RunOptions | None = None) -> Patch:
-    readers = [(re.compile(pattern), field) for pattern, field in model.family.readers]
-    with EditSession(model, model.family.reader_scope) as session:
-        sets = {field: _embedding_sets(model, request, config, field) for field in {f for _, f in readers}}
+    family = model.family
+    with EditSession(model, family.reader_scope) as session:
+        sets = {field: _embedding_sets(model, request, config, field) for field in {f for _, f in family.readers}}
         with torch.no_grad():
             for name, param in session.params.items():
-                field = next((f for pattern, f in readers if pattern.search(name)), None)
+                field = family.reader_field(name)
                 if field is not None:
                     param.copy_(uce_solve(param, *sets[field], config.lamb, config.erase_scale,
                                           config.preserve_scale))
