@@ -11,6 +11,7 @@ from typing import Any
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional image backends are never used here
 
 from erasekit import api
+from erasekit.core import files
 from erasekit.core.patch import Patch, stack
 from erasekit.request import EraseRequest
 
@@ -41,12 +42,10 @@ def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any
     key = hashlib.sha256(json.dumps([method, dataclasses.asdict(request), dataclasses.asdict(resolved.config),
                                      model_fingerprint(model)], sort_keys=True, default=str).encode()).hexdigest()
     stored = Path(PATCHES) / key[:24]
-    if timeline is None and (stored / "done.json").exists():
-        files = json.loads((stored / "done.json").read_text())
-        patches = [Patch.load(stored / f) for f in files["patches"]]
-        for p in patches:
-            p.info["reused"] = True
-        return (patches if files["multi"] else patches[0]), files["seconds"], resolved
+    reused = files.load_cached(stored / "done.json", stored_patches) if timeline is None else None
+    if reused is not None:
+        patches, multi, seconds = reused
+        return (patches if multi else patches[0]), seconds, resolved
     start = time.perf_counter()
     result = api.erase(model, method, request, resolved, cache_dir=TRAIN_IMAGES, callback=timeline,
                        callback_every=timeline_every)
@@ -55,9 +54,19 @@ def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any
     names = [f"{i}.safetensors" for i in range(len(made))]
     for p, name in zip(made, names, strict=True):
         p.save(stored / name)
-    (stored / "done.json").write_text(json.dumps({"patches": names, "multi": isinstance(result, list),
-                                                  "seconds": seconds}))
+    files.write_json(stored / "done.json", {"patches": names, "multi": isinstance(result, list), "seconds": seconds})
     return result, seconds, resolved
+
+
+def stored_patches(done: Path) -> tuple[list[Patch], bool, float]:
+    """The patches an earlier identical erasure stored beside `done` (done.json), marked as reused."""
+    import json
+
+    record = json.loads(done.read_text())
+    patches = [Patch.load(done.parent / name) for name in record["patches"]]
+    for p in patches:
+        p.info["reused"] = True
+    return patches, record["multi"], record["seconds"]
 
 
 def small_timeline(model, suite: str, prompts: int = 6, seeds: tuple[int, ...] = (0, 1)):

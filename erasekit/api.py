@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from erasekit.core import files
 from erasekit.core import patch as patching
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
@@ -29,6 +30,21 @@ log = logging.getLogger(__name__)
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_device(name: str) -> str:
+    """`name` when this machine has that device; one ErasekitError line when it does not."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ErasekitError(f"{name!r} is not a torch device: use cpu, cuda, cuda:N or mps") from None
+    counts = {"cuda": torch.cuda.device_count,
+              "mps": lambda: int(torch.backends.mps.is_available()),
+              "xpu": lambda: torch.xpu.device_count() if hasattr(torch, "xpu") else 0}
+    if device.type in counts and (device.index or 0) >= counts[device.type]():
+        raise ErasekitError(f"device {name!r} is not available on this machine ({counts[device.type]()} {device.type} "
+                            "device(s)); use --device cpu")
+    return name
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -48,7 +64,8 @@ def load_model(
     """
     if dtype not in DTYPES:
         raise ErasekitError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    model = DiffusionModel.load(source, device=device or default_device(), config=config, torch_dtype=DTYPES[dtype])
+    device = available_device(device or default_device())  # before any weights load
+    model = DiffusionModel.load(source, device=device, config=config, torch_dtype=DTYPES[dtype])
     for p in patches:
         patching.apply(model, p if isinstance(p, patching.Patch) else patching.Patch.load(p))
     return model
@@ -395,7 +412,5 @@ def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: di
         grid = image_grid(torch.cat([base[:shown], edited[:shown]]), columns=min(shown, 16))
         grid.save(out / "grids" / f"{group}.png")
     document = {k: v for k, v in result.items() if k != "images"} | (info or {})
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2))
-    os.replace(tmp, out / "results.json")
+    files.write_json(out / "results.json", document)
     return out

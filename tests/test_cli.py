@@ -172,3 +172,23 @@ def test_listing_and_validation_answer_without_torch_diffusers_or_transformers(a
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert "HEAVY [] CODE" in done.stderr, done.stderr[-500:]
     assert done.stderr.rstrip().endswith("CODE 0") == (args[0] == "ls")
+
+
+@pytest.mark.parametrize(("device", "fragment"), [("tpu9", "is not a device"), ("cuda:x", "is not a device")])
+def test_an_unknown_device_is_one_line_before_loading(device, fragment, capsys, tmp_path):
+    code, _, err = _run(["generate", "--model", "toyworld", "--prompt", "a red circle", "--device", device,
+                         "--out", str(tmp_path / "g")], capsys)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()
+
+
+def test_an_absent_device_is_refused_before_the_model_loads(monkeypatch):
+    import torch
+
+    from erasekit import api
+    from erasekit.errors import ErasekitError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ErasekitError, match="'cuda:1' is not available on this machine"):
+        api.load_model("does-not-matter", device="cuda:1")
+    assert api.available_device("cpu") == "cpu"

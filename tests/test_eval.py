@@ -85,7 +85,7 @@ def test_classifier_rates_on_rendered_images_are_known():
     assert float(np.mean(found["pattern"] == "striped")) == pytest.approx(0.75)
 
 
-def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
+def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch, capsys):
     """Wire-up on a tiny random model: a suite file, a patch, base images cached once."""
     import json
 
@@ -130,6 +130,18 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch):
         main(args[:-1] + [str(tmp_path / "ev2")])
     second = json.loads((tmp_path / "ev2" / "results.json").read_text())
     assert second["metrics"] == result["metrics"]
+    # Release gates: a failed or unmeasured requirement exits 1 with one line; the results are still written.
+    gate = args[:-2] + ["--require", f"ssim_other>={result['metrics']['ssim_other'] + 0.01:.4f}",
+                        "--require", "target_rate<=1", "--require", "clip_score>=0.2"]
+    with pytest.raises(SystemExit) as exc:
+        main(gate + ["--out", str(tmp_path / "ev3")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 1 and (tmp_path / "ev3" / "results.json").exists()
+    assert err[-1].startswith("erasekit: requirement failed: ssim_other = ") and "clip_score not measured" in err[-1]
+    assert "target_rate" not in err[-1]
+    with pytest.raises(SystemExit) as exc:
+        main(args[:-2] + ["--require", "ssim_other<=1", "--require", "target_rate>=0", "--out", str(tmp_path / "ev4")])
+    assert exc.value.code == 0 and "requirements hold" in capsys.readouterr().out
 
 
 def test_report_marks_best_and_embeds_grids(tmp_path):

@@ -66,6 +66,22 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
         assert torch.equal(p.detach(), reference[n]), n
 
 
+def test_an_unreadable_checkpoint_is_dropped_and_training_starts_afresh(tmp_path):
+    from erasekit.core.trainer import CHECKPOINT_NAME
+
+    cfg = dict(steps=12, lr=1e-2, checkpoint_every=5, progress=False)
+    model, loss_fn = _problem()
+    Trainer(_params(model), TrainerConfig(**cfg), checkpoint_dir=tmp_path / "a").fit(loss_fn)
+    reference = {n: p.detach().clone() for n, p in model.named_parameters()}
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / CHECKPOINT_NAME).write_bytes(b"truncated")
+    model, loss_fn = _problem()
+    state = Trainer(_params(model), TrainerConfig(**cfg), checkpoint_dir=tmp_path / "b").fit(loss_fn)
+    assert state.step == 12 and len(state.losses) == 12
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), reference[n]), n
+
+
 def test_callback_can_stop_early():
     model, loss_fn = _problem()
     cfg = TrainerConfig(steps=100, lr=1e-2, callback_every=10, progress=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,19 @@ from erasekit.errors import ErasekitError
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SEEDS_HELP = "seeds: '0-7', '1,5,9' or a mix"
+
+
+DEVICE_FORM = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
+
+
+def _device(ctx, param, value: str | None) -> str | None:
+    """A torch device name, checked by form here (no torch import) and for presence when the model loads."""
+    if value is not None and not DEVICE_FORM.match(value):
+        raise click.BadParameter(f"{value!r} is not a device: use cpu, cuda, cuda:N, mps or xpu", param=param)
+    return value
+
+
+DEVICE_HELP = "torch device: cpu, cuda, cuda:N, mps (default: cuda when available, else cpu)."
 
 
 def _fail(message: str) -> None:
@@ -127,7 +141,7 @@ def model_options(fn):
     fn = click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16", "fp16"]),
                       help="precision of the model's weights (an erase keeps float32 master copies of what it "
                       "trains; a VAE marked force_upcast stays float32).")(fn)
-    fn = click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")(fn)
+    fn = click.option("--device", default=None, callback=_device, help=DEVICE_HELP)(fn)
     fn = click.option("--config", "config", default=None,
                       help="diffusers directory or hub id with the component configs of a single-file model.")(fn)
     fn = click.option("--patch", "patches", multiple=True, type=click.Path(dir_okay=False),
@@ -368,19 +382,26 @@ def _report_check(found: dict, method: str, made: list) -> None:
               help="concept-inversion: a learned embedding; prompt: learned tokens projected to real words.")
 @click.option("--clip", "clip_path", default=None, type=click.Path(file_okay=False),
               help="local CLIP model directory for clip_score (skipped when not given).")
+@click.option("--require", "requires", multiple=True, metavar="METRIC<=VALUE",
+              help="a release gate, e.g. 'target_rate<=0.05' or 'ssim_other>=0.9' (repeatable; operators "
+                   "<= >= < > ==): exit 1 with a one-line summary when one fails or was not measured.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory.")
 def eval_command(model, patches, config, device, dtype, suite, seeds, steps, guidance, batch_size, cache, attack_steps,
-                 attack, clip_path, out):
+                 attack, clip_path, requires, out):
     """Evaluate MODEL with its patches against MODEL alone on a prompt suite, same seeds for both.
 
     Writes results.json (rates with sample counts and 95% Wilson intervals, SSIM, timing) and
-    grids/<group>.png (base rows above edited rows).
+    grids/<group>.png (base rows above edited rows). Exit status: 0, 1 when a --require fails,
+    2 for bad input.
     """
-    from erasekit import api
-    from erasekit.core.patch import Patch
+    from erasekit.eval.requirements import failures, parse_requirement
     from erasekit.eval.suites import resolve_suite
 
-    resolve_suite(suite)  # a bad suite fails before the model loads
+    gates = [parse_requirement(text) for text in requires]  # bad gates fail before the model loads
+    resolve_suite(suite)
+    from erasekit import api
+    from erasekit.core.patch import Patch
+
     if clip_path is None:
         click.echo("clip_score skipped: no --clip directory given (CLIP weights are never downloaded)", err=True)
     else:
@@ -401,6 +422,12 @@ def eval_command(model, patches, config, device, dtype, suite, seeds, steps, gui
     for key, value in result["metrics"].items():
         click.echo(f"{key:24s} {value:.4g}" if isinstance(value, float) else f"{key:24s} {value}")
     click.echo(f"results in {path / 'results.json'}")
+    failed = failures(gates, result["metrics"])
+    if failed:
+        click.echo(f"erasekit: requirement failed: {'; '.join(failed)}", err=True)
+        sys.exit(1)
+    if gates:
+        click.echo(f"requirements hold: {', '.join(map(str, gates))}")
 
 
 # ----------------------------------------------------------------- report
@@ -512,7 +539,7 @@ def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from
 @click.option("--seeds", default="0-1", show_default=True, help=SEEDS_HELP)
 @click.option("--erase-steps", default=None, type=click.IntRange(min=1),
               help="training steps of the erasure (default: the toy world's; see `erasekit ls config abo`).")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--device", default=None, callback=_device, help=DEVICE_HELP)
 def demo(out, seeds, erase_steps, device):
     """The main job on the built-in toy model: erase "circle" (mapped to "square") with All-but-One,
     evaluate base vs edited on the same seeds, and write the patch, results and an HTML report."""

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from erasekit.core import files
 from erasekit.core import patch as patching
 from erasekit.core.model import DiffusionModel
 from erasekit.core.sampler import generate_images
@@ -47,15 +48,10 @@ class ImageCache:
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
     def get(self, key: str) -> torch.Tensor | None:
-        path = self.directory / f"{key}.safetensors"
-        return load_file(str(path))["images"] if path.exists() else None
+        return files.load_cached(self.directory / f"{key}.safetensors", lambda p: load_file(str(p))["images"])
 
     def put(self, key: str, images: torch.Tensor) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{key}.safetensors"
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"images": images.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        files.write_safetensors(self.directory / f"{key}.safetensors", {"images": images})
 
 
 def distributed_generate(

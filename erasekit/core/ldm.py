@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from erasekit.core import files
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 HF_CLIP, OPEN_CLIP = "hf-clip", "open-clip"  # the two text-encoder layouts of the original checkpoints
@@ -159,8 +161,7 @@ def save_single_file(pipe, path: str | os.PathLike) -> Path:
                             "encoder, of which diffusers keeps 23 of 24 layers), whose original layout cannot be "
                             "written whole: export a diffusers directory")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(diffusers_to_ldm(pipe, family.single_file_text), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    # The whole model: written by safetensors itself rather than doubled in memory as bytes.
+    with files.atomic_path(path) as tmp:
+        save_file(diffusers_to_ldm(pipe, family.single_file_text), str(tmp), metadata={"format": "pt"})
     return path

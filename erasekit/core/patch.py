@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import erasekit
+from erasekit.core import files
 from erasekit.errors import ErasekitError
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,7 @@ class Patch:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a temporary file renamed into place, never a half-written patch."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in self.deltas.items()}, str(tmp), metadata=self._metadata())
-        os.replace(tmp, path)
-        return path
+        return files.write_safetensors(path, self.deltas, metadata=self._metadata())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Patch:
@@ -337,25 +332,20 @@ def export_pipeline(model, out_dir: str | os.PathLike, keep_base: bool = True) -
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ErasekitError(f"{out_dir} exists and is not an empty directory; choose a new one")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.pipe.save_pretrained(tmp, safe_serialization=True)
-    state = _state(model)
-    provenance = {"erasekit_version": erasekit.__version__, "patches": [p.summary() for p in applied(model)]}
-    (tmp / "erasekit.json").write_text(json.dumps(provenance, indent=2))
-    if keep_base and state.applied:
-        side = tmp / SIDECAR
-        side.mkdir()
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.base.items()}, str(side / "base.safetensors"))
-        order = []
-        for i, (patch, scale) in enumerate(state.applied):
-            patch.save(side / f"patch-{i:02d}-{patch.id}.safetensors")
-            order.append({"file": f"patch-{i:02d}-{patch.id}.safetensors", "scale": scale})
-        (side / "applied.json").write_text(json.dumps(order, indent=2))
-    if out_dir.exists():
-        out_dir.rmdir()
-    tmp.rename(out_dir)
+    with files.atomic_directory(out_dir) as tmp:
+        model.pipe.save_pretrained(tmp, safe_serialization=True)
+        state = _state(model)
+        provenance = {"erasekit_version": erasekit.__version__, "patches": [p.summary() for p in applied(model)]}
+        (tmp / "erasekit.json").write_text(json.dumps(provenance, indent=2))
+        if keep_base and state.applied:
+            side = tmp / SIDECAR
+            side.mkdir()
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.base.items()}, str(side / "base.safetensors"))
+            order = []
+            for i, (patch, scale) in enumerate(state.applied):
+                patch.save(side / f"patch-{i:02d}-{patch.id}.safetensors")
+                order.append({"file": f"patch-{i:02d}-{patch.id}.safetensors", "scale": scale})
+            (side / "applied.json").write_text(json.dumps(order, indent=2))
     return out_dir
 
 

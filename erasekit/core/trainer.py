@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from erasekit.core import files
 from erasekit.errors import ErasekitError
 
 log = logging.getLogger(__name__)
@@ -244,10 +245,7 @@ class Trainer:
             "optim_scalars": json.dumps(scalars),
             "config": json.dumps(asdict(self.config)),
         }
-        path = self.checkpoint_dir / CHECKPOINT_NAME
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        path = files.write_safetensors(self.checkpoint_dir / CHECKPOINT_NAME, tensors, metadata=metadata)
         log.debug("checkpoint at step %d -> %s", self.step, path)
         return path
 
@@ -255,13 +253,10 @@ class Trainer:
         if self.checkpoint_dir is None:
             return
         path = self.checkpoint_dir / CHECKPOINT_NAME
-        if not path.exists():
+        loaded = files.load_cached(path, _read_checkpoint)  # an unreadable checkpoint: start afresh
+        if loaded is None:
             return
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-        tensors = load_file(str(path))
+        metadata, tensors = loaded
         missing = [n for n in self.params if f"param/{n}" not in tensors]
         if missing:
             raise ErasekitError(f"checkpoint {path} does not match the trainable parameters (missing {missing[0]})")
@@ -287,3 +282,11 @@ class Trainer:
         self.step = int(metadata["step"])
         self.losses = json.loads(metadata["losses"])
         log.info("resumed from %s at step %d", path, self.step)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    return metadata, load_file(str(path))

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from erasekit.eval.metrics import METRICS
+from erasekit.core import files
+from erasekit.eval.metric_registry import METRICS
 
 KEY_ORDER = ["target_rate", "target_rate_base", "synonym_rate", "misspelling_rate", "paraphrase_rate",
              "implicit_rate", "implicit_rate_base", "anchor_rate", "other_accuracy", "other_accuracy_base",
@@ -129,12 +130,7 @@ def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, t
             f"<style>{STYLE}</style>{SELF_CHECK}</head><body><h1>{html.escape(title)}</h1>"
             f"<table id='metrics'><tr><th>run</th>{head}</tr>{''.join(rows)}</table><ul>{legend}</ul>"
             f"{''.join(figures)}</body></html>")
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
-    return out
+    return files.write_text(out_path, page)
 
 
 def runs_from_result_files(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import shlex
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 import erasekit
+from erasekit.core import files
 
 SCHEMA = 1
 
@@ -92,9 +92,4 @@ def write_result(
         "metrics": metrics or {},
         **(extra or {}),
     }
-    path = Path(out_dir) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return files.write_json(Path(out_dir) / f"{name}.json", document)

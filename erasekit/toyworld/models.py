@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from erasekit.core import files
 from erasekit.toyworld.domain import ATTRIBUTES, IMAGE_SIZE
 from erasekit.toyworld.tokenizer import MAX_LENGTH
 
@@ -149,9 +150,7 @@ class AttributeClassifier(nn.Module):
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata={"format": "pt"})
-        tmp.replace(path)
+        files.write_safetensors(path, self.state_dict(), metadata={"format": "pt"})
 
     @classmethod
     def load(cls, path: Path) -> AttributeClassifier:

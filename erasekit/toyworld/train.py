@@ -25,6 +25,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
+from erasekit.core import files
 from erasekit.core.noising import min_snr_weight, noised
 from erasekit.core.trainer import Trainer, TrainerConfig
 from erasekit.toyworld import domain
@@ -79,7 +80,7 @@ def _record(out_dir: Path, stage: str, seconds: float, **extra: object) -> None:
     entry["seconds"] = round(entry["seconds"] + seconds, 1)
     entry.update(extra)
     record["threads"] = torch.get_num_threads()
-    path.write_text(json.dumps(record, indent=2))
+    files.write_json(path, record)
 
 
 def _record_encode(out_dir: Path, **options: object) -> None:
@@ -87,7 +88,7 @@ def _record_encode(out_dir: Path, **options: object) -> None:
     path = out_dir / "training.json"
     record = json.loads(path.read_text()) if path.exists() else {"stages": {}}
     record["encode"] = options
-    path.write_text(json.dumps(record, indent=2))
+    files.write_json(path, record)
 
 
 # ---------------------------------------------------------------- classifier
@@ -159,13 +160,10 @@ def train_vae(cfg: ToyTrainConfig, out_dir: Path, work: Path) -> None:
 
 
 def _save_component(model: torch.nn.Module, directory: Path) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
     if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+        shutil.rmtree(directory)  # a re-trained component replaces the old one
+    with files.atomic_directory(directory) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
 
 
 # --------------------------------------------------------------------- latents
@@ -196,9 +194,9 @@ def encode_latents(cfg: ToyTrainConfig, out_dir: Path, work: Path) -> Path:
     uncond = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                        return_tensors="pt").input_ids
     tensors = {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous(), "ids": ids, "uncond": uncond}
-    work.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path.with_suffix(".tmp")))
-    path.with_suffix(".tmp").replace(path)
+    # Latents of the whole training set (hundreds of MB): written by safetensors, not doubled in memory.
+    with files.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
     return path
 
 
