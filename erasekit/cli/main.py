@@ -235,14 +235,28 @@ def patch_stack(patch_files, out):
 @click.option("--out", required=True, type=click.Path(), help="new pipeline directory (or .safetensors file).")
 @click.option("--single-file", is_flag=True,
               help="write one original-layout .safetensors checkpoint (A1111 / ComfyUI / from_single_file).")
-def patch_export(model, patches, config, device, dtype, out, single_file):
-    """Export MODEL with patches applied as a plain diffusers pipeline (no erasekit needed to load it)."""
+@click.option("--format", "fmt", default="diffusers", show_default=True, type=click.Choice(["diffusers", "lora"]),
+              help="diffusers: the whole edited pipeline; lora: only the edit, as a LoRA directory that "
+                   "`pipe.load_lora_weights(OUT)` loads on the base model.")
+@click.option("--rank", default=None, type=click.IntRange(min=1),
+              help="--format lora: keep at most this many singular values per tensor (default: full rank, exact).")
+@click.option("--energy", default=None, type=click.FloatRange(min=0, max=1, min_open=True),
+              help="--format lora: per tensor, the smallest rank whose singular values hold this share of ‖ΔW‖² "
+                   "(e.g. 0.99).")
+def patch_export(model, patches, config, device, dtype, out, single_file, fmt, rank, energy):
+    """Export MODEL with patches applied as a plain diffusers pipeline (no erasekit needed to load it),
+    or (--format lora) the patches alone as a LoRA for the base model."""
     from erasekit import api
     from erasekit.core.families import get_family
     from erasekit.core.ldm import save_single_file
     from erasekit.core.patch import export_pipeline
     from erasekit.defaults import family_name_of
 
+    if fmt == "lora":
+        _export_lora(model, patches, config, device, dtype, out, single_file, rank, energy)
+        return
+    if rank is not None or energy is not None:
+        _fail("--rank and --energy belong to --format lora")
     if single_file and not out.endswith(".safetensors"):
         _fail("--single-file needs --out ending in .safetensors")
     family = get_family(family_name_of(model))
@@ -251,6 +265,24 @@ def patch_export(model, patches, config, device, dtype, out, single_file):
     m = api.load_model(model, patches, device=device, config=config, dtype=dtype)
     written = save_single_file(m.pipe, out) if single_file else export_pipeline(m, out, keep_base=False)
     click.echo(f"exported to {written}")
+
+
+def _export_lora(model, patches, config, device, dtype, out, single_file, rank, energy) -> None:
+    from erasekit import api
+    from erasekit.core import patch as patching
+    from erasekit.core.lora import RankChoice, export_lora
+
+    choice = RankChoice(rank=rank, energy=energy)
+    if single_file:
+        _fail("--single-file and --format lora are different exports; choose one")
+    if not patches:
+        _fail("--format lora needs at least one --patch")
+    loaded = [patching.Patch.load(p) for p in patches]
+    m = api.load_model(model, device=device, config=config, dtype=dtype)
+    for p in loaded:
+        patching.check_fingerprint(m, p)
+    written = export_lora(m, loaded[0] if len(loaded) == 1 else patching.stack(loaded), out, choice)
+    click.echo(f"LoRA written to {written} (load it with pipe.load_lora_weights)")
 
 
 # ------------------------------------------------------------------ erase

@@ -1,0 +1,112 @@
+"""LoRA export: plain diffusers' load_lora_weights() draws what erasekit's patched model draws."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from erasekit.core import patch as patching
+from erasekit.core.lora import LORA_FILE, REPORT_FILE, RankChoice, export_lora
+from erasekit.core.sampler import generate_images
+from erasekit.core.scopes import named_parameters, select
+from erasekit.errors import ErasekitError
+
+PROMPTS = ["a red circle", "a blue box"]
+
+
+def _patch(model, scope="to_out", scale=0.2, seed=0, extra=()):
+    params = select(model.named_modules(), scope).params
+    for name in extra:
+        params[name] = dict(named_parameters(model.named_modules()))[name]
+    gen = torch.Generator().manual_seed(seed)
+    base = {n: p.detach().clone() for n, p in params.items()}
+    edited = {n: b + scale * torch.randn(b.shape, generator=gen) for n, b in base.items()}
+    return patching.Patch.from_weights(base, edited, "test", {"scope": scope}, ["circle"])
+
+
+def test_full_rank_lora_in_plain_diffusers_draws_the_patched_images(tiny_model, tiny_dir, tmp_path):
+    # to_out (linear weights and biases) plus a conv, as an edit of every LoRA-able kind
+    patch = _patch(tiny_model, extra=("unet.conv_in.weight",))
+    out = export_lora(tiny_model, patch, tmp_path / "lora", RankChoice())
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert report["max_relative_error"] < 1e-6 and all(t["rank"] == t["full_rank"] for t in report["tensors"])
+    keys = set(load_file(str(out / LORA_FILE)))
+    assert "unet.conv_in.lora_A.weight" in keys and any(k.endswith("to_out.0.lora_B.bias") for k in keys)
+    patching.apply(tiny_model, patch)
+    ours = generate_images(tiny_model, PROMPTS, [0, 1], steps=3, progress=False)
+    patching.remove(tiny_model, patch)
+    base = generate_images(tiny_model, PROMPTS[:1], [0], steps=3, progress=False)
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from diffusers import StableDiffusionPipeline
+        from safetensors.torch import save_file
+        pipe = StableDiffusionPipeline.from_pretrained({str(tiny_dir)!r}, safety_checker=None)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights({str(out)!r})
+        images = pipe({PROMPTS!r}, num_inference_steps=3, guidance_scale=7.5, output_type="pt",
+                      generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
+        assert not any(name.startswith("erasekit") for name in sys.modules)
+        save_file({{"images": images.contiguous()}}, {str(tmp_path / "theirs.safetensors")!r})
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = load_file(str(tmp_path / "theirs.safetensors"))["images"]
+    torch.testing.assert_close(theirs, ours, atol=5e-4, rtol=0)
+    assert (base[0] - ours[0]).abs().max() > 1e-3  # the edit is visible, so equality means something
+
+
+def test_energy_keeps_the_smallest_rank_holding_that_share():
+    s = torch.tensor([3.0, 2.0, 1.0, 0.1])  # squared shares 9, 4, 1, 0.01 of 14.01
+    assert RankChoice(energy=0.6).of(s) == 1
+    assert RankChoice(energy=0.9).of(s) == 2
+    assert RankChoice(energy=0.99).of(s) == 3
+    assert RankChoice(energy=1.0).of(s) == 4
+    assert RankChoice(rank=2).of(s) == 2 and RankChoice(rank=9).of(s) == 4 and RankChoice().of(s) == 4
+
+
+def test_a_low_rank_edit_is_found_by_energy(tiny_model, tmp_path):
+    params = select(tiny_model.named_modules(), "xattn-kv").params
+    gen = torch.Generator().manual_seed(1)
+    base = {n: p.detach().clone() for n, p in params.items()}
+    edited = {n: b + torch.randn(b.shape[0], 2, generator=gen) @ torch.randn(2, b.shape[1], generator=gen) * 0.1
+              for n, b in base.items()}
+    patch = patching.Patch.from_weights(base, edited, "test", {}, ["circle"])
+    out = export_lora(tiny_model, patch, tmp_path / "lora", RankChoice(energy=0.99))
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert all(t["rank"] <= 2 < t["full_rank"] for t in report["tensors"])
+    assert report["max_relative_error"] < 1e-5 and report["values"] < report["patch_values"]
+
+
+@pytest.mark.parametrize("bad", [dict(rank=0), dict(energy=0.0), dict(energy=1.5), dict(rank=2, energy=0.9)])
+def test_bad_rank_choices_are_one_line(bad):
+    with pytest.raises(ErasekitError):
+        RankChoice(**bad)
+
+
+def test_an_embedding_edit_is_refused_in_one_line(tiny_model, tmp_path):
+    name = next(n for n in named_parameters(tiny_model.named_modules()) if "token_embedding" in n)
+    base = {name: dict(named_parameters(tiny_model.named_modules()))[name].detach().clone()}
+    patch = patching.Patch.from_weights(base, {name: base[name] + 0.1}, "test", {}, ["circle"])
+    with pytest.raises(ErasekitError, match="Embedding, which a LoRA cannot carry") as exc:
+        export_lora(tiny_model, patch, tmp_path / "lora", RankChoice())
+    assert "\n" not in str(exc.value) and not (tmp_path / "lora").exists()
+
+
+def test_cli_exports_a_lora_and_refuses_lora_options_elsewhere(tiny_model, tiny_dir, tmp_path, capsys):
+    from erasekit.cli.main import main
+
+    patch_file = _patch(tiny_model, scope="xattn").save(tmp_path / "p.safetensors")
+    common = ["patch", "export", "--model", str(tiny_dir), "--patch", str(patch_file)]
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--format", "lora", "--energy", "0.99", "--out", str(tmp_path / "lora")])
+    assert exc.value.code == 0 and (tmp_path / "lora" / LORA_FILE).exists()
+    report = json.loads((tmp_path / "lora" / REPORT_FILE).read_text())
+    assert report["rank_choice"] == {"rank": None, "energy": 0.99} and report["patch"]["id"] == patching.Patch.load(
+        patch_file).id
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--rank", "2", "--out", str(tmp_path / "dir")])
+    assert exc.value.code == 2 and "--format lora" in capsys.readouterr().err and not (tmp_path / "dir").exists()
