@@ -71,6 +71,22 @@ def load_model(
     return model
 
 
+def apply(pipe, patch: patching.Patch | str | os.PathLike, scale: float = 1.0) -> None:
+    """Apply an erasekit patch to your own in-memory diffusers pipeline (fingerprint-checked, as for
+    models erasekit loads); `erasekit.remove(pipe, patch)` restores the base weights bit for bit."""
+    from erasekit.core.model import PipelineView
+
+    patching.apply(PipelineView(pipe), patch if isinstance(patch, patching.Patch) else patching.Patch.load(patch),
+                   scale)
+
+
+def remove(pipe, patch: patching.Patch | str | os.PathLike) -> None:
+    """Take a patch applied with `erasekit.apply` off your pipeline."""
+    from erasekit.core.model import PipelineView
+
+    patching.remove(PipelineView(pipe), patch if isinstance(patch, patching.Patch) else patching.Patch.load(patch))
+
+
 def parse_seeds(spec: str | Sequence[int]) -> list[int]:
     """Seeds from '0-7', '1,5,9', a mix ('0-3,10') or a list of ints (all >= 0)."""
     if not isinstance(spec, str):

@@ -201,3 +201,26 @@ def test_family_of_a_directory_comes_from_its_model_index(tmp_path, tiny_dir):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
     with pytest.raises(ErasekitError, match="WanPipeline; erasekit serves: flux .*sd .*sdxl"):
         family_of(tmp_path)
+
+
+def test_apply_and_remove_on_a_users_own_pipeline(tiny_model, tiny_dir, tmp_path):
+    import erasekit
+    from erasekit.core.patch import FingerprintMismatch
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_dir, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    p = _random_patch(tiny_model, "xattn", 5, scale=0.2)
+    patching.apply(tiny_model, p)
+    ours = generate_images(tiny_model, ["a red circle"], [0], steps=3, progress=False)
+    erasekit.apply(pipe, p.save(tmp_path / "p.safetensors"))
+    theirs = pipe(["a red circle"], num_inference_steps=3, guidance_scale=7.5, output_type="pt",
+                  generator=[torch.Generator().manual_seed(0)]).images
+    torch.testing.assert_close(theirs, ours, atol=2e-4, rtol=0)
+    erasekit.remove(pipe, p)
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+    assert pipe.unet.conv_in.weight.requires_grad  # the user's pipeline is left as it was
+    with torch.no_grad():
+        next(iter(dict(select({"unet": pipe.unet}, "xattn").params).values())).add_(1.0)  # another base
+    with pytest.raises(FingerprintMismatch, match="another base model"):
+        erasekit.apply(pipe, p)

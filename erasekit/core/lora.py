@@ -129,3 +129,22 @@ def export_lora(model, patch: Patch, out_dir: str | os.PathLike, choice: RankCho
     log.info("LoRA: %d modules, %d values (patch: %d), max relative error %.2e", len(report), lora_values,
              patch.num_values(), summary["max_relative_error"])
     return out_dir
+
+
+def lora_patch(tensors: dict[str, torch.Tensor], like: Patch) -> Patch:
+    """The patch a LoRA state dict amounts to (ΔW = B·A, bias = lora_B.bias), on `like`'s base model: how
+    a benchmark measures what the truncation costs, with the same evaluation as the patch itself."""
+    deltas: dict[str, torch.Tensor] = {}
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key.removesuffix(".lora_A.weight")
+        b = tensors[f"{name}.lora_B.weight"]
+        weight = f"{name}.weight"
+        if weight in like.deltas:
+            deltas[weight] = (b.flatten(1) @ a.flatten(1)).reshape(like.deltas[weight].shape)
+        if f"{name}.bias" in like.deltas:
+            deltas[f"{name}.bias"] = tensors[f"{name}.lora_B.bias"]
+    return Patch(deltas=deltas, method=like.method, config=like.config, concepts=like.concepts,
+                 base_fingerprint=like.base_fingerprint, erasekit_version=like.erasekit_version,
+                 info={**like.info, "from_lora": True}, family=like.family)

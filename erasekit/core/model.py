@@ -86,6 +86,23 @@ def family_of_pipeline(pipe) -> Family:
     raise ErasekitError(f"erasekit serves no model family for a {type(pipe).__name__}")
 
 
+def pipeline_components(pipe, family: Family) -> dict[str, torch.nn.Module]:
+    """The pipeline's trainable components by the family's prefixes (`unet`, `transformer`, `text_encoder`, …)."""
+    return {name: getattr(pipe, name) for name in family.components if getattr(pipe, name, None) is not None}
+
+
+class PipelineView:
+    """A user's own pipeline object as patching sees it (components and family), left otherwise untouched:
+    no device move, no eval(), no requires_grad change."""
+
+    def __init__(self, pipe: DiffusionPipeline) -> None:
+        self.pipe = pipe
+        self.family = family_of_pipeline(pipe)
+
+    def named_modules(self) -> dict[str, torch.nn.Module]:
+        return pipeline_components(self.pipe, self.family)
+
+
 def load_tokenizer(source: str | os.PathLike, config: str | os.PathLike | None = None):
     """Only the tokenizer of a model (cheap), so that requests are checked before weights load."""
     from transformers import CLIPTokenizer
@@ -200,8 +217,7 @@ class DiffusionModel:
 
     def named_modules(self) -> dict[str, torch.nn.Module]:
         """The trainable components by prefix (the family's), as parameter scopes and patches name them."""
-        return {name: getattr(self.pipe, name) for name in self.family.components
-                if getattr(self.pipe, name, None) is not None}
+        return pipeline_components(self.pipe, self.family)
 
     @property
     def context_dim(self) -> int:

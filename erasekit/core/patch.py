@@ -192,9 +192,12 @@ class PatchState:
 
 
 def _state(model) -> PatchState:
-    if not hasattr(model, "_erasekit_patches"):
-        model._erasekit_patches = PatchState()
-    return model._erasekit_patches
+    # Kept on the pipeline itself, so every wrapper of one pipeline (a DiffusionModel, a user's pipeline
+    # passed to erasekit.apply) sees the same patches and base tensors.
+    holder = getattr(model, "pipe", model)
+    if not hasattr(holder, "_erasekit_patches"):
+        holder._erasekit_patches = PatchState()
+    return holder._erasekit_patches
 
 
 def _parameter(model, name: str) -> torch.nn.Parameter:
