@@ -1,5 +1,6 @@
 """Method defaults in layers: paper < the model's own < request < --set, recorded in the patch."""
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -206,3 +207,24 @@ def test_trajectories_of_the_model_being_trained_are_not_pooled(method):
 
     with pytest.raises(ValueError, match="need sample_from='base'"):
         get_method(method).config_class(batch_size=2)
+
+
+def test_every_config_field_has_one_line_of_help():
+    from erasekit.methods.field_help import field_help, missing_help
+    from erasekit.registry import list_methods
+
+    for spec in list_methods():
+        config = spec.config_class()
+        assert missing_help(config) == [], spec.name
+        for name in (f.name for f in dataclasses.fields(config)):
+            assert "\n" not in field_help(config, name) and len(field_help(config, name)) <= 110, (spec.name, name)
+
+
+def test_ls_config_prints_each_fields_help(capsys):
+    from erasekit.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["ls", "config", "abo", "--model", "toyworld"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "model:toyworld" in lines["lr"] and "learning rate" in lines["lr"]
+    assert "λ: weight of the preservation" in lines["lam"]

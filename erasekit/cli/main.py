@@ -102,16 +102,19 @@ def ls_detectors() -> None:
               "its kind: shape, pattern or colour).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override, as `erasekit erase` takes.")
 def ls_config(method, model, concepts, overrides):
-    """The effective config of METHOD: every field, its value and the layer it comes from
-    (paper < family:<family> < model:<profile> < request < set)."""
+    """The effective config of METHOD: every field, its value, the layer it comes from
+    (paper < family:<family> < model:<profile> < request < set) and what it means."""
     from erasekit.defaults import family_name_of, profile_of, resolve
     from erasekit.request import parse_overrides
 
     layers = [("set", parse_overrides(overrides))] if overrides else []
     resolved = resolve(method, profile_of(model), list(concepts), layers, family=family_name_of(model))
+    from erasekit.methods.field_help import field_help
+
+    config_class = type(resolved.config)
     for name, value, layer in resolved.rows():
         shown = json.dumps(value) if not isinstance(value, list) or len(value) <= 4 else f"[{len(value)} items]"
-        click.echo(f"{name:20s} {shown:28s} {layer}")
+        click.echo(f"{name:20s} {shown:28s} {layer:16s} {field_help(config_class, name)}")
 
 
 @ls.command("families")

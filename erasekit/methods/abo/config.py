@@ -9,6 +9,7 @@ from typing import Any
 from erasekit.core.instructions import InstructionConcept
 from erasekit.core.pool_options import PoolOptions
 from erasekit.errors import ErasekitError
+from erasekit.methods.field_help import COMMON
 
 SCOPES = ("to_out", "xattn", "full")
 DELTAS = ("none", "explicit", "implicit")
@@ -120,3 +121,19 @@ def check_request(request, config: AboConfig) -> None:
     if config.delta == "none" and not all(request.anchor_list()):
         raise ErasekitError("abo needs an anchor c′ for every concept (--anchor) or a δ (delta=explicit with a "
                             "preset or instructions, or delta=implicit): otherwise nothing is erased")
+
+
+AboConfig.HELP = COMMON | {
+    "scope": "weights that train: to_out (the paper), xattn or full",
+    "adam_eps": "Adam ε",
+    "gamma1": "γ1: guidance of the target when building the ε target (Eq. 6)",
+    "gamma2": "γ2: guidance of the anchor when building the ε target (Eq. 6)",
+    "lam": "λ: weight of the preservation (all-but-one) term",
+    "sampling_steps": "T: DDIM steps of θ*'s trajectories; τ is drawn from them",
+    "delta": "δ for an implicit concept: none, explicit (instruction prompts) or implicit (attention reweighting)",
+    "preset": "a named δ instruction set (nudity, toyworld-striped)",
+    "instructions": "explicit δ instructions: text, guidance, window (fractions of T), κ",
+    "t_warmup": "steps of the trajectory walked before the first training example",
+    "attention_scale": "implicit δ: the factor the concept tokens' cross-attention is scaled by",
+    "suppress_eos": "implicit δ: also reweight the EOS/padding positions after the concept",
+}

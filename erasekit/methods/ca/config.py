@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from erasekit.methods.field_help import COMMON
+
 SCOPES = ("xattn-kv", "embedding", "full")
 VARIANTS = ("model", "noise")
 
@@ -43,3 +45,13 @@ class CaConfig:
             raise ValueError("lr must be positive and prior_weight >= 0")
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ValueError("prompt_templates must be a non-empty list of templates containing {}")
+
+
+CaConfig.HELP = COMMON | {
+    "variant": "model: match the frozen base's prediction for the anchor; noise: match the added noise",
+    "scope": "weights that train: xattn-kv (the paper), xattn, full or embedding",
+    "prior_weight": "weight of the prior-preservation loss on anchor images (0: off; the authors: 1.0 when on)",
+    "teacher": "frozen: the pretrained model gives targets (the paper); live: the trained model (the authors' code)",
+    "prompt_templates": "caption templates around the concept ('{}' marks it) the training prompts come from",
+    "anchor_prompts": "your own anchor prompts (must contain the anchor); empty: the templates",
+}

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from erasekit.core.pool_options import PoolOptions
+from erasekit.methods.field_help import COMMON
 
 VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv"}
 # Who samples x_t: the student being trained (the paper's train-esd.py) or the frozen base (the authors'
@@ -46,3 +47,11 @@ class EsdConfig(PoolOptions):
 
     def pooled(self) -> bool:
         return self.sample_from == "base"
+
+
+EsdConfig.HELP = COMMON | {
+    "variant": "x: cross-attention weights (ESD-x); u: every other weight (ESD-u); x-strict: attn2 to_k/to_v",
+    "eta": "η: negative-guidance strength of the target ε_base(x_t) − η (ε_base(x_t, c) − ε_base(x_t))",
+    "start_guidance": "classifier-free guidance of the sampling of x_t",
+    "sample_from": "whose trajectory x_t comes from: student (the reference code) or base (poolable)",
+}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from erasekit.methods.field_help import COMMON
+
 
 @dataclass
 class FmnConfig:
@@ -30,3 +32,12 @@ class FmnConfig:
             raise ValueError(f"scope must be 'full' or 'xattn', got {self.scope!r}")
         if "{}" not in self.template:
             raise ValueError("template must contain {} for the concept")
+
+
+FmnConfig.HELP = COMMON | {
+    "scope": "weights that train: full (the authors) or xattn",
+    "template": "the prompt the concept's attention maps are taken from ('{}' marks the concept)",
+    "use_pooler": "also steer the EOS/padding positions (the authors' use_pooler)",
+    "n_images": "concept images drawn by the base model (the authors take user images)",
+    "guidance": "classifier-free guidance of the concept images",
+}

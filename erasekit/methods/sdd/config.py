@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from erasekit.core.pool_options import PoolOptions
+from erasekit.methods.field_help import COMMON
 
 # Who samples z_t: the EMA teacher (the authors' train_sdd.py), or the frozen base (trajectories that do
 # not depend on training, so they can be pooled: docs/methods/baselines.md).
@@ -41,3 +42,11 @@ class SddConfig(PoolOptions):
 
     def pooled(self) -> bool:
         return self.sample_from == "base"
+
+
+SddConfig.HELP = COMMON | {
+    "ema_decay": "decay of the EMA of the trained weights the patch is made from",
+    "guidance": "classifier-free guidance of the sampling of z_t on all concepts joined",
+    "sample_from": "whose trajectory z_t comes from: teacher (the EMA teacher, as the reference code) or base (poolable)",
+    "scope": "weights that train: xattn (the paper) or another scope",
+}

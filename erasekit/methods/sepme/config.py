@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from erasekit.methods.field_help import COMMON
+
 
 @dataclass
 class SepmeConfig:
@@ -57,3 +59,23 @@ class SepmeConfig:
         for concept, captions in self.captions.items():
             if not captions or any("{}" not in c for c in captions):
                 raise ValueError(f"captions for {concept!r} must be a non-empty list of templates containing {{}}")
+
+
+SepmeConfig.HELP = COMMON | {
+    "mode": "joint: every concept's increment in one forward, losses balanced; separate: one at a time",
+    "beta": "β in ΔW_k = β P_k S_k",
+    "lr": "Adam learning rate of the coefficients P_k (initialised at zero)",
+    "max_steps": "most optimisation steps (early stopping usually ends sooner)",
+    "warmup": "steps before early stopping is checked",
+    "momentum": "m in L_mom ← m·L_mom + (1 − m)·L_cor",
+    "tau": "absolute stopping threshold of L_mom (SD 1.4: 1e-4); null: tau_rel × the loss scale",
+    "tau_rel": "stopping threshold relative to the loss scale (negative: stop once anti-correlated)",
+    "calibration_samples": "image/noise draws the loss scale (τ, the balance weights) is measured on",
+    "reg": "λ of the L1 term (1/M) Σ_l ‖β P_l S‖₁",
+    "rank_tol": "singular values below tol × σ_max count as zero when building null spaces",
+    "template": "the concept's prompt; its per-token embeddings constrain the other concepts' increments",
+    "captions": "per concept, caption templates ('{}' marks it) to train its representation in",
+    "phrase_null": "∅ of a training prompt: false: ''; true: the caption without the concept",
+    "protect": "extra prompts whose keys/values must not change",
+    "stages": "concept groups trained one after another (empty: all in one stage)",
+}

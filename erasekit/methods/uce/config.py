@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from erasekit.methods.field_help import COMMON
+
 TOKEN_MODES = ("last", "last+eos")
 
 
@@ -25,3 +27,12 @@ class UceConfig:
             raise ValueError("lamb and preserve_scale cannot both be 0 (the solve would be singular)")
         if self.tokens not in TOKEN_MODES:
             raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {self.tokens!r}")
+
+
+UceConfig.HELP = COMMON | {
+    "lamb": "λ: weight on staying close to the old projection",
+    "erase_scale": "weight of the erased concepts' terms",
+    "preserve_scale": "weight of the preserved concepts' terms",
+    "tokens": "which token positions are edited: last+eos (the paper-era code) or last (the last word token only)",
+    "preserve_empty": "keep '' (the unconditional prompt) as a preserved concept (the paper-era code)",
+}
