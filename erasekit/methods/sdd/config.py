@@ -47,6 +47,6 @@ class SddConfig(PoolOptions):
 SddConfig.HELP = COMMON | {
     "ema_decay": "decay of the EMA of the trained weights the patch is made from",
     "guidance": "classifier-free guidance of the sampling of z_t on all concepts joined",
-    "sample_from": "whose trajectory z_t comes from: teacher (the EMA teacher, as the reference code) or base (poolable)",
+    "sample_from": "whose trajectory z_t comes from: teacher (EMA teacher, the reference code) or base (poolable)",
     "scope": "weights that train: xattn (the paper) or another scope",
 }
