@@ -16,8 +16,14 @@ def read_mapping(path: str | os.PathLike, what: str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ErasekitError(f"{what} file {path} does not exist")
+    if not path.is_file():
+        raise ErasekitError(f"{what} file {path} is not a file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ErasekitError(f"cannot read {what} file {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -38,7 +38,9 @@ DEVICE_HELP = "torch device: cpu, cuda, cuda:N, mps (default: cuda when availabl
 
 
 def _fail(message: str) -> None:
-    click.echo(f"erasekit: error: {message}", err=True)
+    # One line whatever the input held: a user's '\r' or '\n' is shown escaped, not obeyed.
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message.strip())
+    click.echo(f"erasekit: error: {line}", err=True)
     sys.exit(2)
 
 
