@@ -136,8 +136,15 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
+MIN_TILE = 128  # pixels: a 32 px toy-world image is drawn 4× larger, nearest-neighbour, to be seen
+
+
 def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> Image.Image:
-    """Tile images (N, 3, H, W) into one picture, `columns` per row, white gaps between."""
+    """Tile images (N, 3, H, W) into one picture, `columns` per row, white gaps between; images smaller
+    than MIN_TILE are enlarged by a whole factor, nearest-neighbour (pixels stay pixels)."""
+    factor = -(-MIN_TILE // images.shape[-1])
+    if factor > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
     n, _, h, w = images.shape
     rows = (n + columns - 1) // columns
     canvas = torch.ones(3, rows * (h + pad) + pad, columns * (w + pad) + pad)

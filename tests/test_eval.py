@@ -161,6 +161,27 @@ def test_report_marks_best_and_embeds_grids(tmp_path):
     assert page.count("data:image/png;base64,") == 1
 
 
+def test_report_shows_every_metric_its_intervals_and_the_tradeoff(tmp_path):
+    from erasekit.api import image_grid
+    from erasekit.eval.report import render_report
+
+    metrics = {"target_rate": 0.1, "ssim_other": 0.8, "fid_other": 1.2, "kid_other": 0.01, "clip_score": 0.3,
+               "ua": 0.9, "ira": 0.95, "cra": 1.0}
+    runs = [{"name": "abo", "metrics": metrics, "details": {"target_rate": {"value": 0.1, "n": 40,
+                                                                           "ci95": [0.04, 0.23]}}},
+            {"name": "esd", "metrics": {"target_rate": 0.4, "ssim_other": 0.9}}]
+    page = render_report(runs, tmp_path / "r.html").read_text()
+    for key in metrics:
+        assert f"<th>{key}</th>" in page, key
+    assert "<small>[0.04, 0.23]</small>" in page
+    plot = page[page.index('<svg class="tradeoff"'):]
+    assert plot.count("<circle") == 2 and plot.count("<line") == 1  # one point per run, one interval known
+    assert "<div class='scroll'><table id='metrics'>" in page
+    small = torch.rand(3, 3, 32, 32)
+    assert image_grid(small, columns=3).size == (3 * 128 + 4 * 2, 128 + 2 * 2)  # toy tiles drawn at 128 px
+    assert image_grid(torch.rand(1, 3, 256, 256), columns=1).size == (260, 260)
+
+
 def test_report_overlays_timelines_of_one_case_in_one_chart(tmp_path):
     from erasekit.eval.report import render_report
 
@@ -309,6 +330,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
     assert 'data-images="2"' in dom and 'data-broken-images="0"' in dom
+    assert 'data-visible-columns="3"' in dom and 'data-plots="1"' in dom  # run + 2 metric columns, the plot
     table = re.search(r"<table id=\"metrics\">.*?</table>", dom, re.S).group(0)
     assert table.count("<tr>") == 1 + len(runs)
     # The self-check does notice a broken image.
