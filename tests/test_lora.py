@@ -110,3 +110,25 @@ def test_cli_exports_a_lora_and_refuses_lora_options_elsewhere(tiny_model, tiny_
     with pytest.raises(SystemExit) as exc:
         main([*common, "--rank", "2", "--out", str(tmp_path / "dir")])
     assert exc.value.code == 2 and "--format lora" in capsys.readouterr().err and not (tmp_path / "dir").exists()
+
+
+def test_kohya_layout_loads_through_diffusers_kohya_converter(tiny_model, tiny_dir, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    patch = _patch(tiny_model, scope="xattn-kv")  # to_k / to_v: weights only, as kohya files carry
+    out = export_lora(tiny_model, patch, tmp_path / "kohya", RankChoice(), kohya=True)
+    keys = set(load_file(str(out / LORA_FILE)))
+    assert keys and all(k.startswith("lora_unet_") for k in keys) and any(k.endswith(".alpha") for k in keys)
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_dir, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(out)
+    pipe.fuse_lora()
+    fused = dict(pipe.unet.named_parameters())
+    for key, delta in patch.deltas.items():
+        name = key.removeprefix("unet.")
+        weight = fused.get(name, fused.get(name.replace(".weight", ".base_layer.weight")))
+        base = dict(named_parameters(tiny_model.named_modules()))[key].detach()
+        torch.testing.assert_close(weight.detach(), base + delta, atol=1e-5, rtol=0)
+    with pytest.raises(ErasekitError, match="kohya layout has no bias terms"):
+        export_lora(tiny_model, _patch(tiny_model, scope="to_out"), tmp_path / "k2", RankChoice(), kohya=True)
+    assert not (tmp_path / "k2").exists()

@@ -240,9 +240,11 @@ def patch_stack(patch_files, out):
 @click.option("--out", required=True, type=click.Path(), help="new pipeline directory (or .safetensors file).")
 @click.option("--single-file", is_flag=True,
               help="write one original-layout .safetensors checkpoint (A1111 / ComfyUI / from_single_file).")
-@click.option("--format", "fmt", default="diffusers", show_default=True, type=click.Choice(["diffusers", "lora"]),
+@click.option("--format", "fmt", default="diffusers", show_default=True,
+              type=click.Choice(["diffusers", "lora", "kohya"]),
               help="diffusers: the whole edited pipeline; lora: only the edit, as a LoRA directory that "
-                   "`pipe.load_lora_weights(OUT)` loads on the base model.")
+                   "`pipe.load_lora_weights(OUT)` loads on the base model; kohya: the same in the A1111 / "
+                   "ComfyUI key layout (weights only: kohya files carry no biases).")
 @click.option("--rank", default=None, type=click.IntRange(min=1),
               help="--format lora: keep at most this many singular values per tensor (default: full rank, exact).")
 @click.option("--energy", default=None, type=click.FloatRange(min=0, max=1, min_open=True),
@@ -257,11 +259,11 @@ def patch_export(model, patches, config, device, dtype, out, single_file, fmt, r
     from erasekit.core.patch import export_pipeline
     from erasekit.defaults import family_name_of
 
-    if fmt == "lora":
-        _export_lora(model, patches, config, device, dtype, out, single_file, rank, energy)
+    if fmt in ("lora", "kohya"):
+        _export_lora(model, patches, config, device, dtype, out, single_file, rank, energy, kohya=fmt == "kohya")
         return
     if rank is not None or energy is not None:
-        _fail("--rank and --energy belong to --format lora")
+        _fail("--rank and --energy belong to --format lora / kohya")
     if single_file and not out.endswith(".safetensors"):
         _fail("--single-file needs --out ending in .safetensors")
     family = get_family(family_name_of(model))
@@ -272,7 +274,7 @@ def patch_export(model, patches, config, device, dtype, out, single_file, fmt, r
     click.echo(f"exported to {written}")
 
 
-def _export_lora(model, patches, config, device, dtype, out, single_file, rank, energy) -> None:
+def _export_lora(model, patches, config, device, dtype, out, single_file, rank, energy, kohya: bool) -> None:
     from erasekit import api
     from erasekit.core import patch as patching
     from erasekit.core.lora import RankChoice, export_lora
@@ -286,7 +288,7 @@ def _export_lora(model, patches, config, device, dtype, out, single_file, rank, 
     m = api.load_model(model, device=device, config=config, dtype=dtype)
     for p in loaded:
         patching.check_fingerprint(m, p)
-    written = export_lora(m, loaded[0] if len(loaded) == 1 else patching.stack(loaded), out, choice)
+    written = export_lora(m, loaded[0] if len(loaded) == 1 else patching.stack(loaded), out, choice, kohya=kohya)
     click.echo(f"LoRA written to {written} (load it with pipe.load_lora_weights)")
 
 

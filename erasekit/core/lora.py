@@ -112,14 +112,32 @@ def lora_tensors(model, patch: Patch, choice: RankChoice) -> tuple[dict[str, tor
     return tensors, report
 
 
-def export_lora(model, patch: Patch, out_dir: str | os.PathLike, choice: RankChoice) -> Path:
-    """Write `out_dir/pytorch_lora_weights.safetensors` and `erasekit_lora.json` (ranks, errors, sizes)."""
+def kohya_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The A1111 / ComfyUI (kohya) layout of a LoRA state dict, by diffusers' own converter (lora_unet_…,
+    lora_te1_…, lora_down / lora_up, alpha = rank so the scale stays 1). Kohya files have no bias terms."""
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+
+    biased = sorted(k for k in tensors if k.endswith(".lora_B.bias") and tensors[k].abs().max() > 0)
+    if biased:
+        raise ErasekitError(f"--format kohya: the kohya layout has no bias terms, and this patch edits "
+                            f"{len(biased)} biases (e.g. {biased[0].removesuffix('.lora_B.bias')}.bias); use "
+                            "--format lora, or erase with a scope of weights only (xattn-kv)")
+    weights = {k: v for k, v in tensors.items() if not k.endswith(".lora_B.bias")}
+    return {k: v.contiguous() for k, v in convert_state_dict_to_kohya(weights).items()}
+
+
+def export_lora(model, patch: Patch, out_dir: str | os.PathLike, choice: RankChoice, kohya: bool = False) -> Path:
+    """Write `out_dir/pytorch_lora_weights.safetensors` (kohya: the A1111 / ComfyUI layout) and
+    `erasekit_lora.json` (ranks, errors, sizes)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ErasekitError(f"{out_dir} exists and is not an empty directory; choose a new one")
     tensors, report = lora_tensors(model, patch, choice)
+    if kohya:
+        tensors = kohya_tensors(tensors)
     lora_values = sum(t.numel() for t in tensors.values())
-    summary = {"patch": patch.summary(), "rank_choice": {"rank": choice.rank, "energy": choice.energy},
+    summary = {"patch": patch.summary(), "layout": "kohya" if kohya else "peft",
+               "rank_choice": {"rank": choice.rank, "energy": choice.energy},
                "values": lora_values, "patch_values": patch.num_values(),
                "max_relative_error": max((t["relative_error"] for t in report), default=0.0), "tensors": report}
     with files.atomic_directory(out_dir) as tmp:
