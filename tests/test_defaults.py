@@ -63,9 +63,9 @@ def test_ls_config_shows_the_effective_defaults(capsys):
         main(["ls", "config", "abo", "--model", "toyworld", "--set", "lam=2"])
     out = capsys.readouterr().out
     assert exc.value.code == 0
-    rows = {line.split()[0]: line.split() for line in out.splitlines()}
-    assert rows["lr"][-1] == "model:toyworld" and rows["lam"][1:] == ["2.0", "set"]
-    assert rows["gamma1"][-1] == "paper"
+    rows = {line.split()[0]: line.split() for line in out.splitlines()}  # field, value, layer, help …
+    assert rows["lr"][2] == "model:toyworld" and rows["lam"][1:3] == ["2.0", "set"]
+    assert rows["gamma1"][2] == "paper"
 
 
 def readme_erase_command() -> list[str]:

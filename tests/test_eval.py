@@ -123,6 +123,11 @@ def test_eval_cli_on_tiny_model_uses_cache(tiny_dir, tmp_path, monkeypatch, caps
     assert exc.value.code == 0
     result = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert result["metrics"]["n_target"] == 4 and result["details"]["target_rate"]["n"] == 4
+    from erasekit.eval.metric_registry import METRICS
+
+    unregistered = [k for k in result["metrics"] if k not in METRICS and not k.startswith("n_")]
+    assert unregistered == [], "every metric an evaluation computes is in the registry"
+    assert all(METRICS[k].count in result["metrics"] for k in result["metrics"] if k in METRICS and METRICS[k].count)
     assert 0 < result["metrics"]["ssim_other"] < 1  # the patch changed the images
     assert result["details"]["detector"] == {"name": "fixed", "threshold": "mean brightness"}
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2

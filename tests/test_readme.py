@@ -12,6 +12,7 @@ def test_readme_results_match_the_json_files():
     spec.loader.exec_module(module)
     text = (ROOT / "README.md").read_text()
     assert module.render_readme(text) == text, "run `python benchmarks/make_tables.py` and commit README.md"
+    assert module.METRICS_DOC.read_text() == module.render_metrics_doc(), "regenerate docs/metrics.md"
 
 
 def test_readme_shows_the_two_commands_first():
