@@ -172,11 +172,33 @@ def render_metrics_doc() -> str:
     return "\n".join(lines) + "\n"
 
 
+TRADEOFF = ROOT / "docs" / "table1_tradeoff.svg"
+
+
+def render_tradeoff() -> str:
+    """Table 1 in one picture: per method, the mean target_rate over the toy shapes (evaluation seeds
+    0-3) against the mean ssim_other, the bar spanning its best to its worst shape."""
+    from erasekit.eval.report import tradeoff_svg
+
+    doc = json.loads((ROOT / "benchmarks" / "results" / "table1_toyworld.json").read_text())
+    shapes, per_concept = doc["tables"][0], doc["tables"][1]
+    col = {name: i for i, name in enumerate(shapes["columns"])}
+    shape_names = [c for c in per_concept["columns"][1:] if c not in ("striped", "red")]
+    best = {row[0]: min(v for c, v in zip(per_concept["columns"], row, strict=True) if c in shape_names)
+            for row in per_concept["rows"]}
+    runs = [{"name": row[col["method"]],
+             "metrics": {"target_rate": row[col["target_rate mean"]], "ssim_other": row[col["ssim_other mean"]]},
+             "details": {"target_rate": {"ci95": [best[row[col["method"]]], row[col["target_rate worst"]]]}}}
+            for row in shapes["rows"] if row[col["seeds"]] == "0-3"]
+    return tradeoff_svg(runs, bars="bars: best to worst shape") + "\n"
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     readme.write_text(render_readme(readme.read_text()))
     METRICS_DOC.write_text(render_metrics_doc())
-    print("README tables and docs/metrics.md regenerated")
+    TRADEOFF.write_text(render_tradeoff())
+    print("README tables, docs/metrics.md and docs/table1_tradeoff.svg regenerated")
 
 
 if __name__ == "__main__":

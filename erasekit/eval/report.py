@@ -64,7 +64,8 @@ def _interval(run: dict[str, Any], key: str) -> list[float] | None:
     return ci.get("ci95") if isinstance(ci, dict) else None
 
 
-def _tradeoff_svg(runs: Sequence[dict[str, Any]], width: int = 460, height: int = 320) -> str:
+def tradeoff_svg(runs: Sequence[dict[str, Any]], width: int = 460, height: int = 320,
+                 bars: str = "95% intervals") -> str:
     """Erasure against preservation, one point per run: target_rate (lower: more erased) over ssim_other
     (higher: more kept), the rate's 95% interval as a bar. Empty when no run has both."""
     points = [r for r in runs if isinstance(r["metrics"].get("target_rate"), (int, float))
@@ -79,12 +80,15 @@ def _tradeoff_svg(runs: Sequence[dict[str, Any]], width: int = 460, height: int 
         return (pad + (width - 2 * pad) * (x - x0) / max(x1 - x0, 1e-9),
                 height - pad - (height - 2 * pad) * min(max(y, 0.0), 1.0))
 
-    parts = [f'<svg class="tradeoff" width="{width}" height="{height + 14 * len(points)}" role="img" '
-             'aria-label="erasure against preservation">',
+    total = height + 14 * len(points)
+    # xmlns: the same picture also stands alone as an .svg file (the README's Table-1 plot)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="tradeoff" width="{width}" height="{total}" '
+             'role="img" aria-label="erasure against preservation" font-family="sans-serif">',
+             f'<rect width="{width}" height="{total}" fill="white"/>',
              f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" '
              'stroke="#ccc"/>',
              f'<text x="{pad}" y="{pad - 10}" font-size="12">target_rate (↓ erased) against ssim_other '
-             f'(→ kept), 95% intervals</text>',
+             f'(→ kept), {html.escape(bars)}</text>',
              f'<text x="{pad - 22}" y="{height - pad + 4}" font-size="11">0</text>',
              f'<text x="{pad - 22}" y="{pad + 4}" font-size="11">1</text>',
              f'<text x="{pad}" y="{height - pad + 16}" font-size="11">{x0:.2f}</text>',
@@ -162,7 +166,7 @@ def render_report(runs: Sequence[dict[str, Any]], out_path: str | os.PathLike, t
             small = f"<small>[{ci[0]:.2f}, {ci[1]:.2f}]</small>" if ci and not any(map(math.isnan, ci)) else ""
             cells.append(f"<td{mark}>{_fmt(value)}{small}</td>")
         rows.append(f'<tr><td class="name">{html.escape(run["name"])}</td>{"".join(cells)}</tr>')
-    plot = _tradeoff_svg(runs)
+    plot = tradeoff_svg(runs)
     figures = [f"<figure>{plot}<figcaption>erasure against preservation: one point per run (bottom right is "
                "best)</figcaption></figure>"] if plot else []
     # Timelines overlaid per group (a benchmark case): All-but-One's Fig. 4, one line per run.
