@@ -57,7 +57,7 @@ def main() -> None:
     metrics["values_ratio"] = by[(energy, 0)]["values"] / by[("patch", 0)]["values"]
     metrics["bytes_ratio_energy_vs_full"] = by[(energy, 0)]["bytes"] / full_size
     write_result(common.result_name("lora", args.model), runs, metrics, out_dir=args.out,
-                 extra={**common.protocol({}), "erase_seconds": round(seconds, 1)})
+                 extra={**common.protocol({}), "evaluation_seeds": seed_sets, "erase_seconds": round(seconds, 1)})
 
 def export_report(tensors, patch) -> dict:
     """Mean and largest rank of the exported pairs, and the largest relative Frobenius error against ΔW."""

@@ -123,7 +123,8 @@ def _metric_table(metrics: dict) -> list[str]:
 
 
 def _label(run: dict, varying: list[str]) -> str:
-    text = " ".join(str(run[k]) for k in ("label", "case", "loop", "family", "precision", "measured") if run.get(k))
+    parts = ("label", "case", "export", "loop", "family", "precision", "measured")
+    text = " ".join(str(run[k]) for k in parts if run.get(k))
     return f"{'' if run.get('label') else run.get('method') or '—'} {text} {_config_note(run, varying)}".strip()
 
 
