@@ -132,3 +132,37 @@ def test_kohya_layout_loads_through_diffusers_kohya_converter(tiny_model, tiny_d
     with pytest.raises(ErasekitError, match="kohya layout has no bias terms"):
         export_lora(tiny_model, _patch(tiny_model, scope="to_out"), tmp_path / "k2", RankChoice(), kohya=True)
     assert not (tmp_path / "k2").exists()
+
+
+def test_a_toy_world_abo_patch_as_lora_draws_the_same_images_in_plain_diffusers(tmp_path):
+    """The issue's round trip on the shipped toy world: a (short) All-but-One erasure of circle → square,
+    exported at full rank, loaded by plain diffusers in a process that never imports erasekit."""
+    from erasekit import api
+    from erasekit.core.sources import toyworld_dir
+    from erasekit.request import EraseRequest
+
+    model = api.load_model("toyworld", device="cpu")
+    patch = api.erase(model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]),
+                      {"steps": 3, "pool_size": 2, "pool_refresh": 3, "batch_size": 1}, progress=False)
+    out = export_lora(model, patch, tmp_path / "lora", RankChoice())
+    prompts = ["a red circle on snow", "a blue square on sand"]
+    with patching.applied_temporarily(model, [patch]):
+        ours = generate_images(model, prompts, [0, 1], steps=4, progress=False)
+    base = generate_images(model, prompts[:1], [0], steps=4, progress=False)
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from diffusers import StableDiffusionPipeline
+        from safetensors.torch import save_file
+        pipe = StableDiffusionPipeline.from_pretrained({str(toyworld_dir())!r}, safety_checker=None)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights({str(out)!r})
+        images = pipe({prompts!r}, num_inference_steps=4, guidance_scale=7.5, output_type="pt",
+                      generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
+        assert not any(name.startswith("erasekit") for name in sys.modules)
+        save_file({{"images": images.contiguous()}}, {str(tmp_path / "theirs.safetensors")!r})
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = load_file(str(tmp_path / "theirs.safetensors"))["images"]
+    torch.testing.assert_close(theirs, ours, atol=5e-4, rtol=0)
+    assert (base[0] - ours[0]).abs().max() > 1e-3  # three steps already changed the image
