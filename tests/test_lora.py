@@ -28,6 +28,25 @@ def _patch(model, scope="to_out", scale=0.2, seed=0, extra=()):
     return patching.Patch.from_weights(base, edited, "test", {"scope": scope}, ["circle"])
 
 
+def _plain_diffusers_images(pipeline_dir, lora_dir, prompts, steps, out_file):
+    """Images plain diffusers draws with the LoRA loaded, in a process that never imports erasekit."""
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from diffusers import StableDiffusionPipeline
+        from safetensors.torch import save_file
+        pipe = StableDiffusionPipeline.from_pretrained({str(pipeline_dir)!r}, safety_checker=None)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights({str(lora_dir)!r})
+        images = pipe({list(prompts)!r}, num_inference_steps={steps}, guidance_scale=7.5, output_type="pt",
+                      generator=[torch.Generator().manual_seed(s) for s in range({len(prompts)})]).images
+        assert not any(name.startswith("erasekit") for name in sys.modules)
+        save_file({{"images": images.contiguous()}}, {str(out_file)!r})
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return load_file(str(out_file))["images"]
+
+
 def test_full_rank_lora_in_plain_diffusers_draws_the_patched_images(tiny_model, tiny_dir, tmp_path):
     # to_out (linear weights and biases) plus a conv, as an edit of every LoRA-able kind
     patch = _patch(tiny_model, extra=("unet.conv_in.weight",))
@@ -40,21 +59,7 @@ def test_full_rank_lora_in_plain_diffusers_draws_the_patched_images(tiny_model, 
     ours = generate_images(tiny_model, PROMPTS, [0, 1], steps=3, progress=False)
     patching.remove(tiny_model, patch)
     base = generate_images(tiny_model, PROMPTS[:1], [0], steps=3, progress=False)
-    script = textwrap.dedent(f"""
-        import sys, torch
-        from diffusers import StableDiffusionPipeline
-        from safetensors.torch import save_file
-        pipe = StableDiffusionPipeline.from_pretrained({str(tiny_dir)!r}, safety_checker=None)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.load_lora_weights({str(out)!r})
-        images = pipe({PROMPTS!r}, num_inference_steps=3, guidance_scale=7.5, output_type="pt",
-                      generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
-        assert not any(name.startswith("erasekit") for name in sys.modules)
-        save_file({{"images": images.contiguous()}}, {str(tmp_path / "theirs.safetensors")!r})
-    """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    theirs = load_file(str(tmp_path / "theirs.safetensors"))["images"]
+    theirs = _plain_diffusers_images(tiny_dir, out, PROMPTS, 3, tmp_path / "theirs.safetensors")
     torch.testing.assert_close(theirs, ours, atol=5e-4, rtol=0)
     assert (base[0] - ours[0]).abs().max() > 1e-3  # the edit is visible, so equality means something
 
@@ -149,20 +154,6 @@ def test_a_toy_world_abo_patch_as_lora_draws_the_same_images_in_plain_diffusers(
     with patching.applied_temporarily(model, [patch]):
         ours = generate_images(model, prompts, [0, 1], steps=4, progress=False)
     base = generate_images(model, prompts[:1], [0], steps=4, progress=False)
-    script = textwrap.dedent(f"""
-        import sys, torch
-        from diffusers import StableDiffusionPipeline
-        from safetensors.torch import save_file
-        pipe = StableDiffusionPipeline.from_pretrained({str(toyworld_dir())!r}, safety_checker=None)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.load_lora_weights({str(out)!r})
-        images = pipe({prompts!r}, num_inference_steps=4, guidance_scale=7.5, output_type="pt",
-                      generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
-        assert not any(name.startswith("erasekit") for name in sys.modules)
-        save_file({{"images": images.contiguous()}}, {str(tmp_path / "theirs.safetensors")!r})
-    """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    theirs = load_file(str(tmp_path / "theirs.safetensors"))["images"]
+    theirs = _plain_diffusers_images(toyworld_dir(), out, prompts, 4, tmp_path / "theirs.safetensors")
     torch.testing.assert_close(theirs, ours, atol=5e-4, rtol=0)
     assert (base[0] - ours[0]).abs().max() > 1e-3  # three steps already changed the image
