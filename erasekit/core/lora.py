@@ -6,8 +6,9 @@ prefixed with the component, which is also how patches name tensors (`unet.`, `t
 `text_encoder.`, `text_encoder_2.`): `unet.<module>.lora_A.weight`, `.lora_B.weight`, and a bias edit as
 `.lora_B.bias` (PEFT's lora_bias). No alpha keys are written, so diffusers takes alpha = r: the scale
 is 1 and ΔW = B·A exactly (SDXL's and SD3's loaders reject bare alpha keys; docs/lora.md).
-Embedding-row edits (CA's `embedding` scope) and weights of other modules have no LoRA form: refused
-in one line.
+Embedding-row edits (CA's `embedding` scope), weights of other modules, and components the family's
+pipeline does not load LoRAs into (its `_lora_loadable_modules`: e.g. Flux's T5, SD3's T5) have no
+LoRA form: refused in one line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # the name `load_lora_weights(directory)` looks for
 REPORT_FILE = "erasekit_lora.json"
+KOHYA_PREFIXES = ("lora_unet_", "lora_te1_", "lora_te2_")  # a UNet and the (up to two) CLIP text encoders
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,15 @@ def _factor(delta: torch.Tensor, choice: RankChoice) -> tuple[torch.Tensor, torc
 
 def lora_tensors(model, patch: Patch, choice: RankChoice) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """The LoRA state dict of `patch` on `model`'s modules, and per module its rank and relative error."""
+    loadable = getattr(model.family.pipeline_class(), "_lora_loadable_modules", None)
     by_module: dict[str, dict[str, torch.Tensor]] = {}
     for key, delta in patch.deltas.items():
+        component = key.partition(".")[0]
+        if loadable is not None and component not in loadable:
+            # diffusers' loader would skip these keys without a word, and the edit would be lost
+            raise ErasekitError(f"patch export --format lora: {model.family.pipeline}.load_lora_weights() loads "
+                                f"{', '.join(loadable)}, not {component} (edited by this patch, e.g. {key}); "
+                                "export a diffusers directory instead")
         name, module, param = _module(model, key)
         if not isinstance(module, torch.nn.Linear | torch.nn.Conv2d) or param not in ("weight", "bias"):
             raise ErasekitError(f"patch export --format lora: {key} belongs to a {type(module).__name__}, which a "
@@ -123,7 +132,14 @@ def kohya_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                             f"{len(biased)} biases (e.g. {biased[0].removesuffix('.lora_B.bias')}.bias); use "
                             "--format lora, or erase with a scope of weights only (xattn-kv)")
     weights = {k: v for k, v in tensors.items() if not k.endswith(".lora_B.bias")}
-    return {k: v.contiguous() for k, v in convert_state_dict_to_kohya(weights).items()}
+    converted = convert_state_dict_to_kohya(weights)
+    unnamed = sorted(k for k in converted if not k.startswith(KOHYA_PREFIXES))
+    if unnamed:
+        # the converter names UNets and CLIP encoders only; an MMDiT's kohya files use the original
+        # checkpoints' fused module names, which no diffusers converter writes
+        raise ErasekitError(f"--format kohya: the kohya layout has no names for {unnamed[0].split('_')[0]} modules "
+                            f"(e.g. {unnamed[0].split('.')[0]}); use --format lora, which diffusers loads")
+    return {k: v.contiguous() for k, v in converted.items()}
 
 
 def export_lora(model, patch: Patch, out_dir: str | os.PathLike, choice: RankChoice, kohya: bool = False) -> Path:
