@@ -387,23 +387,28 @@ def evaluate(
     batch_size: int = 64,
     cache_dir: str | os.PathLike | None = ".cache/erasekit/base-images",
     progress: bool = True,
-    attack_steps: int = 0,
+    attack_steps: int | str | Sequence[int] = 0,
     clip_path: str | os.PathLike | None = None,
     attack: str = "concept-inversion",
     groups: Sequence[str] | None = None,
+    attack_settings: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both.
 
     groups: measure only these prompt groups of the suite (e.g. target, other); default: all of them.
 
-    attack_steps > 0 also runs a recovery attack of that many steps: 'concept-inversion' (a learned
-    embedding) or 'prompt' (learned tokens projected to real words).
+    attack_steps: the attack budget, or a budget curve ('100,300,1000'; 0: no attack), run by every
+    attack named in `attack` ('concept-inversion', 'hard-prompt', 'unlearndiff', 'ring-a-bell', 'p4d',
+    or several, comma-separated); attack_settings: per attack name, settings overriding its defaults.
     """
     from erasekit.core.data import SamplingSettings
+    from erasekit.eval.attack_names import parse_attacks, parse_budgets
     from erasekit.eval.detectors import get_detector
     from erasekit.eval.evaluate import evaluate as run_evaluation
     from erasekit.eval.suites import resolve_suite
 
+    names = parse_attacks(attack)
+    budgets = parse_budgets(attack_steps if isinstance(attack_steps, str | int) else ",".join(map(str, attack_steps)))
     resolved = resolve_suite(suite)
     if groups is not None:
         unknown = set(groups) - set(resolved.groups)
@@ -413,15 +418,12 @@ def evaluate(
         resolved = dataclasses.replace(resolved, groups={g: p for g, p in resolved.groups.items() if g in groups})
     loaded = [p if isinstance(p, patching.Patch) else patching.Patch.load(p) for p in patches]
     settings = SamplingSettings(seeds=parse_seeds(seeds), steps=steps, guidance=guidance, batch_size=batch_size)
-    from erasekit.eval.attacks import InversionAttack, prompt_attack
+    from erasekit.eval.attacks import build_attack
 
-    attacks = {"concept-inversion": lambda: InversionAttack(steps=attack_steps), "prompt": lambda: prompt_attack(
-        attack_steps)}
-    if attack not in attacks:
-        raise ErasekitError(f"unknown attack {attack!r} (choose from: {', '.join(attacks)})")
-    chosen = attacks[attack]() if attack_steps > 0 else None
+    attacks = [build_attack(n, **(attack_settings or {}).get(n, {})) for n in names] if budgets else []
     return run_evaluation(model, loaded, resolved, get_detector(resolved.detector), settings,
-                          cache_dir=cache_dir, progress=progress, attack=chosen, clip_path=clip_path)
+                          cache_dir=cache_dir, progress=progress, attacks=attacks, attack_budgets=budgets,
+                          clip_path=clip_path)
 
 
 def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: dict | None = None) -> Path:
@@ -434,6 +436,8 @@ def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: di
         shown = min(len(base), 8 * n_seeds)
         grid = image_grid(torch.cat([base[:shown], edited[:shown]]), columns=min(shown, 16))
         grid.save(out / "grids" / f"{group}.png")
+    for name, images in result["images"].get("attacks", {}).items():
+        image_grid(images[: 8 * n_seeds], columns=min(len(images), 16)).save(out / "grids" / f"attack-{name}.png")
     document = {k: v for k, v in result.items() if k != "images"} | (info or {})
     files.write_json(out / "results.json", document)
     return out

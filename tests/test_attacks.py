@@ -62,7 +62,7 @@ def test_prompt_attack_returns_real_words_and_restores_the_model(attacked_model)
     patch = patching.Patch.from_weights(base, {n: b * 0.5 for n, b in base.items()}, "test", {}, ["circle"],
                                         family=tiny_model.family.name)
     before = {n: p.detach().clone() for n, p in named_parameters(tiny_model.named_modules()).items()}
-    images, text = recover(tiny_model, [patch], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2),
+    images, text, _ = recover(tiny_model, [patch], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2),
                            prompt_attack(steps=3))
     assert images.shape[0] == 1 and text and "circle" not in text.split()
     ids = tiny_model.tokenizer(text, add_special_tokens=False).input_ids

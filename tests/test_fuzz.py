@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from erasekit.api import parse_seeds
 from erasekit.cli.main import main
 from erasekit.errors import ErasekitError
+from erasekit.eval.attack_names import parse_attacks, parse_budgets
 from erasekit.eval.requirements import parse_requirement
 from erasekit.eval.suites import load_suite
 from erasekit.request import EraseRequest
@@ -51,7 +52,7 @@ def test_erase_with_random_input_is_one_line_and_writes_nothing(method, concept,
 
 @BUDGET
 @given(args=st.lists(st.sampled_from(["--seeds", "--steps", "--guidance", "--require", "--suite", "--device",
-                                      "--dtype", "--attack"]) | text, min_size=1, max_size=6))
+                                      "--dtype", "--attack", "--attack-steps"]) | text, min_size=1, max_size=6))
 def test_eval_with_random_options_is_one_line_and_writes_nothing(args, tmp_path, capsys):
     out = tmp_path / "ev"
     code, err = _exits_cleanly(["eval", "--model", str(tmp_path / "none"), *args, "--out", str(out)], capsys)
@@ -83,8 +84,8 @@ def test_suite_files_load_or_fail_in_one_line(document, raw, junk, tmp_path):
 
 @BUDGET
 @given(spec=text)
-def test_seed_and_requirement_parsers_accept_or_refuse(spec):
-    for parse in (parse_seeds, parse_requirement):
+def test_seed_requirement_and_attack_parsers_accept_or_refuse(spec):
+    for parse in (parse_seeds, parse_requirement, parse_attacks, parse_budgets):
         try:
             parse(spec)
         except ErasekitError as exc:

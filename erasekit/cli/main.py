@@ -60,7 +60,7 @@ def cli(verbose: int) -> None:
 # --------------------------------------------------------------------- ls
 @cli.group("ls")
 def ls() -> None:
-    """List what erasekit knows: methods, parameter scopes, prompt suites, detectors."""
+    """List what erasekit knows: methods, parameter scopes, prompt suites, detectors, attacks."""
 
 
 @ls.command("methods")
@@ -94,6 +94,15 @@ def ls_detectors() -> None:
     for name, (_, summary) in DETECTORS.items():
         click.echo(f"{name:20s} {summary}")
     click.echo(f"{'clip (--clip PATH)':20s} CLIP zero-shot and clip_score from a local CLIP directory")
+
+
+@ls.command("attacks")
+def ls_attacks() -> None:
+    """Attacks `erasekit eval --attack` runs, with the metric each reports."""
+    from erasekit.eval.attack_names import ATTACKS
+
+    for name, entry in ATTACKS.items():
+        click.echo(f"{name:18s} {entry.metric:26s} {entry.description}")
 
 
 @ls.command("config")
@@ -414,11 +423,12 @@ def _report_check(found: dict, method: str, made: list) -> None:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--cache", default=".cache/erasekit/base-images", show_default=True,
               type=click.Path(file_okay=False), help="base-image cache (keyed by model, prompts, seeds, sampler).")
-@click.option("--attack-steps", default=0, show_default=True, type=click.IntRange(min=0),
-              help="run a recovery attack of this many steps (0: none).")
-@click.option("--attack", default="concept-inversion", show_default=True,
-              type=click.Choice(["concept-inversion", "prompt"]),
-              help="concept-inversion: a learned embedding; prompt: learned tokens projected to real words.")
+@click.option("--attack-steps", default="0", show_default=True, metavar="N[,N...]",
+              help="attack budget (optimisation steps; Ring-A-Bell: search generations), or a budget curve "
+                   "such as 100,300,1000: each attack's rate at every budget, reported at the largest. 0: no attack.")
+@click.option("--attack", default="concept-inversion", show_default=True, metavar="NAME[,NAME...]",
+              help="attacks to run (erasekit ls attacks): concept-inversion, hard-prompt, unlearndiff, "
+                   "ring-a-bell, p4d; several comma-separated.")
 @click.option("--clip", "clip_path", default=None, type=click.Path(file_okay=False),
               help="local CLIP model directory for clip_score (skipped when not given).")
 @click.option("--require", "requires", multiple=True, metavar="METRIC<=VALUE",
@@ -433,10 +443,12 @@ def eval_command(model, patches, config, device, dtype, suite, seeds, steps, gui
     grids/<group>.png (base rows above edited rows). Exit status: 0, 1 when a --require fails,
     2 for bad input.
     """
+    from erasekit.eval.attack_names import parse_attacks, parse_budgets
     from erasekit.eval.requirements import failures, parse_requirement
     from erasekit.eval.suites import resolve_suite
 
     gates = [parse_requirement(text) for text in requires]  # bad gates fail before the model loads
+    parse_attacks(attack), parse_budgets(attack_steps)
     resolve_suite(suite)
     from erasekit import api
     from erasekit.core.patch import Patch

@@ -319,6 +319,19 @@ def applied_temporarily(model, patches: Sequence[Patch]):
             remove(model, p)
 
 
+@contextlib.contextmanager
+def removed_temporarily(model, patches: Sequence[Patch]):
+    """`with removed_temporarily(model, patches):` the model is without them inside the block only
+    (an attack that needs the base model's predictions while it attacks the patched one)."""
+    for p in reversed(patches):
+        remove(model, p)
+    try:
+        yield model
+    finally:
+        for p in patches:
+            apply(model, p)
+
+
 def applied(model) -> list[Patch]:
     return [p for p, _ in _state(model).applied]
 

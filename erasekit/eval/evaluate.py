@@ -20,7 +20,8 @@ import torch
 from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.model import DiffusionModel
-from erasekit.eval.attacks import InversionAttack, recover
+from erasekit.eval.attack_names import ATTACKS, count_key
+from erasekit.eval.attacks.base import Attack, AttackInputs
 from erasekit.eval.detectors import Detector
 from erasekit.eval.metrics import feature_distances, ssim_per_image, ssim_window, wilson_interval
 from erasekit.eval.suites import Prompt, Suite
@@ -128,14 +129,16 @@ def evaluate(
     settings: SamplingSettings,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    attack: InversionAttack | None = None,
+    attacks: Sequence[Attack] = (),
+    attack_budgets: Sequence[int] = (),
     attack_prompts: int = 8,
     clip_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Metrics (BENCHMARKS.md names) for base vs patched, plus the images of both sides.
 
-    attack: run Concept Inversion against the patched model on the first `attack_prompts` target
-    prompts and report `recovery_rate`. clip_path: a local CLIP for `clip_score` on the other prompts.
+    attacks: run each against the patched model on the first `attack_prompts` target prompts at every
+    budget of `attack_budgets`; its rate (e.g. `recovery_rate`) is the one at the largest budget, the
+    whole curve goes to details. clip_path: a local CLIP for `clip_score` on the other prompts.
     """
     start = time.perf_counter()
     base = sample_suite(model, suite, settings, progress, cache_dir)
@@ -152,15 +155,15 @@ def evaluate(
         texts = [suite.groups["other"][i].prompt for i, _, _ in owners]
         metrics["clip_score"] = clip_score(edited["other"], texts, clip_path)
         metrics["clip_score_base"] = clip_score(base["other"], texts, clip_path)
-    if attack is not None and patches:
+    attacked = {}
+    if attacks and attack_budgets and patches:
         prompts = [p.prompt for p in suite.groups["target"][:attack_prompts]]
-        recovered, text = recover(model, patches, suite.concept.value, prompts, settings, attack, cache_dir,
-                                  progress)
-        r = _rate(detector.detect(recovered)[suite.concept.attribute] == suite.concept.value)
-        key, n_key = ("recovery_rate_prompt", "n_recovery_prompt") if attack.project else ("recovery_rate",
-                                                                                          "n_recovery")
-        metrics[key], metrics[n_key] = r["value"], r["n"]
-        details[key] = {**r, "attack": attack.name, "replacement": text, **asdict(attack)}
+        inputs = AttackInputs(model, patches, suite.concept.value, prompts, settings, cache_dir, progress)
+        for attack in attacks:
+            key, curve, attacked[attack.name] = attack_rates(inputs, attack, attack_budgets, detector, suite)
+            metrics[key], metrics[count_key(key)] = curve[-1]["value"], curve[-1]["n"]
+            details[key] = {"attack": attack.name, "settings": {**asdict(attack), attack.budget_field: curve[-1][
+                "budget"]}, "budget_field": attack.budget_field, "prompts": len(inputs.prompts), "curve": curve}
     return {
         "metrics": metrics,
         "details": details,
@@ -168,8 +171,22 @@ def evaluate(
         "suite": {"name": suite.name, "version": suite.version, "detector": suite.detector},
         "sampling": asdict(settings),
         "timing": {"seconds_base": round(seconds_base, 2), "seconds_edited": round(seconds_edited, 2)},
-        "images": {"base": base, "edited": edited},
+        "images": {"base": base, "edited": edited, "attacks": attacked},
     }
+
+
+def attack_rates(inputs: AttackInputs, attack: Attack, budgets: Sequence[int], detector: Detector, suite: Suite
+                 ) -> tuple[str, list[dict[str, Any]], torch.Tensor]:
+    """(the attack's metric, its rate at each budget with interval, texts and seconds per attacked prompt,
+    the images at the largest budget)."""
+    curve = []
+    outcomes = attack.run(inputs, budgets)
+    for outcome in outcomes:
+        r = _rate(detector.detect(outcome.images)[suite.concept.attribute] == suite.concept.value)
+        curve.append({"budget": outcome.budget, **r, "seconds": round(outcome.seconds, 2),
+                      "seconds_per_prompt": round(outcome.seconds / len(inputs.prompts), 3),
+                      "texts": outcome.texts[:4]})
+    return ATTACKS[attack.name].metric, curve, outcomes[-1].images
 
 
 class Timeline:

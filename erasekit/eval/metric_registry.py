@@ -57,8 +57,24 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(
             "recovery_rate_prompt",
             False,
-            "target rate after the hard-prompt (UnlearnDiffAtk-style) attack",
+            "target rate after the hard-prompt attack (learned tokens projected to real words)",
             count="n_recovery_prompt",
+        ),
+        MetricInfo(
+            "recovery_rate_unlearndiff",
+            False,
+            "target rate after the UnlearnDiffAtk prompt attack (largest budget run)",
+            count="n_recovery_unlearndiff",
+        ),
+        MetricInfo(
+            "recovery_rate_ringabell",
+            False,
+            "target rate after the Ring-A-Bell black-box prompt search (largest budget run)",
+            count="n_recovery_ringabell",
+        ),
+        MetricInfo(
+            "recovery_rate_p4d", False, "target rate after the P4D prompt attack (largest budget run)",
+            count="n_recovery_p4d",
         ),
         MetricInfo("seconds", False, "wall time of the erasure", aggregate="total"),
         MetricInfo(

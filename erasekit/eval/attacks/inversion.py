@@ -1,9 +1,9 @@
-"""Recovery attacks: can the erased concept be brought back without changing the UNet?
+"""Concept Inversion and the hard-prompt attack: learned placeholder rows of the token tables.
 
-Both attacks train placeholder token rows of the text encoder with the ordinary denoising
-loss on base-model images of the concept, against the *edited* model, then generate the
-target prompts with the concept's word replaced; the detector's concept rate on those images
-is the attack's success rate (`recovery_rate`).
+Both train placeholder token rows of the text encoder with the ordinary denoising loss on base-model
+images of the concept, against the *edited* model, then generate the target prompts with the
+concept's word replaced; the detector's concept rate on those images is the attack's success rate
+(`recovery_rate`, `recovery_rate_prompt`).
 
 - Concept Inversion (Pham et al., "Circumventing Concept Erasure Methods"): one learned
   embedding, used as is (textual inversion).
@@ -13,6 +13,8 @@ is the attack's success rate (`recovery_rate`).
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,8 @@ from erasekit.core.noising import noised
 from erasekit.core.sampler import generate_images
 from erasekit.core.trainer import TrainerConfig
 from erasekit.errors import ErasekitError
+from erasekit.eval.attacks.base import AttackInputs, AttackOutcome, check_budgets
+from erasekit.eval.attacks.tokens import nearest_tokens
 
 
 @dataclass
@@ -38,28 +42,39 @@ class InversionAttack:
     project: bool = False  # True: snap the learned rows to real tokens (the prompt attack)
     seed: int = 0
 
+    budget_field = "steps"
+
     @property
     def name(self) -> str:
-        return "prompt-attack" if self.project else "concept-inversion"
+        return "hard-prompt" if self.project else "concept-inversion"
+
+    def run(self, inputs: AttackInputs, budgets: Sequence[int]) -> list[AttackOutcome]:
+        """One training run per budget: the trainer has no stop at which to draw the images midway."""
+        found = []
+        for budget in check_budgets(budgets):
+            images, text, seconds = recover(inputs.model, inputs.patches, inputs.concept_word, inputs.prompts,
+                                            inputs.settings, dataclasses.replace(self, steps=budget),
+                                            inputs.cache_dir, inputs.progress)
+            found.append(AttackOutcome(budget, [p.replace(inputs.concept_word, text) for p in inputs.prompts],
+                                       images, seconds))
+        return found
 
 
-def prompt_attack(steps: int = 200) -> InversionAttack:
+def concept_inversion_attack(**settings) -> InversionAttack:
+    """Concept Inversion: one learned embedding, used as is (textual inversion)."""
+    return InversionAttack(**settings)
+
+
+def prompt_attack(steps: int = 200, **settings) -> InversionAttack:
     """The hard-prompt attack: three learned tokens, projected to the vocabulary."""
-    return InversionAttack(steps=steps, lr=1e-2, placeholders=("z", "q", "x"), project=True)
+    return InversionAttack(**{"steps": steps, "lr": 1e-2, "placeholders": ("z", "q", "x"), "project": True,
+                              **settings})
 
 
 def _pairs(prompts: Sequence[str], settings: SamplingSettings):
     pairs = [(p, s) for p in prompts for s in settings.seeds]
     return pairs, SamplingSettings(seeds=[s for _, s in pairs], steps=settings.steps, guidance=settings.guidance,
                                    batch_size=settings.batch_size)
-
-
-def nearest_tokens(weight: torch.Tensor, rows: torch.Tensor, exclude: set[int]) -> list[int]:
-    """For each row, the vocabulary id whose embedding is closest in cosine similarity."""
-    sims = F.normalize(rows, dim=-1) @ F.normalize(weight, dim=-1).T
-    if exclude:
-        sims[:, sorted(exclude)] = -float("inf")
-    return sims.argmax(-1).tolist()
 
 
 def recover(
@@ -71,8 +86,9 @@ def recover(
     attack: InversionAttack,
     cache_dir=None,
     progress: bool = False,
-) -> tuple[torch.Tensor, str]:
-    """(images of `prompts` with the concept word replaced after the attack, the replacement text)."""
+) -> tuple[torch.Tensor, str, float]:
+    """(images of `prompts` with the concept word replaced after the attack, the replacement text, the
+    seconds the attack took before drawing them)."""
     if "embedding" not in model.family.scopes:
         raise ErasekitError(f"{attack.name} learns token-embedding rows of the first tokenizer, which "
                             f"{model.family.name} models do not read their sequence from")
@@ -103,6 +119,7 @@ def recover(
             trainer = session.trainer(TrainerConfig(steps=attack.steps, lr=attack.lr, seed=attack.seed,
                                                     grad_clip=None, description=attack.name),
                                       RunOptions(progress=progress))
+            started = time.perf_counter()
             trainer.fit(loss_fn)
             if attack.project:
                 concept_ids = set(tok(concept_word, add_special_tokens=False).input_ids)
@@ -115,11 +132,12 @@ def recover(
                 session.restore()  # the hard prompt runs on the untouched vocabulary
                 placeholder_text = tok.decode(hard).strip()
                 attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
+            seconds = time.perf_counter() - started
             with torch.no_grad():
                 images = generate_images(model, [attacked[i // len(settings.seeds)] for i in range(len(pairs))],
                                          flat.seeds, steps=settings.steps, guidance=settings.guidance,
                                          batch_size=settings.batch_size, progress=progress)
-            return images, placeholder_text
+            return images, placeholder_text, seconds
 
 
 def concept_inversion(model, patches, concept_word, prompts, settings, attack, cache_dir=None, progress=False):
