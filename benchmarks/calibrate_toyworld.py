@@ -18,7 +18,6 @@ measured (same grid point, same case, same config) and measures only the rest.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -124,7 +123,7 @@ def main() -> None:
             request = common.case_request(case)
             resolved = api.resolve_config(method_id(args.method), model.profile, request, {**fixed, **values},
                                           family=model.family.name)
-            config = dataclasses.asdict(resolved.config)
+            config = common.config_key(resolved.config)
             run = earlier.get((json.dumps(values, sort_keys=True), case["case"]))
             if run is None or run["config"] != config:
                 patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})

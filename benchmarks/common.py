@@ -25,6 +25,15 @@ TRAIN_IMAGES = ".cache/erasekit/train-images"
 PATCHES = ".cache/erasekit/benchmark-patches"
 
 
+def config_key(config) -> dict[str, Any]:
+    """A resolved config as patch stores and resumed runs compare it. Robust-erasure fields left at their
+    defaults are left out, so that patches made before those fields existed stay the same erasure."""
+    from erasekit.core.robust_options import RobustOptions
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RobustOptions)}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in defaults or v != defaults[k]}
+
+
 def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], timeline=None,
                 timeline_every: int = 0):
     """(patch or per-concept patches, seconds, the resolved config). Timeline time is not excluded.
@@ -39,7 +48,7 @@ def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any
     from erasekit.core.data import model_fingerprint
 
     resolved = api.resolve_config(method, model.profile, request, config, family=model.family.name)
-    key = hashlib.sha256(json.dumps([method, dataclasses.asdict(request), dataclasses.asdict(resolved.config),
+    key = hashlib.sha256(json.dumps([method, dataclasses.asdict(request), config_key(resolved.config),
                                      model_fingerprint(model)], sort_keys=True, default=str).encode()).hexdigest()
     stored = Path(PATCHES) / key[:24]
     reused = files.load_cached(stored / "done.json", stored_patches) if timeline is None else None

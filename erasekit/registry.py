@@ -47,6 +47,10 @@ class MethodSpec:
         if scope is not None and scope not in family.scopes:
             raise ErasekitError(f"method {self.name!r} cannot train scope {scope!r} on {family.name} models "
                                 f"(their scopes: {', '.join(sorted(family.scopes))})")
+        if getattr(config, "robust", False) and "embedding" not in family.scopes:
+            # the adversary's prefix is set in the first tokenizer's token tables (core.robust)
+            raise ErasekitError(f"robust erasure sets an adversarial prefix in the first tokenizer's token "
+                                f"embeddings, which {family.name} models do not read their sequence from")
         for need in needs:
             if need not in family.capabilities:
                 raise ErasekitError(f"method {self.name!r} cannot run on {family.name} models: it needs "

@@ -8,6 +8,7 @@ from typing import Any
 
 from erasekit.core.instructions import InstructionConcept
 from erasekit.core.pool_options import PoolOptions
+from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.errors import ErasekitError
 from erasekit.methods.field_help import COMMON
 
@@ -33,7 +34,7 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 
 
 @dataclass
-class AboConfig(PoolOptions):
+class AboConfig(PoolOptions, RobustOptions):
     """Defaults are the paper's SD settings (200 steps, AdamW lr 1e-5, γ1 = γ2 = 7.5, λ = 5, T = 35); θ*'s
     trajectories per PoolOptions (1 / 1 / 1: the paper's fresh walk per step)."""
 
@@ -65,6 +66,7 @@ class AboConfig(PoolOptions):
         if min(self.steps, self.sampling_steps) < 1:
             raise ValueError("steps and sampling_steps must be >= 1")
         self.check_pool()
+        self.check_robust()
         for name in ("lr", "gamma1", "gamma2", "lam", "adam_eps", "attention_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -123,7 +125,7 @@ def check_request(request, config: AboConfig) -> None:
                             "preset or instructions, or delta=implicit): otherwise nothing is erased")
 
 
-AboConfig.HELP = COMMON | {
+AboConfig.HELP = COMMON | ROBUST_HELP | {
     "scope": "weights that train: to_out (the paper), xattn or full",
     "adam_eps": "Adam ε",
     "gamma1": "γ1: guidance of the target when building the ε target (Eq. 6)",

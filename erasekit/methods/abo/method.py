@@ -20,6 +20,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from erasekit.core import robust
 from erasekit.core.attention import control_attention, special_prefix
 from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
@@ -126,13 +127,15 @@ def erase(
                               size=config.pool_size, refresh=config.pool_refresh, seed=config.seed,
                               n_groups=len(request.concepts))
 
+        adv = robust.adversary(model, session, config, request.concepts, config.steps)
+
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             entries, index, x, (target, teacher_uncond) = pool.draw(step, gen, config.batch_size)
             entries, index, x, target, teacher_uncond = share(entries, index, x, target, teacher_uncond)
             t = timesteps[index.to(timesteps.device)]
             k = pool.groups[entries].to(concept_embeds.device)
-            student = model.eps(x, t, torch.stack([teacher.uncond.expand(len(k), *teacher.uncond.shape),
-                                                   concept_embeds[k]]))
+            concept = adv.condition(step, x, t, k, concept_embeds[k]) if adv else concept_embeds[k]
+            student = model.eps(x, t, torch.stack([teacher.uncond.expand(len(k), *teacher.uncond.shape), concept]))
             concept, penalty = abo_losses(student[1], student[0], teacher_uncond, target, config.gamma2)
             return concept + config.lam * penalty
 
@@ -143,5 +146,6 @@ def erase(
         state = trainer.fit(loss_fn)
         return session.to_patch(
             "abo", config, request.concepts,
-            info={"anchors": request.anchors, "steps_done": state.step, "final_loss": state.losses[-1]},
+            info={"anchors": request.anchors, "steps_done": state.step, "final_loss": state.losses[-1],
+                  **robust.robust_info(adv)},
         )

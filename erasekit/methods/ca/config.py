@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.methods.field_help import COMMON
 
 SCOPES = ("xattn-kv", "embedding", "full")
@@ -13,7 +14,7 @@ VARIANTS = ("model", "noise")
 
 
 @dataclass
-class CaConfig:
+class CaConfig(RobustOptions):
     variant: str = "model"  # model-based: match the frozen base's ε for the anchor; noise-based: match ε
     scope: str = "xattn-kv"
     steps: int = 200
@@ -33,6 +34,7 @@ class CaConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
+        self.check_robust()
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.scope not in SCOPES:
@@ -47,7 +49,7 @@ class CaConfig:
             raise ValueError("prompt_templates must be a non-empty list of templates containing {}")
 
 
-CaConfig.HELP = COMMON | {
+CaConfig.HELP = COMMON | ROBUST_HELP | {
     "variant": "model: match the frozen base's prediction for the anchor; noise: match the added noise",
     "scope": "weights that train: xattn-kv (the paper), xattn, full or embedding",
     "prior_weight": "weight of the prior-preservation loss on anchor images (0: off; the authors: 1.0 when on)",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from erasekit.core import robust
 from erasekit.core.data import concept_latents
 from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
@@ -71,6 +72,8 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             x_t, target = noised(model.scheduler, z0, noise, t)
             return share(x_t, t, target, prompt_idx)
 
+        adv = [robust.adversary(model, session, config, [c for _, c in p], config.steps) for p in pairs]
+
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))
             x, t, target, p = draw(k, gen)
@@ -78,6 +81,8 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
                 target_cond = model.encode([pairs[k][i][1] for i in p.tolist()])
             else:
                 target_cond = target_embeds[k][p]
+            if adv[k] is not None:
+                target_cond = adv[k].condition(step, x, t, p, target_cond)
             prediction = model.eps(x, t, target_cond[None])[0]
             anchor_eps = None
             if config.variant == "model":
@@ -96,4 +101,5 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
         )
         state = trainer.fit(loss_fn)
         return session.to_patch("ca", config, request.concepts,
-                                info={"anchors": anchors, "final_loss": state.losses[-1]})
+                                info={"anchors": anchors, "final_loss": state.losses[-1],
+                                      **robust.robust_info(adv[0])})

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from erasekit.core.pool_options import PoolOptions
+from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.methods.field_help import COMMON
 
 VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv"}
@@ -15,7 +16,7 @@ SAMPLERS = ("student", "base")
 
 
 @dataclass
-class EsdConfig(PoolOptions):
+class EsdConfig(PoolOptions, RobustOptions):
     variant: str = "x"  # x: cross-attention (ESD-x), u: everything else (ESD-u), x-strict: attn2 to_k/to_v
     steps: int = 1000
     lr: float = 1e-5
@@ -35,6 +36,7 @@ class EsdConfig(PoolOptions):
         if self.sample_from not in SAMPLERS:
             raise ValueError(f"sample_from must be one of {SAMPLERS}, got {self.sample_from!r}")
         self.check_pool()
+        self.check_robust()
         for name in ("lr", "eta", "start_guidance"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite")
@@ -49,7 +51,7 @@ class EsdConfig(PoolOptions):
         return self.sample_from == "base"
 
 
-EsdConfig.HELP = COMMON | {
+EsdConfig.HELP = COMMON | ROBUST_HELP | {
     "variant": "x: cross-attention weights (ESD-x); u: every other weight (ESD-u); x-strict: attn2 to_k/to_v",
     "eta": "η: negative-guidance strength of the target ε_base(x_t) − η (ε_base(x_t, c) − ε_base(x_t))",
     "start_guidance": "classifier-free guidance of the sampling of x_t",

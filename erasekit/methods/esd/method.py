@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from erasekit.core import robust
 from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
@@ -72,10 +73,14 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
                 x = run_steps(schedule, initial_latents(model, gen), n, student_eps)
                 return x, timesteps[n], k, esd_target(*frozen(x, timesteps[n], k), config.eta)
 
+        adv = robust.adversary(model, session, config, request.concepts, config.steps)
+
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             drawn = examples(step, gen)
             x, t, k, target = share(*drawn) if config.pooled() else drawn  # one fresh example: every process
-            prediction = model.eps(x, t, torch.stack([concepts[k.to(concepts.device)]]))[0]
+            k = k.to(concepts.device)
+            concept = adv.condition(step, x, t, k, concepts[k]) if adv else concepts[k]
+            prediction = model.eps(x, t, concept[None])[0]
             return F.mse_loss(prediction, target)
 
         trainer = session.trainer(
@@ -85,4 +90,4 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
         state = trainer.fit(loss_fn)
         return session.to_patch("esd", config, request.concepts,
                                 info={"variant": config.variant, "sample_from": config.sample_from,
-                                      "final_loss": state.losses[-1]})
+                                      "final_loss": state.losses[-1], **robust.robust_info(adv)})

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from erasekit.core.pool_options import PoolOptions
+from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.methods.field_help import COMMON
 
 # Who samples z_t: the EMA teacher (the authors' train_sdd.py), or the frozen base (trajectories that do
@@ -14,7 +15,7 @@ SAMPLERS = ("teacher", "base")
 
 
 @dataclass
-class SddConfig(PoolOptions):
+class SddConfig(PoolOptions, RobustOptions):
     steps: int = 1500
     lr: float = 1e-5
     weight_decay: float = 1e-4
@@ -33,6 +34,7 @@ class SddConfig(PoolOptions):
         if self.sample_from not in SAMPLERS:
             raise ValueError(f"sample_from must be one of {SAMPLERS}, got {self.sample_from!r}")
         self.check_pool()
+        self.check_robust()
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("lr must be positive and finite")
         if not 0 < self.ema_decay < 1:
@@ -44,7 +46,7 @@ class SddConfig(PoolOptions):
         return self.sample_from == "base"
 
 
-SddConfig.HELP = COMMON | {
+SddConfig.HELP = COMMON | ROBUST_HELP | {
     "ema_decay": "decay of the EMA of the trained weights the patch is made from",
     "guidance": "classifier-free guidance of the sampling of z_t on all concepts joined",
     "sample_from": "whose trajectory z_t comes from: teacher (EMA teacher, the reference code) or base (poolable)",

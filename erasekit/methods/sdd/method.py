@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from erasekit.core import robust
 from erasekit.core.distributed import share
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
@@ -77,10 +78,13 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
 
         examples = sampled_by_base() if config.pooled() else sampled_by_teacher
 
+        adv = robust.adversary(model, session, config, request.concepts, config.steps)
+
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             z, t, k = examples(step, gen)
             k = k.to(singles.device)
-            e = model.eps(z, t, torch.stack([uncond.expand(len(k), *uncond.shape), singles[k]]))
+            concept = adv.condition(step, z, t, k, singles[k]) if adv else singles[k]
+            e = model.eps(z, t, torch.stack([uncond.expand(len(k), *uncond.shape), concept]))
             return sdd_loss(e[1], e[0])
 
         trainer = session.trainer(
@@ -89,5 +93,6 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
         )
         holder["trainer"] = trainer
         state = trainer.fit(loss_fn)
-        return session.to_patch("sdd", config, request.concepts, info={"final_loss": state.losses[-1]},
+        return session.to_patch("sdd", config, request.concepts,
+                                info={"final_loss": state.losses[-1], **robust.robust_info(adv)},
                                 edited=trainer.ema_state())

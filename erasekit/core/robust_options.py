@@ -1,0 +1,44 @@
+"""The robust-erasure fields a training method's config shares (light: no torch, so configs stay instant)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ROBUST_HELP: dict[str, str] = {
+    "robust": "robust erasure: train against an adversarial prefix token re-attacked during training (AdvUnlearn)",
+    "robust_every": "re-attack the student every N outer steps (the adversarial prefix is kept in between)",
+    "robust_steps": "inner attack steps per re-attack (Adam on the prefix embedding)",
+    "robust_lr": "inner attack learning rate",
+    "robust_warmup": "share of the outer steps trained without the adversary first",
+    "robust_tokens": "adversarial prefix tokens",
+}
+
+
+@dataclass
+class RobustOptions:
+    """AdvUnlearn's bi-level training for any method whose student reads the concept's condition c
+    (core.robust.AdversarialPrefix): every `robust_every` steps, `robust_steps` Adam steps find prefix
+    embeddings δ under which the current student predicts what the frozen model predicts for c; the
+    method's own step then trains on [δ; c] in c's place, its preservation terms unchanged. Defaults:
+    the authors' code (1 prefix token, 30 inner steps at lr 1e-3 each iteration, the first 200 of 1,000
+    iterations without the adversary); off unless `robust` is set."""
+
+    robust: bool = False
+    robust_every: int = 1
+    robust_steps: int = 30
+    robust_lr: float = 1e-3
+    robust_warmup: float = 0.2
+    robust_tokens: int = 1
+
+    def check_robust(self) -> None:
+        if self.robust_every < 1 or self.robust_steps < 1 or self.robust_tokens < 1:
+            raise ValueError("robust_every, robust_steps and robust_tokens must be >= 1")
+        if not (math.isfinite(self.robust_lr) and self.robust_lr > 0):
+            raise ValueError("robust_lr must be a positive finite number")
+        if not 0.0 <= self.robust_warmup < 1.0:
+            raise ValueError("robust_warmup must be in [0, 1)")
+
+
+def robust_fields() -> tuple[str, ...]:
+    return tuple(ROBUST_HELP)

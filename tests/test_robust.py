@@ -1,0 +1,81 @@
+"""Robust erasure as a core option: the inner adversary finds a prefix that brings the concept's
+prediction back on the student, the outer step reads it after the warm-up, and the option reaches
+every training method's config and patch, or is refused in one line where it cannot run."""
+
+import pytest
+import torch
+
+from erasekit.core.edit import EditSession
+from erasekit.core.robust import AdversarialPrefix
+from erasekit.core.robust_options import RobustOptions
+from erasekit.errors import ErasekitError
+
+
+def _student_moved_off_the_concept(model, session):
+    """Scale the trained weights, so that the student no longer predicts what the teacher does."""
+    with torch.no_grad():
+        for p in session.params.values():
+            p.mul_(0.3)
+
+
+def test_the_adversary_finds_a_prefix_that_recovers_the_teacher_s_prediction(tiny_model):
+    with EditSession(tiny_model, "xattn-kv") as session:
+        _student_moved_off_the_concept(tiny_model, session)
+        options = RobustOptions(robust=True, robust_steps=25, robust_lr=0.05, robust_warmup=0.5)
+        adv = AdversarialPrefix(tiny_model, session.teacher_denoiser(), ["a red circle"], options, total_steps=10)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, *tiny_model.latent_shape, generator=gen)
+        t = torch.tensor([300, 700])
+        rows = torch.zeros(2, dtype=torch.long)
+        plain = tiny_model.encode(["a red circle"])[rows]
+        with torch.no_grad():
+            wanted = tiny_model.eps(x, t, plain[None], session.teacher_denoiser())[0]
+
+            def gap(cond):
+                return float((tiny_model.eps(x, t, cond[None])[0] - wanted).pow(2).mean())
+
+        assert adv.condition(4, x, t, rows, plain) is plain and adv.attacks == 0  # still in the warm-up
+        start = {n: d.detach().clone() for n, d in adv.delta.items()}
+        with torch.no_grad():
+            before = gap(adv._encode(rows, start))
+        attacked = adv.condition(5, x, t, rows, plain)
+        with torch.no_grad():
+            after = gap(attacked)
+        assert adv.attacks == 1 and after < before  # the prefix moved the student back towards the concept
+        assert all(not torch.equal(start[n], d) for n, d in adv.delta.items())
+        assert not torch.equal(attacked.hidden, plain.hidden)
+        adv.condition(6, x, t, rows, plain)
+        assert adv.attacks == 2  # robust_every = 1: a re-attack every step after the warm-up
+
+
+@pytest.mark.parametrize("method", ["abo", "ca", "esd", "sdd"])
+def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_model, method):
+    from erasekit import api
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    base = {"steps": 3, "robust_steps": 2, "robust_warmup": 0.0}
+    extra = {"ca": {"n_images": 2, "image_steps": 2}, "abo": {"sampling_steps": 6},
+             "esd": {"sampling_steps": 4}, "sdd": {"sampling_steps": 4}}[method]
+    robust = api.erase(tiny_model, method, request, {**base, **extra, "robust": True}, progress=False)
+    plain = api.erase(tiny_model, method, request, {**base, **extra}, progress=False)
+    assert robust.config["robust"] and robust.info["robust"]["attacks"] == 3
+    assert "robust" not in plain.info
+    assert any(not torch.equal(robust.deltas[n], plain.deltas[n]) for n in plain.deltas)
+
+
+def test_robust_settings_are_checked_and_refused_where_they_cannot_run(tokenizer_dir):
+    from conftest import build_tiny_flux_pipeline
+
+    from erasekit.core.model import DiffusionModel
+    from erasekit.registry import get_method
+
+    for bad in ({"robust_lr": float("nan")}, {"robust_steps": 0}, {"robust_warmup": 1.0}):
+        with pytest.raises(ValueError):
+            RobustOptions(**bad).check_robust()
+    model = DiffusionModel(build_tiny_flux_pipeline(tokenizer_dir))
+    spec = get_method("esd")
+    with pytest.raises(ErasekitError, match="robust erasure sets an adversarial prefix") as exc:
+        spec.check_family(model.family, spec.config_class(robust=True))
+    assert "\n" not in str(exc.value)
+    spec.check_family(model.family, spec.config_class())  # without the option, esd runs on Flux
