@@ -28,9 +28,7 @@ PATCHES = ".cache/erasekit/benchmark-patches"
 def config_key(config) -> dict[str, Any]:
     """A resolved config as patch stores and resumed runs compare it. Robust-erasure fields left at their
     defaults are left out, so that patches made before those fields existed stay the same erasure."""
-    from erasekit.core.robust_options import RobustOptions
-
-    defaults = {f.name: f.default for f in dataclasses.fields(RobustOptions)}
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name.startswith("robust")}
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in defaults or v != defaults[k]}
 
 

@@ -79,3 +79,29 @@ def test_robust_settings_are_checked_and_refused_where_they_cannot_run(tokenizer
         spec.check_family(model.family, spec.config_class(robust=True))
     assert "\n" not in str(exc.value)
     spec.check_family(model.family, spec.config_class())  # without the option, esd runs on Flux
+
+
+def test_rece_epochs_leave_no_embedding_that_maps_back_to_the_concept_as_well(tiny_model):
+    """UCE + RECE: the best adversarial embedding's residual Σ_l ‖W_l c′ − W⁰_l c‖² (+ λ‖c′‖²) grows."""
+    from erasekit import api
+    from erasekit.core import patch as patching
+    from erasekit.core.scopes import named_parameters
+    from erasekit.methods.uce.method import rece_embedding, token_rows
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    rows, _ = token_rows(tiny_model, "circle", "last+eos")
+    names = [n for n in named_parameters(tiny_model.named_modules()) if tiny_model.family.reader_field(n) == "hidden"]
+    original = [named_parameters(tiny_model.named_modules())[n].detach().clone() for n in names]
+
+    def residual(patch) -> float:
+        with patching.applied_temporarily(tiny_model, [patch]):
+            current = [named_parameters(tiny_model.named_modules())[n].detach().clone() for n in names]
+        found = rece_embedding(current, original, rows, 0.1)
+        return sum(float((found @ w.T - rows @ w0.T).pow(2).sum()) for w, w0 in zip(current, original, strict=True)
+                   ) + 0.1 * float(found.pow(2).sum())
+
+    plain = api.erase(tiny_model, "uce", request, {}, progress=False)
+    robust = api.erase(tiny_model, "uce", request, {"robust": True, "robust_epochs": 2}, progress=False)
+    assert robust.info["robust"]["epochs"] == 2 and "robust" not in plain.info
+    assert residual(robust) > 1.05 * residual(plain)

@@ -10,6 +10,17 @@ and preserved embeddings c_j:
 
 so the target's keys/values become the guide's (the anchor, or the empty prompt) while the
 preserved concepts keep theirs. Token choice per docs/methods/baselines.md.
+
+Robust erasure (`robust`, RECE, Gong et al. 2024; ../shared/papers/attacks-reference-notes.md §6): after
+the edit, each epoch finds the embedding c′ the edited projections W still map where the original W⁰
+mapped the concept's rows c,
+
+    c′ = (Σ_l W_lᵀ W_l + λ I)⁻¹ (Σ_l W_lᵀ W⁰_l) c        (the sum over every per-token reader: to_k, to_v)
+
+and erases c′ with the same closed form (guides' values under the current W, the same preserved set),
+on the current weights. Where we differ: RECE takes all 77 rows of E(concept) and keeps an epoch only
+when a NudeNet validation improves; we take the rows UCE edits (`tokens`) and run every epoch asked
+for, choosing nothing on a validation set. A pooled reader (SD3's text_embedder) keeps its one UCE edit.
 """
 
 from __future__ import annotations
@@ -44,6 +55,15 @@ def uce_solve(
         left = left + preserve_scale * (w @ p.T) @ p
         right = right + preserve_scale * p.T @ p
     return torch.linalg.solve(right.T, left.T).T.to(weight.dtype)
+
+
+def rece_embedding(current: list[torch.Tensor], original: list[torch.Tensor], rows: torch.Tensor,
+                   lam: float) -> torch.Tensor:
+    """c′ = (Σ WᵀW + λI)⁻¹ (Σ WᵀW⁰) c for each row of `rows` (N, in)."""
+    eye = torch.eye(rows.shape[1], dtype=torch.float64, device=rows.device)
+    a = lam * eye + sum(w.double().T @ w.double() for w in current)
+    b = sum(w.double().T @ w0.double() for w, w0 in zip(current, original, strict=True))
+    return torch.linalg.solve(a, b @ rows.double().T).T.to(rows.dtype)
 
 
 def token_rows(model: DiffusionModel, text: str, mode: str, start: int | None = None, field: str = "hidden"
@@ -91,4 +111,22 @@ def erase(model: DiffusionModel, request: EraseRequest, config: UceConfig, run: 
                 if field is not None:
                     param.copy_(uce_solve(param, *sets[field], config.lamb, config.erase_scale,
                                           config.preserve_scale))
-        return session.to_patch("uce", config, request.concepts, info={"anchors": request.anchors})
+            shifts = rece(session, family, sets["hidden"], config) if config.robust else []
+        info = {"anchors": request.anchors, **({"robust": {"epochs": len(shifts), "shift": shifts}} if shifts else {})}
+        return session.to_patch("uce", config, request.concepts, info=info)
+
+
+def rece(session: EditSession, family, sets, config: UceConfig) -> list[float]:
+    """RECE's epochs on the per-token readers; per epoch, ‖c′ − c‖ / ‖c‖ of the adversarial embedding."""
+    targets, guides, preserved = sets
+    readers = [n for n in session.params if family.reader_field(n) == "hidden"]
+    shifts = []
+    for _ in range(config.robust_epochs):
+        found = rece_embedding([session.params[n] for n in readers], [session.base[n] for n in readers], targets,
+                               config.robust_lambda)
+        shifts.append(float((found - targets).norm() / targets.norm()))
+        for name in readers:
+            param = session.params[name]
+            param.copy_(uce_solve(param, found, guides, preserved, config.lamb, config.erase_scale,
+                                  config.preserve_scale))
+    return shifts
