@@ -1,0 +1,115 @@
+"""The attack × method table on the toy world: how easily does an erased concept come back?
+
+Every method erases the circle and the stripes (anchors by the fixed rule of common.concept_cases), once
+with its toy defaults and, where it has the option, once with robust erasure on (`robust=true` with the
+toy world's robust settings, erasekit/toyworld/defaults.py). Every attack (erasekit ls attacks) then
+runs against each patch at every budget of the curve (--budgets, optimisation steps; Ring-A-Bell:
+generations) on the suite's first 8 target prompts × the evaluation seeds; each row also carries
+target_rate, ssim_other and other_accuracy of the same patch on the same seeds. A method's robustness
+is its rate at the largest budget (`recovery_rate*`); the curve shows whether the rate still rises there.
+
+Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (26 rows) fits one
+session's background run on the 2-core CPU (about 10 minutes a row on one thread); the seconds per
+attacked prompt are recorded per attack and budget. Resumes by row: a rerun with the same arguments
+keeps the rows already measured (same method, case, robust switch and config) and measures the rest.
+Writes benchmarks/results/robust_toyworld.json (format: ../shared/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import common
+from calibrate_toyworld import METHODS, method_id
+
+from erasekit import api
+from erasekit.eval.attack_names import ATTACKS
+from erasekit.eval.results import write_result
+
+CASES = ("circle", "striped")
+GROUPS = ["target", "other"]
+ROBUST_METHODS = ("abo", "ca", "esd-x", "esd-u", "sdd", "uce")  # methods with a robust option
+TUNED = {
+    "method settings": "the toy defaults layer, chosen per method on the calibration seeds (calibrate_toyworld.py)",
+    "robust settings": "the toy defaults layer's robust_* values; see erasekit/toyworld/defaults.py for how "
+                       "they were chosen",
+    "attack settings": "each attack's defaults (the authors' where the toy world allows), never tuned on a rate",
+    "budgets": "sized by cost (the table must fit a session on the 2-core CPU), never by a rate",
+}
+
+
+def rows_done(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    return {(r["label"], r["case"], r["robust"]): r for r in json.loads(path.read_text())["runs"]}
+
+
+def table(runs: list[dict]) -> dict:
+    """One README row per (method, robust, case): the erasure, every attack's rate at the largest budget,
+    and what the patch keeps."""
+    metrics = [a.metric for a in ATTACKS.values()]
+    rows = [[r["label"] + (" +robust" if r["robust"] else ""), r["case"], r["metrics"]["target_rate"],
+             *[r["metrics"].get(m, "") for m in metrics], r["metrics"]["ssim_other"],
+             r["metrics"]["other_accuracy"], r["metrics"]["other_accuracy_base"]] for r in runs]
+    return {"title": "recovery at the largest attack budget (evaluation seeds)",
+            "columns": ["method", "case", "target_rate", *metrics, "ssim_other", "other_accuracy",
+                        "other_accuracy_base"], "rows": rows}
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--budgets", default="50,150,500", help="the attack budget curve")
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--robust", default="both", choices=("off", "on", "both"),
+                        help="rows without robust erasure, with it (where a method has it), or both")
+    parser.add_argument("--name", default="robust_toyworld")
+    args = parser.parse_args()
+    seed_sets, model = common.setup(args)
+    seeds = seed_sets[0]  # one seed set: the table is about the attacks, Table 1 about the spread
+    path = Path(args.out) / f"{args.name}.json"
+    done = rows_done(path)
+    runs: list[dict] = list(done.values())
+    switches = {"off": [False], "on": [True], "both": [False, True]}[args.robust]
+    for label in args.methods.split(","):
+        rule, fixed = METHODS[label]
+        cases = {c["case"]: c for c in common.concept_cases(rule)}
+        for name in args.cases.split(","):
+            case = cases[name]
+            for robust in switches:
+                if robust and label not in ROBUST_METHODS:
+                    continue
+                request = common.case_request(case)
+                values = {**fixed, **({"robust": True} if robust else {})}
+                resolved = api.resolve_config(method_id(label), model.profile, request, values,
+                                              family=model.family.name)
+                config = common.config_key(resolved.config)
+                earlier = done.get((label, name, robust))
+                if earlier is not None and earlier["config"] == config:
+                    continue
+                patch, seconds, _ = common.erase_timed(model, method_id(label), request, values)
+                result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=args.steps, progress=False,
+                                      groups=GROUPS, attack=args.attacks, attack_steps=args.budgets)
+                result["details"].pop("detector", None)
+                run = {"label": label, "case": name, "kind": case["kind"], "robust": robust, "seeds": seeds,
+                       "concepts": request.concepts, "anchors": request.anchors, "config": config,
+                       "config_sources": resolved.sources, "seconds": round(seconds, 1),
+                       "patch_info": {k: v for k, v in patch.info.items() if k in ("robust", "reused")},
+                       "metrics": {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))},
+                       "attacks": {ATTACKS[a].metric: result["details"][ATTACKS[a].metric]
+                                   for a in args.attacks.split(",")}}
+                runs = [r for r in runs if (r["label"], r["case"], r["robust"]) != (label, name, robust)] + [run]
+                print(label, name, "robust" if robust else "plain",
+                      {k: round(v, 3) for k, v in run["metrics"].items() if k.startswith(("target_rate", "recovery",
+                                                                                          "ssim_other"))},
+                      flush=True)
+                write_result(args.name, runs, out_dir=args.out,
+                             extra={**common.protocol(TUNED), "evaluation_seeds": [seeds],
+                                    "budgets": args.budgets, "attacks": args.attacks.split(","),
+                                    "attack_prompts": 8, "tables": [table(runs)]})
+
+
+if __name__ == "__main__":
+    main()
