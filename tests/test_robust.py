@@ -105,3 +105,15 @@ def test_rece_epochs_leave_no_embedding_that_maps_back_to_the_concept_as_well(ti
     robust = api.erase(tiny_model, "uce", request, {"robust": True, "robust_epochs": 2}, progress=False)
     assert robust.info["robust"]["epochs"] == 2 and "robust" not in plain.info
     assert residual(robust) > 1.05 * residual(plain)
+
+
+def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
+    from erasekit import api
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    plain = api.resolve_config("abo", "toyworld", request, {})
+    robust = api.resolve_config("abo", "toyworld", request, {}, {"robust": "true"})
+    assert (plain.config.robust, plain.config.robust_every) == (False, 1)  # the paper's, untouched
+    assert robust.config.robust and robust.config.robust_every == 10
+    assert robust.sources["robust_every"] == "model:toyworld" and robust.sources["robust"] == "set"

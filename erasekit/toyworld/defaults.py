@@ -36,6 +36,13 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 # (5e-5 / 1e-4, every concept, seeds 10–13): 1e-4 by the fixed rule (mean target 0.57 vs 0.86, mean ssim_other
 # 0.850 at the bar, accuracy drop 0.007); no one rate erases most shapes without moving the other images.
 VARIANT_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {("esd", "variant", "u"): {"lr": 1e-4}}
+# Robust erasure's inner attack on the toy world, applied only when a request turns `robust` on (so the
+# plain settings, and the patches made with them, stay as they are). Sized by cost, not by any rate:
+# 10 inner steps every 10 outer steps is one extra forward + backward per step on average, about twice a
+# plain erase (AdvUnlearn's 30 every step would be 31×, hours per toy patch on the CPU). The inner lr,
+# warm-up and prefix length stay AdvUnlearn's: the toy token rows (mean norm 0.29) are on SD's scale.
+ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {m: {"robust_every": 10, "robust_steps": 10}
+                                              for m in ("abo", "ca", "esd", "sdd")}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
 CAPTION_FIELDS: dict[str, str] = {"ca": "prompt_templates"}
@@ -57,6 +64,8 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     for (name, key, choice), extra in VARIANT_DEFAULTS.items():
         if name == method and requested.get(key) == choice:
             values.update(extra)
+    if method in ROBUST_DEFAULTS and str(requested.get("robust", "")).lower() in ("true", "1", "yes"):
+        values.update(ROBUST_DEFAULTS[method])
     if method in CAPTION_FIELDS and kind in ("shape", "pattern", "color"):
         values[CAPTION_FIELDS[method]] = domain.caption_templates(N_CAPTIONS, kind)
     return values
