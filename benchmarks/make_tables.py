@@ -194,11 +194,35 @@ def render_tradeoff() -> str:
     return tradeoff_svg(runs, bars="bars: best to worst shape") + "\n"
 
 
+ROBUST_TRADEOFF = ROOT / "docs" / "robust_tradeoff.svg"
+
+
+def render_robust_tradeoff() -> str | None:
+    """The attack table in one picture: per row of robust_toyworld.json, the strongest attack's rate at
+    the largest budget (its 95 % interval as the bar) against ssim_other; None before the file exists."""
+    from erasekit.eval.report import tradeoff_svg
+
+    path = ROOT / "benchmarks" / "results" / "robust_toyworld.json"
+    if not path.exists():
+        return None
+    runs = []
+    for run in json.loads(path.read_text())["runs"]:
+        strongest = max(run["attacks"].values(), key=lambda a: a["curve"][-1]["value"])["curve"][-1]
+        runs.append({"name": f"{run['label']}{' +robust' if run['robust'] else ''} {run['case']}",
+                     "metrics": {"recovery (strongest attack)": strongest["value"],
+                                 "ssim_other": run["metrics"]["ssim_other"]},
+                     "details": {"recovery (strongest attack)": {"ci95": strongest["ci95"]}}})
+    return tradeoff_svg(runs, rate="recovery (strongest attack)", rate_text="↓ held") + "\n"
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     readme.write_text(render_readme(readme.read_text()))
     METRICS_DOC.write_text(render_metrics_doc())
     TRADEOFF.write_text(render_tradeoff())
+    robust = render_robust_tradeoff()
+    if robust is not None:
+        ROBUST_TRADEOFF.write_text(robust)
     print("README tables, docs/metrics.md and docs/table1_tradeoff.svg regenerated")
 
 

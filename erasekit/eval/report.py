@@ -65,10 +65,10 @@ def _interval(run: dict[str, Any], key: str) -> list[float] | None:
 
 
 def tradeoff_svg(runs: Sequence[dict[str, Any]], width: int = 460, height: int = 320,
-                 bars: str = "95% intervals") -> str:
-    """Erasure against preservation, one point per run: target_rate (lower: more erased) over ssim_other
-    (higher: more kept), the rate's 95% interval as a bar. Empty when no run has both."""
-    points = [r for r in runs if isinstance(r["metrics"].get("target_rate"), (int, float))
+                 bars: str = "95% intervals", rate: str = "target_rate", rate_text: str = "↓ erased") -> str:
+    """Erasure against preservation, one point per run: a rate (default target_rate; lower: more erased)
+    over ssim_other (higher: more kept), the rate's 95% interval as a bar. Empty when no run has both."""
+    points = [r for r in runs if isinstance(r["metrics"].get(rate), (int, float))
               and isinstance(r["metrics"].get("ssim_other"), (int, float))]
     if not points:
         return ""
@@ -87,7 +87,7 @@ def tradeoff_svg(runs: Sequence[dict[str, Any]], width: int = 460, height: int =
              f'<rect width="{width}" height="{total}" fill="white"/>',
              f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" '
              'stroke="#ccc"/>',
-             f'<text x="{pad}" y="{pad - 10}" font-size="12">target_rate (↓ erased) against ssim_other '
+             f'<text x="{pad}" y="{pad - 10}" font-size="12">{html.escape(rate)} ({rate_text}) against ssim_other '
              f'(→ kept), {html.escape(bars)}</text>',
              f'<text x="{pad - 22}" y="{height - pad + 4}" font-size="11">0</text>',
              f'<text x="{pad - 22}" y="{pad + 4}" font-size="11">1</text>',
@@ -95,8 +95,8 @@ def tradeoff_svg(runs: Sequence[dict[str, Any]], width: int = 460, height: int =
              f'<text x="{width - pad - 20}" y="{height - pad + 16}" font-size="11">1.00</text>']
     for i, run in enumerate(points):
         colour = PALETTE[i % len(PALETTE)]
-        x, y = xy(run["metrics"]["ssim_other"], run["metrics"]["target_rate"])
-        ci = _interval(run, "target_rate")
+        x, y = xy(run["metrics"]["ssim_other"], run["metrics"][rate])
+        ci = _interval(run, rate)
         if ci and all(isinstance(v, (int, float)) and not math.isnan(v) for v in ci):
             (_, y_lo), (_, y_hi) = xy(0, ci[0]), xy(0, ci[1])
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_lo:.1f}" y2="{y_hi:.1f}" stroke="{colour}"/>')
