@@ -11,9 +11,9 @@ from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings
 from erasekit.core.sampler import generate_images
 from erasekit.core.scopes import select
+from erasekit.core.tokens import TokenSlots, free_placeholders, project_to_simplex
 from erasekit.eval.attack_names import ATTACKS, count_key
 from erasekit.eval.attacks import AttackInputs, build_attack
-from erasekit.eval.attacks.tokens import TokenSlots, free_placeholders, project_to_simplex
 from erasekit.eval.detectors import get_detector
 
 PROMPTS = ["a red circle on snow", "a blue circle on sand"]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from erasekit.core.conditioning import Conditioning
 from erasekit.core.robust_options import RobustOptions
-from erasekit.eval.attacks.tokens import TokenSlots, decode, free_placeholders, word_vocabulary
+from erasekit.core.tokens import TokenSlots, decode, free_placeholders, word_vocabulary
 
 
 class AdversarialPrefix:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from erasekit.core.tokens import nearest_tokens
 from erasekit.eval.attack_names import ATTACKS, parse_attacks
 from erasekit.eval.attacks.base import Attack, AttackInputs, AttackOutcome
 from erasekit.eval.attacks.inversion import InversionAttack, concept_inversion, prompt_attack, recover
-from erasekit.eval.attacks.tokens import nearest_tokens
 
 __all__ = ["ATTACKS", "Attack", "AttackInputs", "AttackOutcome", "InversionAttack", "build_attack",
            "concept_inversion", "nearest_tokens", "prompt_attack", "recover"]

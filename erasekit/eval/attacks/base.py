@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from erasekit.core import patch as patching
 from erasekit.core.data import SamplingSettings, cached_images
 from erasekit.core.sampler import generate_images
-from erasekit.eval.attacks.tokens import TokenSlots, concept_ids, special_ids
+from erasekit.core.tokens import TokenSlots, concept_ids, special_ids
 
 
 @dataclass

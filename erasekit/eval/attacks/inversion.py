@@ -27,10 +27,10 @@ from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.noising import noised
 from erasekit.core.sampler import generate_images
+from erasekit.core.tokens import nearest_tokens
 from erasekit.core.trainer import TrainerConfig
 from erasekit.errors import ErasekitError
 from erasekit.eval.attacks.base import AttackInputs, AttackOutcome, check_budgets
-from erasekit.eval.attacks.tokens import nearest_tokens
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch
 
 from erasekit.core import patch as patching
 from erasekit.core.noising import add_noise
+from erasekit.core.tokens import TokenSlots, decode, free_placeholders, nearest_tokens, word_vocabulary
 from erasekit.errors import ErasekitError
 from erasekit.eval.attacks.base import (
     AttackInputs,
@@ -38,7 +39,6 @@ from erasekit.eval.attacks.base import (
     optimise_slots,
     outcomes,
 )
-from erasekit.eval.attacks.tokens import TokenSlots, decode, free_placeholders, nearest_tokens, word_vocabulary
 
 CHUNK = 50  # base-model targets computed this many steps ahead (patches off), then the attack goes on
 

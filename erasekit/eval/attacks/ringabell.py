@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from erasekit.core import files
 from erasekit.core.data import model_fingerprint
+from erasekit.core.tokens import decode, word_vocabulary
 from erasekit.eval.attacks.base import AttackInputs, AttackOutcome, check_budgets, outcomes
-from erasekit.eval.attacks.tokens import decode, word_vocabulary
 
 ENCODE_BATCH = 256
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from erasekit.core.noising import noised
+from erasekit.core.tokens import TokenSlots, decode, free_placeholders, project_to_simplex, word_vocabulary
 from erasekit.eval.attacks.base import (
     AttackInputs,
     AttackOutcome,
@@ -37,7 +38,6 @@ from erasekit.eval.attacks.base import (
     optimise_slots,
     outcomes,
 )
-from erasekit.eval.attacks.tokens import TokenSlots, decode, free_placeholders, project_to_simplex, word_vocabulary
 
 
 def cycled_timesteps(scheduler, count: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""What the prompt attacks share: the vocabulary they may type, placeholder slots whose embeddings an
-attack sets from its own variables, and the nearest-token and simplex projections.
+"""What the prompt attacks and robust erasure share: the vocabulary an attack may type, placeholder
+slots whose embeddings an attack sets from its own variables, and the nearest-token and simplex
+projections.
 
 A slot is a token id the attacked texts carry at the positions the attack controls; while a
 `TokenSlots` is active, every text encoder's token-embedding lookup returns the attack's vector there
