@@ -149,3 +149,14 @@ def test_prompt_attacks_set_every_token_table_of_the_family(family, name, tokeni
     (outcome,) = build_attack(name, **SMALL.get(name, {})).run(
         AttackInputs(model, [], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2)), [2])
     assert outcome.images.shape[0] == 1 and "circle" not in outcome.texts[0].split()[:1]
+
+
+def test_ls_attacks_names_each_attack_and_its_registered_metric():
+    from click.testing import CliRunner
+
+    from erasekit.cli.main import cli
+    from erasekit.eval.metric_registry import METRICS
+
+    out = CliRunner().invoke(cli, ["ls", "attacks"]).output
+    for name, entry in ATTACKS.items():
+        assert name in out and entry.metric in out and entry.metric in METRICS
