@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from erasekit.core.conditioning import Conditioning
+from erasekit.core.distributed import processes
 from erasekit.core.robust_options import RobustOptions
 from erasekit.core.tokens import TokenSlots, decode, free_placeholders, word_vocabulary
+from erasekit.errors import ErasekitError
 
 
 class AdversarialPrefix:
@@ -88,6 +90,9 @@ def adversary(model, session, config, prompts: Sequence[str], total_steps: int) 
     """The run's adversary when `config.robust` is set (the frozen model: the session's teacher)."""
     if not getattr(config, "robust", False):
         return None
+    if processes().num_processes > 1:
+        # each process would attack its own share of the batch and keep its own δ: not the one-process run
+        raise ErasekitError("robust erasure runs in one process (each process would keep its own adversary)")
     return AdversarialPrefix(model, session.teacher_denoiser(), prompts, config, total_steps, config.seed)
 
 
