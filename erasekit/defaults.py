@@ -35,9 +35,12 @@ class ResolvedConfig:
     sources: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, Any, str]]:
-        """(field, value, layer) for every field of the config."""
+        """(field, value, layer) for every field of the config: the method's own fields first, then those
+        it shares through option mixins (pool, robust erasure)."""
         values = dataclasses.asdict(self.config)
-        return [(name, values[name], self.sources.get(name, PAPER)) for name in values]
+        own = set(vars(type(self.config)).get("__annotations__", {}))
+        ordered = sorted(values, key=lambda name: name not in own)
+        return [(name, values[name], self.sources.get(name, PAPER)) for name in ordered]
 
 
 def profile_of(source: str | os.PathLike | None) -> str | None:
