@@ -14,6 +14,8 @@ def test_readme_results_match_the_json_files():
     assert module.render_readme(text) == text, "run `python benchmarks/make_tables.py` and commit README.md"
     assert module.METRICS_DOC.read_text() == module.render_metrics_doc(), "regenerate docs/metrics.md"
     assert module.TRADEOFF.read_text() == module.render_tradeoff(), "regenerate docs/table1_tradeoff.svg"
+    robust = module.render_robust_tradeoff()
+    assert robust is None or module.ROBUST_TRADEOFF.read_text() == robust, "regenerate docs/robust_tradeoff.svg"
 
 
 def test_readme_shows_the_two_commands_first():
