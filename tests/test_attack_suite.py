@@ -93,6 +93,7 @@ def test_results_record_each_attack_s_settings_budget_curve_and_cost(toyworld, t
         assert detail["settings"][build_attack(name).budget_field] == 4 and detail["attack"] == name
         assert [p["budget"] for p in detail["curve"]] == [2, 4]
         assert result["metrics"][key] == detail["curve"][-1]["value"] and result["metrics"][count_key(key)]
+        assert detail["ci95"] == detail["curve"][-1]["ci95"]  # the report draws the rate's interval from here
         assert all(p["seconds_per_prompt"] > 0 and p["texts"] for p in detail["curve"])
     out = api.save_evaluation(result, tmp_path / "run")
     assert (out / "grids" / "attack-ring-a-bell.png").exists()

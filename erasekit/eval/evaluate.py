@@ -162,8 +162,10 @@ def evaluate(
         for attack in attacks:
             key, curve, attacked[attack.name] = attack_rates(inputs, attack, attack_budgets, detector, suite)
             metrics[key], metrics[count_key(key)] = curve[-1]["value"], curve[-1]["n"]
-            details[key] = {"attack": attack.name, "settings": {**asdict(attack), attack.budget_field: curve[-1][
-                "budget"]}, "budget_field": attack.budget_field, "prompts": len(inputs.prompts), "curve": curve}
+            last = {k: curve[-1][k] for k in ("value", "n", "ci95")}  # the rate's interval, as other rates have
+            settings_used = {**asdict(attack), attack.budget_field: curve[-1]["budget"]}
+            details[key] = {**last, "attack": attack.name, "settings": settings_used,
+                            "budget_field": attack.budget_field, "prompts": len(inputs.prompts), "curve": curve}
     return {
         "metrics": metrics,
         "details": details,
