@@ -408,7 +408,7 @@ def evaluate(
     from erasekit.eval.suites import resolve_suite
 
     names = parse_attacks(attack)
-    budgets = parse_budgets(attack_steps if isinstance(attack_steps, str | int) else ",".join(map(str, attack_steps)))
+    budgets = parse_budgets(attack_steps)
     resolved = resolve_suite(suite)
     if groups is not None:
         unknown = set(groups) - set(resolved.groups)

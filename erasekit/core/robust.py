@@ -68,7 +68,7 @@ class AdversarialPrefix:
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             self.optimizer.step()
-            self.last_loss = float(loss)
+            self.last_loss = float(loss.detach())
         self.attacks += 1
 
     def condition(self, step: int, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor,

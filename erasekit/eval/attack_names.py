@@ -3,6 +3,7 @@ that the CLI checks names and `erasekit ls attacks` answers without importing to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from erasekit.errors import ErasekitError
@@ -45,8 +46,11 @@ def parse_attacks(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parse_budgets(text: str) -> list[int]:
-    """'100,300,1000' → [100, 300, 1000]: the budgets of an attack budget curve (0 alone: no attack)."""
+def parse_budgets(text: str | int | Sequence[int]) -> list[int]:
+    """'100,300,1000' (or 100, or [100, 300]) → [100, 300, 1000]: the budgets of an attack budget curve
+    (0 alone: no attack)."""
+    if not isinstance(text, str | int):
+        text = ",".join(map(str, text))
     try:
         budgets = sorted({int(b) for b in str(text).replace(" ", "").split(",") if b})
     except ValueError:

@@ -80,6 +80,15 @@ def base_latents(inputs: AttackInputs) -> torch.Tensor:
     return latents.reshape(len(inputs.prompts), len(inputs.settings.seeds), *latents.shape[1:])
 
 
+def clean_batch(latents: torch.Tensor, per_prompt: int, gen: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(owner prompt of each example, a base latent of that prompt on a random seed, fresh noise) for
+    `per_prompt` examples of every prompt; latents: (prompts, seeds, C, H, W)."""
+    owners = torch.arange(latents.shape[0]).repeat_interleave(per_prompt)
+    z0 = latents[owners, torch.randint(latents.shape[1], (len(owners),), generator=gen)]
+    return owners, z0, torch.randn(z0.shape, generator=gen).to(z0)
+
+
 @dataclass
 class Noised:
     """One optimisation batch: noisy latents, their timesteps, what the prediction should match, and

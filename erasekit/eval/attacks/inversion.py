@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from erasekit.core import patch as patching
-from erasekit.core.data import SamplingSettings, cached_images
+from erasekit.core.data import SamplingSettings
 from erasekit.core.edit import EditSession, RunOptions
 from erasekit.core.model import DiffusionModel
 from erasekit.core.noising import noised
@@ -30,7 +30,7 @@ from erasekit.core.sampler import generate_images
 from erasekit.core.tokens import nearest_tokens
 from erasekit.core.trainer import TrainerConfig
 from erasekit.errors import ErasekitError
-from erasekit.eval.attacks.base import AttackInputs, AttackOutcome, check_budgets
+from erasekit.eval.attacks.base import AttackInputs, AttackOutcome, base_latents, check_budgets
 
 
 @dataclass
@@ -71,12 +71,6 @@ def prompt_attack(steps: int = 200, **settings) -> InversionAttack:
                               **settings})
 
 
-def _pairs(prompts: Sequence[str], settings: SamplingSettings):
-    pairs = [(p, s) for p in prompts for s in settings.seeds]
-    return pairs, SamplingSettings(seeds=[s for _, s in pairs], steps=settings.steps, guidance=settings.guidance,
-                                   batch_size=settings.batch_size)
-
-
 def recover(
     model: DiffusionModel,
     patches: Sequence[patching.Patch],
@@ -97,9 +91,9 @@ def recover(
     if any(len(i) != 1 for i in ids):
         raise ValueError(f"placeholders {attack.placeholders} must each be a single token")
     ids = [i[0] for i in ids]
-    pairs, flat = _pairs(prompts, settings)
-    real = cached_images(model, [p for p, _ in pairs], flat, cache_dir, progress)  # the base model's concept
-    latents = torch.cat([model.encode_images(real[i : i + 64]) for i in range(0, len(real), 64)])
+    inputs = AttackInputs(model, patches, concept_word, list(prompts), settings, cache_dir, progress)
+    owners, flat = inputs.pairs()
+    latents = base_latents(inputs).flatten(0, 1)  # the base model's concept, prompt-major as `owners`
     placeholder_text = " ".join(attack.placeholders)
     attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
     with patching.applied_temporarily(model, patches):
@@ -122,21 +116,18 @@ def recover(
             started = time.perf_counter()
             trainer.fit(loss_fn)
             if attack.project:
-                concept_ids = set(tok(concept_word, add_special_tokens=False).input_ids)
-                special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
                 # Every text encoder's table learned its own rows: the nearest real token is judged on
                 # all of them at once (SDXL: CLIP-L ⊕ CLIP-G features of one vocabulary).
                 vocabulary = torch.cat(list(session.base.values()), dim=1)
                 learned = torch.cat([p.detach()[ids] for p in session.params.values()], dim=1)
-                hard = nearest_tokens(vocabulary, learned, set(ids) | concept_ids | special)
+                hard = nearest_tokens(vocabulary, learned, set(ids) | inputs.excluded())
                 session.restore()  # the hard prompt runs on the untouched vocabulary
                 placeholder_text = tok.decode(hard).strip()
                 attacked = [p.replace(concept_word, placeholder_text) for p in prompts]
             seconds = time.perf_counter() - started
             with torch.no_grad():
-                images = generate_images(model, [attacked[i // len(settings.seeds)] for i in range(len(pairs))],
-                                         flat.seeds, steps=settings.steps, guidance=settings.guidance,
-                                         batch_size=settings.batch_size, progress=progress)
+                images = generate_images(model, [attacked[i] for i in owners], flat.seeds, steps=flat.steps,
+                                         guidance=flat.guidance, batch_size=flat.batch_size, progress=progress)
             return images, placeholder_text, seconds
 
 

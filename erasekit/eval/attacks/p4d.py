@@ -36,6 +36,7 @@ from erasekit.eval.attacks.base import (
     Noised,
     base_latents,
     check_budgets,
+    clean_batch,
     optimise_slots,
     outcomes,
 )
@@ -95,7 +96,9 @@ class P4DAttack:
 
         texts = [typed(row, slot_ids) for row in templates]
         latents = base_latents(inputs).to(model.device)
-        n_prompts, n_seeds = latents.shape[:2]
+        n_prompts = latents.shape[0]
+        with torch.no_grad():
+            cond = model.encode(inputs.prompts)  # E(P) on the base model (patches are applied only below)
         slots = TokenSlots(model, slot_ids)
         tables = slots.table_rows(vocab.to(model.device))
         joint = torch.cat(list(tables.values()), dim=-1)
@@ -117,12 +120,9 @@ class P4DAttack:
         def base_targets(gen: torch.Generator) -> list[Noised]:
             """The next CHUNK steps' noisy latents and the *base* model's predictions under P there."""
             with patching.removed_temporarily(model, inputs.patches):
-                cond = model.encode(inputs.prompts)
                 chunk = []
                 for _ in range(CHUNK):
-                    owners = torch.arange(n_prompts).repeat_interleave(self.batch_size)
-                    z0 = latents[owners, torch.randint(n_seeds, (len(owners),), generator=gen)]
-                    noise = torch.randn(z0.shape, generator=gen).to(z0)
+                    owners, z0, noise = clean_batch(latents, self.batch_size, gen)
                     t = torch.randint(0, model.scheduler.config.num_train_timesteps, (len(owners),),
                                       generator=gen).to(model.device)
                     x_t = add_noise(model.scheduler, z0, noise, t)

@@ -35,6 +35,7 @@ from erasekit.eval.attacks.base import (
     Noised,
     base_latents,
     check_budgets,
+    clean_batch,
     optimise_slots,
     outcomes,
 )
@@ -67,7 +68,7 @@ class UnlearnDiffAttack:
         prefix = decode(tok, slot_ids)
         texts = [f"{prefix} {p}" for p in inputs.prompts]
         latents = base_latents(inputs).to(model.device)
-        n_prompts, n_seeds = latents.shape[:2]
+        n_prompts = latents.shape[0]
         slots = TokenSlots(model, slot_ids)
         tables = slots.table_rows(vocab.to(model.device))  # (V, width) per table
         probs = torch.full((n_prompts, self.tokens, len(vocab)), 1.0 / len(vocab), device=model.device,
@@ -85,9 +86,7 @@ class UnlearnDiffAttack:
             return {name: straight @ table.to(probs) for name, table in tables.items()}
 
         def batch(step: int, gen: torch.Generator) -> Noised:
-            owners = torch.arange(n_prompts).repeat_interleave(self.batch_size)
-            z0 = latents[owners, torch.randint(n_seeds, (len(owners),), generator=gen)]
-            noise = torch.randn(z0.shape, generator=gen).to(z0)
+            owners, z0, noise = clean_batch(latents, self.batch_size, gen)
             t = schedule[step % len(schedule)].repeat(len(owners)).to(model.device)
             x_t, target = noised(model.scheduler, z0, noise, t)
             return Noised(x_t, t, target, owners)
