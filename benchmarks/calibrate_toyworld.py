@@ -10,6 +10,11 @@ Rule: among grid points whose mean ssim_other ≥ 0.85 and whose mean other_accu
 the base's, the lowest mean target_rate, then the lowest worst-concept target_rate, then the first
 in grid order. With no point admissible, the one with the highest mean ssim_other.
 
+Robust rule (with --attack, for robust erasure's settings): among grid points whose mean ssim_other
+≥ 0.90 and whose mean other_accuracy is within 0.03 of the base's (the robustness issue's preservation
+bars), the lowest mean recovery rate of the attack at its budget, then the lowest mean target_rate,
+then the first in grid order. With no point admissible, the one with the highest mean ssim_other.
+
 Writes benchmarks/results/calibration_<method>_toyworld.json (format: ../shared/BENCHMARKS.md) after
 every case, so a stopped calibration resumes: a rerun with the same arguments keeps the cases already
 measured (same grid point, same case, same config) and measures only the rest.
@@ -25,6 +30,7 @@ from pathlib import Path
 import common
 
 from erasekit import api
+from erasekit.eval.attack_names import ATTACKS
 from erasekit.eval.results import write_result
 
 # Where results go, wherever the script is started from (the repo root or benchmarks/).
@@ -42,6 +48,7 @@ METHODS = {
 }
 GROUPS = ("target", "other")  # what the choice reads; the other groups are left to the evaluation
 SSIM_MIN, ACCURACY_DROP_MAX = 0.85, 0.03
+ROBUST_SSIM_MIN = 0.90
 
 
 def method_id(label: str) -> str:
@@ -59,34 +66,41 @@ def parse_grid(items: list[str]) -> list[dict]:
     return [dict(point) for point in itertools.product(*axes)] or [{}]
 
 
-def evaluate_case(model, patch, case, seeds, steps) -> dict:
+def evaluate_case(model, patch, case, seeds, steps, attack: str | None = None, attack_steps: int = 0) -> dict:
     result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=steps, progress=False,
-                          groups=list(GROUPS))
+                          groups=list(GROUPS), attack=attack or "concept-inversion",
+                          attack_steps=attack_steps if attack else 0)
     return {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
 
 
 def measured_cases(path: Path) -> dict:
-    """(grid point as JSON, case) → the run already written by an earlier, stopped calibration."""
+    """(case, config as JSON) → the run already written by an earlier, stopped calibration (a grid point
+    spelled differently but giving the same config reuses it)."""
     if not path.exists():
         return {}
-    done = {}
-    for point in json.loads(path.read_text())["runs"]:
-        for run in point["per_concept"]:
-            done[(json.dumps(point["grid"], sort_keys=True), run["case"])] = run
-    return done
+    return {(run["case"], json.dumps(run["config"], sort_keys=True)): run
+            for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]}
 
 
-def choose(points: list[dict]) -> int:
-    """The index of the chosen grid point (the module docstring's rule)."""
+def choose(points: list[dict], recovery: str | None = None) -> int:
+    """The index of the chosen grid point (the module docstring's rule; its robust rule when `recovery`
+    names the attack's metric)."""
+    ssim_min = ROBUST_SSIM_MIN if recovery else SSIM_MIN
+
     def admissible(p):
         s = p["summary"]
-        return s["ssim_other_mean"] >= SSIM_MIN and s["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
+        return s["ssim_other_mean"] >= ssim_min and s["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
+
+    def order(i):
+        s = points[i]["summary"]
+        if recovery:
+            return s[f"{recovery}_mean"], s["target_rate_mean"], i
+        return s["target_rate_mean"], s["target_rate_worst"], i
 
     ok = [i for i, p in enumerate(points) if admissible(p)]
     if not ok:
         return max(range(len(points)), key=lambda i: points[i]["summary"]["ssim_other_mean"])
-    return min(ok, key=lambda i: (points[i]["summary"]["target_rate_mean"], points[i]["summary"]["target_rate_worst"],
-                                  i))
+    return min(ok, key=order)
 
 
 def main() -> None:
@@ -100,6 +114,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--tag", default=None,
                         help="suffix of the result name (a probe of some cases, kept apart from the calibration)")
+    parser.add_argument("--attack", default=None, choices=sorted(ATTACKS),
+                        help="also run this attack on every patch and choose by the robust rule")
+    parser.add_argument("--attack-steps", type=int, default=500, help="the attack's budget (with --attack)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     import torch
@@ -114,6 +131,7 @@ def main() -> None:
     if args.tag:
         name += f"_{args.tag}"
     grid = parse_grid(args.grid)
+    recovery = ATTACKS[args.attack].metric if args.attack else None
     earlier = measured_cases(Path(args.out) / f"{name}.json")
     points: list[dict] = []
     for values in grid:
@@ -124,34 +142,42 @@ def main() -> None:
             resolved = api.resolve_config(method_id(args.method), model.profile, request, {**fixed, **values},
                                           family=model.family.name)
             config = common.config_key(resolved.config)
-            run = earlier.get((json.dumps(values, sort_keys=True), case["case"]))
-            if run is None or run["config"] != config:
+            run = earlier.get((case["case"], json.dumps(config, sort_keys=True)))
+            if run is None or (recovery and recovery not in run["metrics"]):
                 patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
-                metrics = evaluate_case(model, patch, case, seeds, args.steps)
+                metrics = evaluate_case(model, patch, case, seeds, args.steps, args.attack, args.attack_steps)
                 run = {"case": case["case"], "kind": case["kind"], "concepts": request.concepts,
                        "anchors": request.anchors, "config": config, "seconds": round(seconds, 1),
                        "metrics": metrics}
             runs.append(run)
             print(args.method, values, case["case"], {k: round(v, 3) for k, v in run["metrics"].items()
-                                                      if k in ("target_rate", "ssim_other", "other_accuracy")},
+                                                      if k in ("target_rate", "ssim_other", "other_accuracy",
+                                                               recovery)},
                   flush=True)
             whole = len(points) == len(grid) and len(runs) == len(cases)
-            write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out)
+            write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out,
+                         recovery=recovery, attack_steps=args.attack_steps)
 
 
 def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
-                 out_dir: str) -> None:
+                 out_dir: str, recovery: str | None = None, attack_steps: int = 0) -> None:
     """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
+    keys = ("target_rate", "ssim_other", "other_accuracy") + ((recovery,) if recovery else ())
     for p in points:
-        p["summary"] = common.summarize(p["runs"])
+        p["summary"] = common.summarize(p["runs"], keys)
         p["summary"]["accuracy_drop_mean"] = sum(r["metrics"]["other_accuracy_base"] - r["metrics"]["other_accuracy"]
                                                  for r in p["runs"]) / len(p["runs"])
     whole = [p for p in points if len(p["runs"]) == len(points[0]["runs"])] if len(points) > 1 else points
     write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
                          "cases": len(p["runs"]), "summary": p["summary"], "per_concept": p["runs"]} for p in points],
                  out_dir=out_dir,
-                 extra={"calibration_seeds": seeds, "rule": __doc__.split("Rule: ")[1].split("\n\n")[0],
-                        "chosen": whole[choose(whole)]["grid"], "complete": complete})
+                 extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery)),
+                        "chosen": whole[choose(whole, recovery)]["grid"], "complete": complete,
+                        **({"attack": recovery, "attack_steps": attack_steps} if recovery else {})})
+
+
+def rule_text(robust: bool) -> str:
+    return __doc__.split("Robust rule " if robust else "Rule: ")[1].split("\n\n")[0]
 
 
 if __name__ == "__main__":
