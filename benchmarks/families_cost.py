@@ -8,14 +8,19 @@ A pipeline of the real shape with random weights is built here (nothing download
   SD VAE layout.
 Each (method, precision) runs in its own process, so that its peak resident memory is its own and a
 run that does not fit the machine is recorded as such (the process is killed; the others go on):
-fp32, bf16, bf16 + gradient checkpointing. Every run is a short erase at --resolution px with 2-step
-trajectories: abo (scope to_out, batch 1), esd (ESD-x, the student's own sampling), ca (one anchor
-image) — or `student`, the plain forward + backward of the student on to_out that every step costs at
-least. The first step (which also walks trajectories or draws images) is timed apart from the others.
+fp32, fp32 + gradient checkpointing, bf16, bf16 + gradient checkpointing. Every run is a short erase
+at --resolution px with 2-step trajectories: abo (scope to_out, batch 1), esd (ESD-x, the student's
+own sampling), ca (one anchor image) — or `student`, the plain forward + backward of the student on
+to_out that every step costs at least. The first step (which also walks trajectories or draws images)
+is timed apart from the others.
 
-On a GPU (--device cuda) it records peak CUDA memory as well. Writes
-benchmarks/results/families_cost.json (SDXL) or families_cost_<family>.json (format:
-../shared/BENCHMARKS.md).
+On a GPU (--device cuda) it records peak CUDA memory as well. On a CPU the run first measures the
+machine's matrix-multiply throughput per dtype (`matmul_gflops`): a CPU without native bf16 (AVX2
+only) emulates it dozens of times slower than fp32, and a reduced-precision row whose throughput is
+under 1/--emulated-ratio of fp32's is not run; its record gives the measured rates and the step time
+that rate implies from the fp32 row of the same method (hours for an SDXL step): that is the
+measurement. Writes benchmarks/results/families_cost.json (SDXL) or families_cost_<family>.json
+(format: ../shared/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from pathlib import Path
 from erasekit.eval.results import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PRECISIONS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+checkpointing": ("bf16", True)}
+PRECISIONS = {"fp32": ("fp32", False), "fp32+checkpointing": ("fp32", True), "bf16": ("bf16", False),
+              "bf16+checkpointing": ("bf16", True)}
 # method -> (request concepts, anchors, config of a short erase with 2-step trajectories)
 METHODS = {
     "abo": (["circle"], ["square"], {"sampling_steps": 2, "t_warmup": 0, "lr": 1e-5, "pool_size": 1,
@@ -130,6 +136,39 @@ def student_steps(model, steps: int, checkpointing: bool, tick) -> None:
             tick(step, None)
 
 
+def matmul_gflops(dtype: str, size: int = 1024, repeats: int = 5) -> float:
+    """Measured throughput of one (size × 1280) @ (1280 × 1280) product in `dtype` on this CPU thread
+    setting (median of `repeats`): the shape of an SDXL attention projection over a 32 × 32 latent."""
+    import statistics
+
+    import torch
+
+    from erasekit import api
+
+    a = torch.randn(size, 1280, dtype=api.DTYPES[dtype])
+    b = torch.randn(1280, 1280, dtype=api.DTYPES[dtype])
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size * 1280 * 1280 / statistics.median(times) / 1e9
+
+
+def emulated_skip(rates: dict[str, float], dtype: str, ratio: float, fp32: tuple[str, float] | None) -> str | None:
+    """Why a `dtype` row is not run on this CPU (its matmuls are emulated), or None to run it."""
+    if rates[dtype] * ratio >= rates["fp32"]:
+        return None
+    slower = rates["fp32"] / rates[dtype]
+    seconds = fp32[1] * slower if fp32 else 0.0
+    duration = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    implied = (f"; at that rate one step would take about {duration} (the {fp32[0]} row's "
+               f"{fp32[1]:.0f} s × {slower:.0f})") if fp32 else ""
+    return (f"not run: {dtype} matmul on this CPU runs at {rates[dtype]:.2f} GFLOPS against {rates['fp32']:.1f} "
+            f"for fp32 ({slower:.0f}× slower: no native {dtype}, emulated){implied}")
+
+
 def run_one(family: str, method: str, dtype: str, checkpointing: bool, resolution: int, steps: int,
             device: str) -> dict:
     """One (method, precision), in this process: build, train `steps` steps, report times and peaks."""
@@ -185,6 +224,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--emulated-ratio", type=float, default=8.0,
+                        help="on a CPU, skip a dtype whose measured matmul throughput is under 1/RATIO of fp32's")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one precision, print JSON
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -201,8 +242,21 @@ def main() -> None:
     runs = []
     todo = [(m, label) for m in args.methods.split(",") for label in args.precisions.split(",")]
     name = "families_cost" if args.family == "sdxl" else f"families_cost_{args.family}"
+    dtypes = sorted({"fp32", *(PRECISIONS[label][0] for _, label in todo)})
+    rates = {d: round(matmul_gflops(d), 2) for d in dtypes} if args.device == "cpu" else {}
+    extra = {"matmul_gflops": rates} if rates else {}
     for method, label in todo:
         dtype, checkpointing = PRECISIONS[label]
+        fp32 = next(((r["precision"], r["metrics"]["seconds_per_step"]) for r in runs
+                     if r["method"] == method and r["dtype"] == "fp32" and r["status"] == "ok"), None)
+        skip = emulated_skip(rates, dtype, args.emulated_ratio, fp32) if rates else None
+        if skip:
+            runs.append({"family": args.family, "method": method, "precision": label, "dtype": dtype,
+                         "gradient_checkpointing": checkpointing, "resolution": args.resolution, "status": skip,
+                         "metrics": {}})
+            print(method, label, skip, flush=True)
+            write_result(name, runs, out_dir=args.out, extra={**extra, "complete": len(runs) == len(todo)})
+            continue
         child = subprocess.run([sys.executable, __file__, "--one", f"{method}:{label}", "--family", args.family,
                                 "--resolution", str(args.resolution), "--steps", str(args.steps), "--device",
                                 args.device, "--threads", str(args.threads)], capture_output=True, text=True)
@@ -218,7 +272,7 @@ def main() -> None:
                      "gradient_checkpointing": checkpointing, "resolution": args.resolution, "status": status,
                      "metrics": metrics})
         print(method, label, status, metrics, flush=True)
-        write_result(name, runs, out_dir=args.out, extra={"complete": len(runs) == len(todo)})
+        write_result(name, runs, out_dir=args.out, extra={**extra, "complete": len(runs) == len(todo)})
 
 
 if __name__ == "__main__":
