@@ -90,11 +90,14 @@ PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned", "compare_to")
 
 
 def _views(benchmark: str):
-    """The `tables(runs, seed_sets)` function of benchmarks/<benchmark>.py, if it has one."""
+    """The `tables(runs, seed_sets)` function of benchmarks/<benchmark>.py, if it has one (a result named
+    for another model, e.g. table1_toyworld-v, by the script before its '-')."""
     import importlib.util
     import sys
 
     path = Path(__file__).parent / f"{benchmark}.py"
+    if not path.exists():
+        path = Path(__file__).parent / f"{benchmark.split('-')[0]}.py"
     if not path.exists():
         return None
     sys.path.insert(0, str(path.parent))
