@@ -24,7 +24,8 @@ def split_parts(doc: dict) -> list[dict]:
     """A result file as its parts, each with its own runs (a file that was not merged is one part)."""
     if "parts" not in doc:
         command = " ".join(shlex.quote(a) for a in without_out_option(shlex.split(doc["command"])))
-        return [{k: doc[k] for k in ("git", "device", "created")} | {"command": command, "runs": doc["runs"]}]
+        return [{k: doc[k] for k in ("git", "device", *PART_KEYS, "created") if k in doc}
+                | {"command": command, "runs": doc["runs"]}]
     if sum(p["runs"] for p in doc["parts"]) != len(doc["runs"]):
         raise SystemExit(f"{doc['benchmark']}: its parts do not add up to its {len(doc['runs'])} runs")
     parts, start = [], 0
@@ -43,7 +44,7 @@ def select_cases(part: dict, patterns: list[str]) -> dict:
         return fnmatch.fnmatchcase(subject, pattern)
 
     runs = [r for r in part["runs"] if any(matches(r, p) for p in patterns)]
-    return part | {"runs": runs, "reused_cases": sorted({r["case"] for r in runs})}
+    return part | {"runs": runs, "reused_cases": sorted({r.get("case", "") for r in runs})}
 
 
 def main() -> None:
@@ -86,6 +87,8 @@ def main() -> None:
     print(write_result(name, runs, out_dir=args.out, extra={**extra, "parts": parts, "command": command}))
 
 
+# What a part measured about its machine, kept with the part (e.g. families_cost's matmul throughput).
+PART_KEYS = ("matmul_gflops",)
 PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned", "compare_to")
 
 
