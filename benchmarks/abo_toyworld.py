@@ -1,6 +1,7 @@
 """All-but-One on the toy world: (a) circle → square, (b) the implicit stripes; λ sweep and scopes.
 
-Writes benchmarks/results/abo_toyworld.json (format: ../shared/BENCHMARKS.md).
+Writes benchmarks/results/abo_toyworld.json (format: ../shared/BENCHMARKS.md) after every case; a rerun
+keeps the cases a stopped run measured with the same final config and measures the rest.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ TUNED = {"lr, steps": "the toy world's abo defaults (erasekit/toyworld/defaults.
          "lam, scope, delta": "the sweeps' values are the paper's, not tuned"}
 
 
-def run(model, name: str, overrides: dict, seed_sets: list[list[int]], steps: int) -> list[dict]:
+def run(model, name: str, overrides: dict, seed_sets: list[list[int]], steps: int, earlier: list[dict]) -> list[dict]:
     case = CASES[name]
     config = {**case["config"], **overrides}
-    return run_case(model, "abo", case["request"], config, case["suite"], seed_sets, steps, label={"case": name})
+    return run_case(model, "abo", case["request"], config, case["suite"], seed_sets, steps, label={"case": name},
+                    earlier=earlier)
 
 
 def striped_renders(n: int, seed: int = 0, pattern: str = "striped"):
@@ -110,14 +112,18 @@ def main() -> None:
                   ("striped", {"delta": "implicit"}), ("striped", {"delta": "implicit", "suppress_eos": True})]
         plan += [(name, overrides, seed_sets[:1]) for name, overrides in sweeps]
     runs = []
+    earlier = common.earlier_runs("abo_toyworld", args.out)  # a stopped run resumes where it stopped
+    purified = next((r for r in earlier if r.get("case") == "purification" and r.get("model") == model.source
+                     and r["config"] == common.as_json(PURIFY_CONFIG)
+                     and r["metrics"].get("n_images") == args.purify_images), None)
     extra = {**common.protocol(TUNED), "evaluation_seeds": seed_sets,
              "sweeps": "λ, scope, preset and δ runs on the first evaluation seed set only"}
     for i, (name, overrides, sets) in enumerate(plan):
         if i == 2:  # the purification bar right after the two main cases
-            runs.append(purification(model, args.purify_images))
+            runs.append(purified or purification(model, args.purify_images))
             print("purification", runs[-1]["metrics"], flush=True)
             write_result("abo_toyworld", runs, out_dir=args.out, extra=extra)
-        for entry in run(model, name, overrides, sets, args.steps):
+        for entry in run(model, name, overrides, sets, args.steps, earlier):
             runs.append(entry)
             shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in entry["metrics"].items()}
             print(name, overrides, entry["seeds"], shown, flush=True)

@@ -1,7 +1,8 @@
 """Concept Ablation on the toy world: "circle" → "thing" (the toy word for an unnamed shape).
 
 Both variants against training steps, and spelling robustness of the xattn-kv vs embedding
-scopes. Writes benchmarks/results/ca_toyworld.json (format: ../shared/BENCHMARKS.md).
+scopes. Writes benchmarks/results/ca_toyworld.json (format: ../shared/BENCHMARKS.md) after every
+run; a rerun keeps the runs a stopped one measured with the same final config and measures the rest.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ def main() -> None:
             ({"variant": "noise"}, seed_sets)]
     plan += [({"variant": v, "steps": n}, seed_sets[:1]) for v in ("model", "noise") for n in curve]
     runs = []
+    earlier = common.earlier_runs("ca_toyworld", args.out)  # a stopped run resumes where it stopped
     for overrides, sets in plan:
         # The toy world's defaults layer gives the anchor prompts in its caption styles.
-        for entry in run_case(model, "ca", REQUEST, overrides, SUITE, sets, args.steps):
+        for entry in run_case(model, "ca", REQUEST, overrides, SUITE, sets, args.steps, earlier=earlier):
             runs.append(entry)
             print(overrides, entry["seeds"], {k: round(v, 3) for k, v in entry["metrics"].items()
                                               if isinstance(v, float)}, flush=True)

@@ -100,16 +100,56 @@ def evaluation_run(model, patches: list[Patch], suite: str, seeds: list[int], st
             "details": result["details"], **({"groups": groups} if groups else {})}
 
 
+def earlier_runs(benchmark: str, out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The runs an earlier, possibly stopped, run of `benchmark` wrote to out_dir, each marked with the
+    commit it was measured at (empty when there is none)."""
+    import json
+
+    path = Path(out_dir) / f"{benchmark}.json"
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text())
+    return [{"measured_at": doc["git"], **r} for r in doc["runs"]]
+
+
+def as_json(value: Any) -> Any:
+    """`value` as it reads back from a result file (tuples become lists, other objects strings)."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _earlier_run(earlier: list[dict[str, Any]], wanted: dict[str, Any], attack: bool) -> dict[str, Any] | None:
+    """The earlier run that measured exactly `wanted` (method, request, final config, model, suite, seeds,
+    groups, label), with the attack when one is asked for."""
+    for run in earlier:
+        if all(run.get(k) == v for k, v in wanted.items()) and (not attack or "recovery_rate" in run["metrics"]):
+            return run
+    return None
+
+
 def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], suite: str,
              seed_sets: list[list[int]], steps: int, label: dict[str, Any] | None = None, timeline_every: int = 0,
-             attack_steps: int = 0, save_to: str | None = None, groups: list[str] | None = None
-             ) -> list[dict[str, Any]]:
+             attack_steps: int = 0, save_to: str | None = None, groups: list[str] | None = None,
+             earlier: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Erase with one method and evaluate the patch on one suite once per evaluation seed set (a run
     each, marked `seed_set`); optionally log a timeline every N steps (on the first set's run).
 
     attack_steps: a Concept Inversion attack of that many steps, on the first seed set only.
     save_to: also write the (stacked) patch there, for figures drawn from the benchmark's own edits.
+    earlier: runs of a stopped run of the same benchmark (earlier_runs); when every seed set of this case
+    was measured there with the same final config, those runs are returned as they are (a stopped
+    benchmark resumes where it stopped; `measured_at` says which commit measured them).
     """
+    if earlier and not timeline_every and not save_to:
+        resolved = api.resolve_config(method, model.profile, request, config, family=model.family.name)
+        wanted = {"method": method, "concepts": request.concepts, "anchors": request.anchors,
+                  "config": as_json(dataclasses.asdict(resolved.config)), "model": model.source, "suite": suite,
+                  "groups": groups, **as_json(label or {})}
+        found = [_earlier_run(earlier, {**wanted, "seeds": seeds, "seed_set": i}, attack_steps > 0 and i == 0)
+                 for i, seeds in enumerate(seed_sets)]
+        if all(found):
+            return found
     timeline = small_timeline(model, suite) if timeline_every else None
     result, seconds, resolved = erase_timed(model, method, request, config, timeline=timeline,
                                             timeline_every=timeline_every)

@@ -64,3 +64,36 @@ def test_merge_reuses_runs_by_case_or_by_label_and_case():
     kept = select_cases(part, ["abo:*"])
     assert [(r["label"], r["case"]) for r in kept["runs"]] == [("abo", "circle"), ("abo", "red")]
     assert kept["reused_cases"] == ["circle", "red"]
+
+
+def test_a_stopped_benchmark_resumes_only_the_cases_it_measured_with_the_same_config(monkeypatch):
+    import dataclasses
+    from types import SimpleNamespace
+
+    import common
+
+    from erasekit import api
+    from erasekit.request import EraseRequest
+
+    model = SimpleNamespace(profile="toyworld", family=SimpleNamespace(name="sd"), source="toyworld")
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    resolved = api.resolve_config("abo", "toyworld", request, {}, family="sd")
+    config = common.as_json(dataclasses.asdict(resolved.config))
+    earlier = [{"method": "abo", "concepts": ["circle"], "anchors": ["square"], "config": config,
+                "model": "toyworld", "suite": "S", "seeds": seeds, "seed_set": i, "case": "circle",
+                "metrics": {"target_rate": 0.1 * i}, "measured_at": "abc"} for i, seeds in enumerate([[0], [20]])]
+
+    class Erased(Exception):
+        pass
+
+    def erase_timed(*args, **kwargs):
+        raise Erased
+
+    monkeypatch.setattr(common, "erase_timed", erase_timed)
+    runs = common.run_case(model, "abo", request, {}, "S", [[0], [20]], 35, label={"case": "circle"}, earlier=earlier)
+    assert runs == earlier
+    # another setting, another seed set or an attack the earlier run lacks is measured anew
+    for config, sets, attack in (({"lr": 1e-3}, [[0], [20]], 0), ({}, [[0], [30]], 0), ({}, [[0], [20]], 50)):
+        with pytest.raises(Erased):
+            common.run_case(model, "abo", request, config, "S", sets, 35, label={"case": "circle"},
+                            earlier=earlier, attack_steps=attack)
