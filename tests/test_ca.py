@@ -25,7 +25,7 @@ def test_losses_hand_computed():
 
 
 def test_prompt_pairs_replace_anchor_by_target():
-    pairs = prompt_pairs("circle", "thing", CaConfig(prompt_templates=["a photo of a {}", "{}"]))
+    pairs = prompt_pairs("circle", "thing", CaConfig(), ["a photo of a {}", "{}"])
     assert pairs == [("a photo of a thing", "a photo of a circle"), ("thing", "circle")]
 
 

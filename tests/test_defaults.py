@@ -44,6 +44,35 @@ def test_model_layer_depends_on_the_concept_kind_and_variant():
     assert model_layer("toyworld", "esd", ["circle"], {"variant": "u"})["lr"] != esd_x
 
 
+def test_concepts_of_different_kinds_at_once_get_templates_of_their_own_kind():
+    from erasekit.errors import ErasekitError
+    from erasekit.registry import get_method
+
+    shape = model_layer("toyworld", "ca", ["circle"], {})["prompt_templates"]
+    color = model_layer("toyworld", "ca", ["red"], {})["prompt_templates"]
+    mixed = model_layer("toyworld", "ca", ["circle", "red", "square"], {})
+    assert mixed["concept_templates"] == [shape, color, shape] and "prompt_templates" not in mixed
+    # a user's own templates are not replaced by the model's per-concept ones
+    assert "concept_templates" not in model_layer("toyworld", "ca", ["circle", "red"], {"prompt_templates": ["{}"]})
+    spec = get_method("ca")
+    config = spec.config_class(concept_templates=[shape, color])
+    spec.check_request(EraseRequest(concepts=["circle", "red"], anchors=["thing", "purple"]), config)
+    with pytest.raises(ErasekitError, match="one list per concept"):
+        spec.check_request(EraseRequest(concepts=["circle", "red", "cross"], anchors=["thing"] * 3), config)
+    with pytest.raises(ValueError, match="concept_templates"):
+        spec.config_class(concept_templates=[["no slot"]])
+
+
+def test_ca_pairs_each_concept_with_its_own_templates():
+    from erasekit.methods.ca.config import CaConfig
+    from erasekit.methods.ca.method import prompt_pairs
+
+    config = model_layer("toyworld", "ca", ["circle", "red"], {})
+    color_pairs = prompt_pairs("red", "purple", CaConfig(), config["concept_templates"][1])
+    assert all(t == a.replace("purple", "red") and "purple" not in t for a, t in color_pairs)
+    assert any(" circle" in a or " square" in a for a, _ in color_pairs)  # a colour's captions name a shape
+
+
 def test_patch_records_the_final_config_and_each_values_layer(tiny_model):
     from erasekit import api
 

@@ -48,7 +48,9 @@ ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {m: {"robust_every": 10, "robust_st
                                               for m in ("abo", "ca", "esd", "sdd")}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
-CAPTION_FIELDS: dict[str, str] = {"ca": "prompt_templates"}
+# method -> (templates shared by every concept, templates per concept: concepts of different kinds at once)
+CAPTION_FIELDS: dict[str, tuple[str, str]] = {"ca": ("prompt_templates", "concept_templates")}
+CAPTION_KINDS = ("shape", "pattern", "color")
 N_CAPTIONS = 50
 
 
@@ -69,8 +71,13 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
             values.update(extra)
     if method in ROBUST_DEFAULTS and str(requested.get("robust", "")).lower() in ("true", "1", "yes"):
         values.update(ROBUST_DEFAULTS[method])
-    if method in CAPTION_FIELDS and kind in ("shape", "pattern", "color"):
-        values[CAPTION_FIELDS[method]] = domain.caption_templates(N_CAPTIONS, kind)
+    if method in CAPTION_FIELDS:
+        shared, per_concept = CAPTION_FIELDS[method]
+        kinds = [domain.concept_kind(c) for c in concepts]
+        if kind in CAPTION_KINDS:
+            values[shared] = domain.caption_templates(N_CAPTIONS, kind)
+        elif all(k in CAPTION_KINDS for k in kinds) and not {shared, per_concept} & set(requested):
+            values[per_concept] = [domain.caption_templates(N_CAPTIONS, k) for k in kinds]
     return values
 
 

@@ -3,4 +3,5 @@
 from erasekit.registry import register_method
 
 register_method("ca", __name__, "CaConfig",
-                "Ablating Concepts: map the target prompt onto an anchor concept's images", needs_anchor=True)
+                "Ablating Concepts: map the target prompt onto an anchor concept's images", needs_anchor=True,
+                check="check_request")

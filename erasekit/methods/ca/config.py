@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
+from erasekit.errors import ErasekitError
 from erasekit.methods.field_help import COMMON
 
 SCOPES = ("xattn-kv", "embedding", "full")
@@ -29,6 +30,8 @@ class CaConfig(RobustOptions):
     image_guidance: float = 6.0
     prompt_templates: list[str] = field(default_factory=lambda: ["a photo of a {}", "a picture of a {}",
                                                                  "an image of a {}", "{}"])
+    # per concept, in the request's order, its own templates (concepts of different kinds erased at once)
+    concept_templates: list[list[str]] = field(default_factory=list)
     anchor_prompts: list[str] = field(default_factory=list)  # a user's own list (must contain the anchor)
     seed: int = 0
     checkpoint_every: int = 0
@@ -45,8 +48,17 @@ class CaConfig(RobustOptions):
             raise ValueError("steps, batch_size, n_images and image_steps must be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.prior_weight < 0:
             raise ValueError("lr must be positive and prior_weight >= 0")
-        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
-            raise ValueError("prompt_templates must be a non-empty list of templates containing {}")
+        for templates in (self.prompt_templates, *self.concept_templates):
+            if not templates or any("{}" not in t for t in templates):
+                raise ValueError("prompt_templates and each list of concept_templates must be a non-empty list of "
+                                 "templates containing {}")
+
+
+def check_request(request, config: CaConfig) -> None:
+    """Per-concept templates name every concept of the request, in its order."""
+    if config.concept_templates and len(config.concept_templates) != len(request.concepts):
+        raise ErasekitError(f"concept_templates has {len(config.concept_templates)} lists of templates for "
+                            f"{len(request.concepts)} concepts: give one list per concept, in the request's order")
 
 
 CaConfig.HELP = COMMON | ROBUST_HELP | {
@@ -55,5 +67,6 @@ CaConfig.HELP = COMMON | ROBUST_HELP | {
     "prior_weight": "weight of the prior-preservation loss on anchor images (0: off; the authors: 1.0 when on)",
     "teacher": "frozen: the pretrained model gives targets (the paper); live: the trained model (the authors' code)",
     "prompt_templates": "caption templates around the concept ('{}' marks it) the training prompts come from",
+    "concept_templates": "per concept, in the request's order, its own templates; empty: prompt_templates for all",
     "anchor_prompts": "your own anchor prompts (must contain the anchor); empty: the templates",
 }

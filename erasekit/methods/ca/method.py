@@ -34,9 +34,9 @@ def ca_loss(prediction: torch.Tensor, anchor_teacher: torch.Tensor | None, targe
     return F.mse_loss(prediction, target)
 
 
-def prompt_pairs(concept: str, anchor: str, config: CaConfig) -> list[tuple[str, str]]:
+def prompt_pairs(concept: str, anchor: str, config: CaConfig, templates: list[str]) -> list[tuple[str, str]]:
     """(anchor prompt, target prompt) pairs; the target replaces the anchor word by the concept."""
-    anchors = config.anchor_prompts or [t.format(anchor) for t in config.prompt_templates]
+    anchors = config.anchor_prompts or [t.format(anchor) for t in templates]
     pairs = []
     for prompt in anchors:
         if anchor not in prompt:
@@ -48,7 +48,8 @@ def prompt_pairs(concept: str, anchor: str, config: CaConfig) -> list[tuple[str,
 def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: RunOptions | None = None) -> Patch:
     run = run or RunOptions()
     anchors = request.anchor_list()
-    pairs = [prompt_pairs(c, a, config) for c, a in zip(request.concepts, anchors, strict=True)]
+    templates = config.concept_templates or [config.prompt_templates] * len(request.concepts)
+    pairs = [prompt_pairs(c, a, config, t) for c, a, t in zip(request.concepts, anchors, templates, strict=True)]
     latents = [concept_latents(model, [a for a, _ in p], config.n_images, config.image_steps, config.image_guidance,
                                config.seed, run.cache_dir, run.progress) for p in pairs]
     with torch.no_grad():
