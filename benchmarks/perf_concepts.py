@@ -8,6 +8,15 @@ drawing the images it trains on and its peak resident memory is its own. A metho
 concepts records its one-line refusal as the measurement. A run whose linear extrapolation from the
 method's previous N exceeds --budget-s is not started; the record says so and what it would take.
 Writes benchmarks/results/perf_concepts.json (format: ../shared/BENCHMARKS.md).
+
+--quality: what erasing many concepts at once does to each of them. Each method erases the eight toy
+concepts QUALITY_CONCEPTS (four shapes and four colours) in one run, and each of them alone, with the
+same anchors (the method's Table-1 rule, pointed at the concept of the same kind that no run erases:
+'next' → diamond / purple, 'superset' → thing / purple) and its toy defaults; each concept's target
+rate (its suite's target prompts) is measured for the joint patch and for its own patch on the
+evaluation seeds, and the two kept concepts (diamond, purple) for the joint patch: how much of what
+was not erased survives eight erasures. Nothing is tuned here. Writes perf_concepts_quality.json, a
+part of perf_concepts (merge_results.py); a stopped run resumes by case.
 """
 
 from __future__ import annotations
@@ -28,6 +37,82 @@ from erasekit.eval.results import write_result
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {"abo": "thing", "ca": "thing", "esd": None, "uce": "thing", "sepme": None}  # method -> anchor
 ANCHORS = ("thing",)
+# --quality: eight concepts of two kinds, the concept of each kind that stays, and each method's anchor rule
+QUALITY_CONCEPTS = ("circle", "square", "triangle", "cross", "red", "green", "blue", "yellow")
+KEPT = {"shape": "diamond", "color": "purple"}
+QUALITY_METHODS = {"abo": ("next", {}), "ca": ("superset", {}), "esd-x": ("none", {"variant": "x"}),
+                   "uce": ("next", {}), "sepme": ("none", {})}
+
+
+def quality_anchor(rule: str, concept: str) -> str | None:
+    from erasekit.toyworld import domain
+
+    kind = domain.concept_kind(concept)
+    if rule == "none":
+        return None
+    return "thing" if rule == "superset" and kind == "shape" else KEPT[kind]
+
+
+def quality_request(rule: str, concepts):
+    from erasekit.request import EraseRequest
+
+    anchors = [quality_anchor(rule, c) for c in concepts]
+    return EraseRequest(concepts=list(concepts), anchors=anchors if all(anchors) else [])
+
+
+def _mean(values: list[float]) -> float | str:
+    return sum(values) / len(values) if values else ""
+
+
+def concept_suite(concept: str) -> str:
+    from erasekit.toyworld import domain
+
+    return f"toyworld:{domain.concept_kind(concept)}={concept}"
+
+
+def quality(args) -> None:
+    """The --quality runs (module docstring), written after every case."""
+    seed_sets, model = common.setup(args)
+    seed_sets = seed_sets[:1]
+    earlier = common.earlier_runs("perf_concepts_quality", args.out)
+    runs: list[dict] = []
+    for label in ("esd-x" if m == "esd" else m for m in args.methods.split(",")):  # ESD erases by its x variant
+        rule, fixed = QUALITY_METHODS[label]
+        method = label.split("-")[0]
+
+        joint = quality_request(rule, QUALITY_CONCEPTS)
+        plan = [("joint", joint, c) for c in QUALITY_CONCEPTS] + [("kept", joint, c) for c in KEPT.values()]
+        plan += [("alone", quality_request(rule, [c]), c) for c in QUALITY_CONCEPTS]
+        for mode, req, concept in plan:
+            entries = common.run_case(model, method, req, fixed, concept_suite(concept), seed_sets, args.steps,
+                                      label={"label": label, "mode": mode, "case": concept}, groups=["target"],
+                                      earlier=earlier)
+            runs.extend(entries)
+            print(label, mode, concept, {k: round(entries[0]["metrics"][k], 3) for k in ("target_rate", "seconds")},
+                  flush=True)
+            write_result("perf_concepts_quality", runs, out_dir=args.out,
+                         extra={**common.protocol({"nothing": "the toy defaults; anchors by the fixed rule above"}),
+                                "evaluation_seeds": seed_sets, "tables": quality_tables(runs)})
+
+
+def quality_tables(runs: list[dict]) -> list[dict]:
+    """Per method: each concept's target rate alone and in the joint run (mean, worst), the kept concepts'
+    rates after the joint run, and the erase seconds (joint run vs the sum of the single runs)."""
+    rows = []
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        rates = {mode: [r["metrics"]["target_rate"] for r in mine if r["mode"] == mode] for mode in ("alone", "joint")}
+        alone, joint = rates["alone"], rates["joint"]
+        kept = {r["case"]: f"{r['metrics']['target_rate']:.3f} / {r['metrics']['target_rate_base']:.3f}"
+                for r in mine if r["mode"] == "kept"}
+        rows.append([label, len(joint), _mean(alone), _mean(joint), max(alone, default=""), max(joint, default=""),
+                     *(kept.get(k, "") for k in KEPT.values()),
+                     next((r["metrics"]["seconds"] for r in mine if r["mode"] == "joint"), ""),
+                     sum(r["metrics"]["seconds"] for r in mine if r["mode"] == "alone")])
+    return [{"title": f"{len(QUALITY_CONCEPTS)} concepts at once against each alone (target prompts)",
+             "columns": ["method", "concepts measured", "target_rate alone mean", "target_rate joint mean",
+                         "alone worst", "joint worst", *(f"{k} rate joint / base" for k in KEPT.values()),
+                         "seconds joint", "seconds alone (sum)"], "rows": rows}]
 
 
 def concept_words(model, n: int) -> list[str]:
@@ -69,8 +154,13 @@ def main() -> None:
     parser.add_argument("--n", default="1,10,100", help="concept counts, ascending")
     parser.add_argument("--budget-s", type=float, default=3600.0,
                         help="skip a run whose linear extrapolation from the previous N exceeds this")
+    parser.add_argument("--quality", action="store_true",
+                        help="the eight-concept quality runs instead of the cost curve (module docstring)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one (method, N), prints JSON
     args = parser.parse_args()
+    if args.quality:
+        quality(args)
+        return
     if args.threads:
         import torch
 
