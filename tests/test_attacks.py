@@ -84,3 +84,17 @@ def test_the_recovery_attacks_refuse_flux_in_one_line(tokenizer_dir):
         with pytest.raises(ErasekitError) as refused:
             recover(model, [], "circle", ["a red circle"], SamplingSettings(seeds=[0], steps=2), attack)
         assert "flux" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_budget_curve_still_rising_is_told_apart_from_one_that_stopped():
+    from erasekit.eval.evaluate import _rate, still_rising
+
+    def curve(*hits, n=32):
+        import numpy as np
+
+        return [{"budget": 100 * 3 ** i, **_rate(np.arange(n) < h)} for i, h in enumerate(hits)]
+
+    assert still_rising(curve(3, 30))  # 0.09 → 0.94: far above the first interval
+    assert not still_rising(curve(20, 22))  # within noise of the budget before
+    assert not still_rising(curve(30, 10))  # falling
+    assert not still_rising(curve(5))  # one budget says nothing

@@ -164,8 +164,15 @@ def evaluate(
             metrics[key], metrics[count_key(key)] = curve[-1]["value"], curve[-1]["n"]
             last = {k: curve[-1][k] for k in ("value", "n", "ci95")}  # the rate's interval, as other rates have
             settings_used = {**asdict(attack), attack.budget_field: curve[-1]["budget"]}
+            rising = still_rising(curve)
             details[key] = {**last, "attack": attack.name, "settings": settings_used,
-                            "budget_field": attack.budget_field, "prompts": len(inputs.prompts), "curve": curve}
+                            "budget_field": attack.budget_field, "prompts": len(inputs.prompts), "curve": curve,
+                            "still_rising": rising}
+            if rising:
+                log.warning("%s: the rate still rises at the largest budget (%s %d: %.3f, above %s %d's "
+                            "interval): the concept comes back more with more budget; try a larger one",
+                            attack.name, attack.budget_field, curve[-1]["budget"], curve[-1]["value"],
+                            attack.budget_field, curve[-2]["budget"])
     return {
         "metrics": metrics,
         "details": details,
@@ -175,6 +182,12 @@ def evaluate(
         "timing": {"seconds_base": round(seconds_base, 2), "seconds_edited": round(seconds_edited, 2)},
         "images": {"base": base, "edited": edited, "attacks": attacked},
     }
+
+
+def still_rising(curve: Sequence[dict[str, Any]]) -> bool:
+    """Whether an attack's budget curve had not stopped rising: its rate at the largest budget lies above
+    the 95 % interval of its rate at the budget before (a single budget says nothing: False)."""
+    return len(curve) > 1 and curve[-1]["value"] > curve[-2]["ci95"][1]
 
 
 def attack_rates(inputs: AttackInputs, attack: Attack, budgets: Sequence[int], detector: Detector, suite: Suite
