@@ -119,11 +119,15 @@ def as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _earlier_run(earlier: list[dict[str, Any]], wanted: dict[str, Any], attack: bool) -> dict[str, Any] | None:
-    """The earlier run that measured exactly `wanted` (method, request, final config, model, suite, seeds,
-    groups, label), with the attack when one is asked for."""
+def _earlier_run(earlier: list[dict[str, Any]], wanted: dict[str, Any], config, attack: bool) -> dict[str, Any] | None:
+    """The earlier run that measured exactly `wanted` (method, request, model, suite, seeds, groups, label)
+    with the same `config` as patch stores compare it (config_key), with the attack when one is asked for."""
+    key = as_json(config_key(config))
+    left_out = set(dataclasses.asdict(config)) - set(key)  # robust fields at their defaults
     for run in earlier:
-        if all(run.get(k) == v for k, v in wanted.items()) and (not attack or "recovery_rate" in run["metrics"]):
+        if (all(run.get(k) == v for k, v in wanted.items())
+                and {k: v for k, v in run["config"].items() if k not in left_out} == key
+                and (not attack or "recovery_rate" in run["metrics"])):
             return run
     return None
 
@@ -143,11 +147,10 @@ def run_case(model, method: str, request: EraseRequest, config: dict[str, Any], 
     """
     if earlier and not timeline_every and not save_to:
         resolved = api.resolve_config(method, model.profile, request, config, family=model.family.name)
-        wanted = {"method": method, "concepts": request.concepts, "anchors": request.anchors,
-                  "config": as_json(dataclasses.asdict(resolved.config)), "model": model.source, "suite": suite,
-                  "groups": groups, **as_json(label or {})}
-        found = [_earlier_run(earlier, {**wanted, "seeds": seeds, "seed_set": i}, attack_steps > 0 and i == 0)
-                 for i, seeds in enumerate(seed_sets)]
+        wanted = {"method": method, "concepts": request.concepts, "anchors": request.anchors, "model": model.source,
+                  "suite": suite, "groups": groups, **as_json(label or {})}
+        found = [_earlier_run(earlier, {**wanted, "seeds": seeds, "seed_set": i}, resolved.config,
+                              attack_steps > 0 and i == 0) for i, seeds in enumerate(seed_sets)]
         if all(found):
             return found
     timeline = small_timeline(model, suite) if timeline_every else None

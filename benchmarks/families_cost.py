@@ -161,10 +161,12 @@ def emulated_skip(rates: dict[str, float], dtype: str, ratio: float, fp32: tuple
     if rates[dtype] * ratio >= rates["fp32"]:
         return None
     slower = rates["fp32"] / rates[dtype]
-    seconds = fp32[1] * slower if fp32 else 0.0
-    duration = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
-    implied = (f"; at that rate one step would take about {duration} (the {fp32[0]} row's "
-               f"{fp32[1]:.0f} s × {slower:.0f})") if fp32 else ""
+    implied = ""
+    if fp32:
+        seconds = fp32[1] * slower
+        duration = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+        implied = (f"; at that rate one step would take about {duration} (the {fp32[0]} row's {fp32[1]:.0f} s "
+                   f"× {slower:.0f})")
     return (f"not run: {dtype} matmul on this CPU runs at {rates[dtype]:.2f} GFLOPS against {rates['fp32']:.1f} "
             f"for fp32 ({slower:.0f}× slower: no native {dtype}, emulated){implied}")
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import common
+from calibrate_toyworld import METHODS as CALIBRATED
+from calibrate_toyworld import method_id
 
 from erasekit.eval.results import write_result
 
@@ -40,8 +42,8 @@ ANCHORS = ("thing",)
 # --quality: eight concepts of two kinds, the concept of each kind that stays, and each method's anchor rule
 QUALITY_CONCEPTS = ("circle", "square", "triangle", "cross", "red", "green", "blue", "yellow")
 KEPT = {"shape": "diamond", "color": "purple"}
-QUALITY_METHODS = {"abo": ("next", {}), "ca": ("superset", {}), "esd-x": ("none", {"variant": "x"}),
-                   "uce": ("next", {}), "sepme": ("none", {})}
+# Table 1's anchor rules (calibrate_toyworld.METHODS) for the methods it has; SepME takes no anchor.
+QUALITY_METHODS = {**{m: CALIBRATED[m] for m in ("abo", "ca", "esd-x", "uce")}, "sepme": ("none", {})}
 
 
 def quality_anchor(rule: str, concept: str) -> str | None:
@@ -64,27 +66,22 @@ def _mean(values: list[float]) -> float | str:
     return sum(values) / len(values) if values else ""
 
 
-def concept_suite(concept: str) -> str:
-    from erasekit.toyworld import domain
-
-    return f"toyworld:{domain.concept_kind(concept)}={concept}"
-
-
 def quality(args) -> None:
     """The --quality runs (module docstring), written after every case."""
+    from erasekit.toyworld.defaults import check_suite
+
     seed_sets, model = common.setup(args)
     seed_sets = seed_sets[:1]
     earlier = common.earlier_runs("perf_concepts_quality", args.out)
     runs: list[dict] = []
     for label in ("esd-x" if m == "esd" else m for m in args.methods.split(",")):  # ESD erases by its x variant
         rule, fixed = QUALITY_METHODS[label]
-        method = label.split("-")[0]
-
+        method = method_id(label)
         joint = quality_request(rule, QUALITY_CONCEPTS)
         plan = [("joint", joint, c) for c in QUALITY_CONCEPTS] + [("kept", joint, c) for c in KEPT.values()]
         plan += [("alone", quality_request(rule, [c]), c) for c in QUALITY_CONCEPTS]
         for mode, req, concept in plan:
-            entries = common.run_case(model, method, req, fixed, concept_suite(concept), seed_sets, args.steps,
+            entries = common.run_case(model, method, req, fixed, check_suite(concept), seed_sets, args.steps,
                                       label={"label": label, "mode": mode, "case": concept}, groups=["target"],
                                       earlier=earlier)
             runs.extend(entries)
