@@ -69,6 +69,8 @@ def table(doc: dict) -> str:
             lines += ["", "(grid not completed: the points not listed were not run)"]
         return "\n".join(lines)
     varying = _varying(runs)
+    if len({tuple(r.get("seeds") or ()) for r in runs if r.get("seeds")}) > 1:
+        varying.append("seeds")  # runs on several evaluation seed sets say which row is which
     standard = [r for r in runs if len(runs) > 1 and any(k in r["metrics"] for k in COLUMNS)
                 and not any(" " in k for k in r["metrics"])]  # runs with per-setting metrics get their own
     if standard:
@@ -129,7 +131,7 @@ def _label(run: dict, varying: list[str]) -> str:
 
 
 def _config_note(run: dict, varying: list[str]) -> str:
-    cfg = run.get("config") or {}
+    cfg = {**(run.get("config") or {}), **({"seeds": _seed_text(run["seeds"])} if run.get("seeds") else {})}
     parts = [f"{k}={cfg[k]}" for k in varying if k in cfg]
     return f"({', '.join(parts)})" if parts else ""
 
@@ -140,8 +142,10 @@ def _varying(runs: list[dict]) -> list[str]:
     for method in dict.fromkeys(r.get("method") for r in runs):  # run order, not hash order
         cfgs = [r.get("config") or {} for r in runs if r.get("method") == method]
         for key in dict.fromkeys(k for c in cfgs for k in c):
-            values = {repr(c.get(key)) for c in cfgs}
-            if len(values) > 1 and all(isinstance(c.get(key), (int, float, str, type(None))) for c in cfgs):
+            # A key a run does not have (another kind of run, e.g. purification) does not make it vary.
+            present = [c[key] for c in cfgs if key in c]
+            if len({repr(v) for v in present}) > 1 and all(isinstance(v, (int, float, str, type(None)))
+                                                           for v in present):
                 keys += [key] if key not in keys and key not in ("seed", "checkpoint_every") else []
     return keys
 
