@@ -73,13 +73,12 @@ def evaluate_case(model, patch, case, seeds, steps, attack: str | None = None, a
     return {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
 
 
-def measured_cases(path: Path) -> dict:
-    """(case, config as JSON) → the run already written by an earlier, stopped calibration (a grid point
-    spelled differently but giving the same config reuses it)."""
+def measured_cases(path: Path) -> list[dict]:
+    """The runs an earlier, stopped calibration wrote (a grid point spelled differently but giving the same
+    config reuses its runs: common.same_config)."""
     if not path.exists():
-        return {}
-    return {(run["case"], json.dumps(run["config"], sort_keys=True)): run
-            for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]}
+        return []
+    return [run for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]]
 
 
 def choose(points: list[dict], recovery: str | None = None) -> int:
@@ -142,7 +141,8 @@ def main() -> None:
             resolved = api.resolve_config(method_id(args.method), model.profile, request, {**fixed, **values},
                                           family=model.family.name)
             config = common.config_key(resolved.config)
-            run = earlier.get((case["case"], json.dumps(config, sort_keys=True)))
+            run = next((r for r in earlier if r["case"] == case["case"] and common.same_config(r["config"],
+                                                                                           resolved.config)), None)
             if run is None or (recovery and recovery not in run["metrics"]):
                 patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
                 metrics = evaluate_case(model, patch, case, seeds, args.steps, args.attack, args.attack_steps)

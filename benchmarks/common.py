@@ -119,14 +119,22 @@ def as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def same_config(recorded: dict[str, Any], config) -> bool:
+    """Whether a result file's recorded config is the same erasure as `config`: every field equal, where a
+    field the record lacks (added to the method after it was measured) must be at its default."""
+    current = as_json(dataclasses.asdict(config))
+    defaults = as_json({f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                        for f in dataclasses.fields(config)})
+    if set(recorded) - set(current):
+        return False
+    return all(recorded[k] == v if k in recorded else v == defaults[k] for k, v in current.items())
+
+
 def _earlier_run(earlier: list[dict[str, Any]], wanted: dict[str, Any], config, attack: bool) -> dict[str, Any] | None:
     """The earlier run that measured exactly `wanted` (method, request, model, suite, seeds, groups, label)
-    with the same `config` as patch stores compare it (config_key), with the attack when one is asked for."""
-    key = as_json(config_key(config))
-    left_out = set(dataclasses.asdict(config)) - set(key)  # robust fields at their defaults
+    with the same erasure `config` (same_config), with the attack when one is asked for."""
     for run in earlier:
-        if (all(run.get(k) == v for k, v in wanted.items())
-                and {k: v for k, v in run["config"].items() if k not in left_out} == key
+        if (all(run.get(k) == v for k, v in wanted.items()) and same_config(run["config"], config)
                 and (not attack or "recovery_rate" in run["metrics"])):
             return run
     return None

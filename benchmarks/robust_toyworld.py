@@ -103,7 +103,7 @@ def main() -> None:
                                               family=model.family.name)
                 config = common.config_key(resolved.config)
                 earlier = done.get((label, name, robust))
-                if earlier is not None and earlier["config"] == config:
+                if earlier is not None and common.same_config(earlier["config"], resolved.config):
                     continue
                 patch, seconds, _ = common.erase_timed(model, method_id(label), request, values)
                 result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=args.steps, progress=False,

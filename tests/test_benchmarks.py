@@ -97,3 +97,22 @@ def test_a_stopped_benchmark_resumes_only_the_cases_it_measured_with_the_same_co
         with pytest.raises(Erased):
             common.run_case(model, "abo", request, config, "S", sets, 35, label={"case": "circle"},
                             earlier=earlier, attack_steps=attack)
+
+
+def test_a_record_made_before_a_config_field_existed_matches_only_with_that_field_at_its_default():
+    import dataclasses
+
+    import common
+
+    from erasekit import api
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["thing"])
+    config = api.resolve_config("ca", "toyworld", request, {}, family="sd").config
+    recorded = common.as_json(dataclasses.asdict(config))
+    older = {k: v for k, v in recorded.items() if k != "concept_templates"}  # measured before the field
+    assert common.same_config(recorded, config) and common.same_config(older, config)
+    with_templates = dataclasses.replace(config, concept_templates=[["a {}"]])
+    assert not common.same_config(older, with_templates)
+    assert not common.same_config({**older, "lr": older["lr"] * 2}, config)
+    assert not common.same_config({**recorded, "gone": 1}, config)  # a field the method no longer has
