@@ -4,7 +4,8 @@ method (the toy world's defaults layer, chosen on the calibration seeds by calib
 is measured on two disjoint evaluation seed sets that took no part in any choice.
 
 Reports per concept, plus per method and seed set the mean and the worst concept over the shapes.
-Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md).
+Writes benchmarks/results/table1_toyworld.json (format: ../shared/BENCHMARKS.md) after every case; a rerun
+with the same --name keeps the cases a stopped run measured with the same config and measures the rest.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def main() -> None:
     seed_sets, model = common.setup(args)
     Path(args.patches).mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
+    earlier = common.earlier_runs(args.name, args.out)  # a stopped run resumes where it stopped
     for label in args.methods.split(","):
         rule, fixed = METHODS[label]
         cases = common.concept_cases(rule)
@@ -121,7 +123,7 @@ def main() -> None:
                                args.steps, label={"label": label, "case": case["case"], "kind": case["kind"],
                                                   "calibrated": calibrated(label)},
                                attack_steps=attack, save_to=f"{args.patches}/{label}-{case['case']}.safetensors",
-                               groups=groups)
+                               groups=groups, earlier=earlier)
             runs.extend(entries)
             for entry in entries:
                 print(label, case["case"], entry["seeds"][0], {k: round(v, 3) for k, v in entry["metrics"].items()
