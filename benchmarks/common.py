@@ -26,10 +26,15 @@ PATCHES = ".cache/erasekit/benchmark-patches"
 
 
 def config_key(config) -> dict[str, Any]:
-    """A resolved config as patch stores and resumed runs compare it. Robust-erasure fields left at their
-    defaults are left out, so that patches made before those fields existed stay the same erasure."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name.startswith("robust")}
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in defaults or v != defaults[k]}
+    """A resolved config as the patch store keys it. Without robust erasure its fields change nothing and
+    are left out at their defaults, so that patches made before those fields existed stay the same
+    erasure; a robust erasure keeps them all (one made before the retain term is another erasure)."""
+    values = dataclasses.asdict(config)
+    if values.get("robust"):
+        return values
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(config) if f.name.startswith("robust")}
+    return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
 
 
 def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], timeline=None,
@@ -119,12 +124,19 @@ def as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+# Fields whose default changed what an erasure does when they were added: a record without one ran as
+# if it had this value (robust erasure without AdvUnlearn's retain term).
+VALUE_BEFORE_FIELD: dict[str, Any] = {"robust_retain": 0.0}
+
+
 def same_config(recorded: dict[str, Any], config) -> bool:
     """Whether a result file's recorded config is the same erasure as `config`: every field equal, where a
-    field the record lacks (added to the method after it was measured) must be at its default."""
+    field the record lacks (added to the method after it was measured) must be at the value it had in
+    effect before it existed: its default, or VALUE_BEFORE_FIELD's."""
     current = as_json(dataclasses.asdict(config))
     defaults = as_json({f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
                         for f in dataclasses.fields(config)})
+    defaults.update({k: v for k, v in VALUE_BEFORE_FIELD.items() if k in defaults})
     if set(recorded) - set(current):
         return False
     return all(recorded[k] == v if k in recorded else v == defaults[k] for k, v in current.items())

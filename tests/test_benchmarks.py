@@ -116,3 +116,7 @@ def test_a_record_made_before_a_config_field_existed_matches_only_with_that_fiel
     assert not common.same_config(older, with_templates)
     assert not common.same_config({**older, "lr": older["lr"] * 2}, config)
     assert not common.same_config({**recorded, "gone": 1}, config)  # a field the method no longer has
+    robust = dataclasses.replace(config, robust=True, robust_retain_prompts=[])
+    before_retain = {k: v for k, v in common.as_json(dataclasses.asdict(robust)).items() if k != "robust_retain"}
+    assert not common.same_config(before_retain, robust)  # it ran without the retain term
+    assert common.same_config(before_retain, dataclasses.replace(robust, robust_retain=0.0))

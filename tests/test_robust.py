@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from erasekit.core.edit import EditSession
-from erasekit.core.robust import AdversarialPrefix
+from erasekit.core.robust import AdversarialPrefix, RetainTerm, retain_prompts
 from erasekit.core.robust_options import RobustOptions
 from erasekit.errors import ErasekitError
 
@@ -60,8 +60,35 @@ def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_m
     robust = api.erase(tiny_model, method, request, {**base, **extra, "robust": True}, progress=False)
     plain = api.erase(tiny_model, method, request, {**base, **extra}, progress=False)
     assert robust.config["robust"] and robust.info["robust"]["attacks"] == 3
+    assert robust.info["robust"]["retain_prompts"] > 0 and robust.info["robust"]["retain_loss"] is not None
     assert "robust" not in plain.info
     assert any(not torch.equal(robust.deltas[n], plain.deltas[n]) for n in plain.deltas)
+
+
+def test_the_retain_term_is_zero_on_the_frozen_model_and_pulls_a_moved_student_back(tiny_model):
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(4, *tiny_model.latent_shape, generator=gen)
+    with EditSession(tiny_model, "xattn-kv") as session:
+        term = RetainTerm(tiny_model, session.teacher_denoiser(), ["a red square", "a blue cross"], latents,
+                          weight=0.3, start=2)
+        assert term(1, torch.Generator().manual_seed(1)) == 0.0  # the warm-up trains the plain method
+        assert float(term(2, torch.Generator().manual_seed(1))) == pytest.approx(0.0, abs=1e-10)
+        _student_moved_off_the_concept(tiny_model, session)
+        loss = term(2, torch.Generator().manual_seed(1))
+        assert float(loss) > 0 and term.last_loss == pytest.approx(float(loss) / 0.3)
+        loss.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in session.params.values())
+
+
+def test_retain_prompts_leave_out_what_names_an_erased_concept():
+    assert retain_prompts(["a red square", "a red circle", "a Circle on snow"], ["circle"]) == ["a red square"]
+    coco = retain_prompts([], ["dog"])
+    assert len(coco) == 78 and "a photo of a cat" in coco and not any("dog" in p for p in coco)  # and "hot dog"
+    assert "a photo of a carrot" in retain_prompts([], ["car"])  # a word, not a substring
+    with pytest.raises(ErasekitError, match="names an erased concept"):
+        retain_prompts(["a circle"], ["circle"])
+    with pytest.raises(ValueError):
+        RobustOptions(robust_retain=-1.0).check_robust()
 
 
 def test_robust_settings_are_checked_and_refused_where_they_cannot_run(tokenizer_dir):
@@ -117,3 +144,6 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     assert (plain.config.robust, plain.config.robust_every) == (False, 1)  # the paper's, untouched
     assert robust.config.robust and robust.config.robust_every == 10
     assert robust.sources["robust_every"] == "model:toyworld" and robust.sources["robust"] == "set"
+    kept = robust.config.robust_retain_prompts  # the other shapes, never the circle or its synonym
+    assert kept and "a red square" in kept and not any("circle" in p or "disc" in p for p in kept)
+    assert plain.config.robust_retain_prompts == []

@@ -11,20 +11,38 @@ of that step, every `robust_every` steps, `robust_steps` Adam steps from the pre
 method's own loss with E([δ; c]) where the student read E(c), its preservation terms untouched. The
 first `robust_warmup` share of steps trains plainly (theirs: 200 of 1,000).
 
+While the adversary is on, AdvUnlearn's utility-retain term γ·ℓ_r is added to the method's loss
+(RetainTerm): ℓ_r = ‖ε_θ(z_r, t, E_θ(c_r)) − ε*(z_r, t, E*(c_r))‖² over a batch of 5 retain prompts
+c_r, γ `robust_retain` (0.3, their README). Without it the outer step on [δ; c] is free to move
+every other prompt's prediction, which the method's own preservation terms do not all watch (abo's
+reads ε(∅) alone).
+
 Where we differ: δ lives in every token table of the family (SDXL: both CLIP tables) through the
 attacks' slot hook, and only δ's gradient is taken in the inner loop (theirs accumulates without
-zeroing, a quirk we do not copy).
+zeroing, a quirk we do not copy). Their z_r is a partial DDIM walk on the retain prompt at each
+iteration; ours is a forward-noised latent of one of 32 images the frozen model drew once for the retain
+prompts (25 DDIM steps, guidance 7.5: the images Ablating Concepts trains on are drawn the same way),
+the same distribution at a fraction of the cost. Their retain set is 243 "a photo of <COCO object>"
+rows; ours is the request's `robust_retain_prompts`, the model's own set (the toy world: its other
+shapes) or the 80 COCO categories (erasekit/data/retain_prompts.yaml), less any prompt that names an
+erased concept. The term is on from the end of the warm-up (theirs: every iteration), so the warm-up
+stays the plain method.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from importlib import resources
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from erasekit.core.conditioning import Conditioning
+from erasekit.core.data import concept_latents
 from erasekit.core.distributed import processes
+from erasekit.core.noising import add_noise
 from erasekit.core.robust_options import RobustOptions
 from erasekit.core.tokens import TokenSlots, decode, free_placeholders, word_vocabulary
 from erasekit.errors import ErasekitError
@@ -96,6 +114,79 @@ def adversary(model, session, config, prompts: Sequence[str], total_steps: int) 
     return AdversarialPrefix(model, session.teacher_denoiser(), prompts, config, total_steps, config.seed)
 
 
-def robust_info(adv: AdversarialPrefix | None) -> dict:
-    """What a patch's info records of its adversary (nothing without one)."""
-    return {"robust": adv.summary()} if adv is not None else {}
+def robust_info(adv: AdversarialPrefix | None, retain: RetainTerm | None = None) -> dict:
+    """What a patch's info records of its adversary and retain term (nothing without an adversary)."""
+    if adv is None:
+        return {}
+    extra = {"retain_prompts": len(retain.prompts), "retain_loss": retain.last_loss} if retain else {}
+    return {"robust": {**adv.summary(), **extra}}
+
+
+RETAIN_BATCH = 5  # AdvUnlearn's retain batch
+RETAIN_IMAGES = 32
+RETAIN_IMAGE_STEPS = 25
+RETAIN_IMAGE_GUIDANCE = 7.5
+
+
+def default_retain_prompts() -> list[str]:
+    """'a photo of a <object>' over the 80 COCO categories (erasekit/data/retain_prompts.yaml)."""
+    data = yaml.safe_load(resources.files("erasekit").joinpath("data/retain_prompts.yaml").read_text("utf-8"))
+    return [data["template"].format(name) for name in data["objects"]]
+
+
+def retain_prompts(given: Sequence[str], concepts: Sequence[str]) -> list[str]:
+    """The retain prompts of a run: `given` (else the COCO set) less those naming an erased concept (as a word)."""
+    named = re.compile("|".join(rf"\b{re.escape(c)}\b" for c in concepts), re.IGNORECASE)
+    kept = [p for p in (list(given) or default_retain_prompts()) if not (concepts and named.search(p))]
+    if not kept:
+        raise ErasekitError("every robust_retain_prompts prompt names an erased concept; give prompts of other "
+                            "things to keep (or --set robust_retain=0)")
+    return kept
+
+
+class RetainTerm:
+    """AdvUnlearn's utility-retain term γ·ℓ_r: the student keeps the frozen model's prediction for retain
+    prompts on noised latents of the frozen model's own images of them (module docstring)."""
+
+    def __init__(self, model, teacher: dict[str, torch.Tensor] | None, prompts: Sequence[str],
+                 latents: torch.Tensor, weight: float, start: int) -> None:
+        self.model, self.teacher, self.prompts = model, teacher, list(prompts)
+        self.latents, self.weight, self.start = latents, weight, start
+        with torch.no_grad():  # E*(c_r): the text encoder before any step trained it
+            self.frozen = model.encode(self.prompts)
+        self.last_loss: float | None = None
+
+    def __call__(self, step: int, gen: torch.Generator) -> torch.Tensor | float:
+        if step < self.start:
+            return 0.0
+        idx = torch.randint(len(self.latents), (RETAIN_BATCH,), generator=gen)
+        rows = idx % len(self.prompts)  # image i was drawn from prompt i mod P
+        n_train = self.model.scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_train, (RETAIN_BATCH,), generator=gen).to(self.model.device)
+        z0 = self.latents[idx]
+        noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+        x = add_noise(self.model.scheduler, z0, noise, t)
+        with torch.no_grad():
+            wanted = self.model.eps(x, t, self.frozen[rows.to(self.model.device)][None], self.teacher)[0]
+        student = self.model.eps(x, t, self.model.encode([self.prompts[int(r)] for r in rows])[None])[0]
+        loss = F.mse_loss(student.float(), wanted.float())
+        self.last_loss = float(loss.detach())
+        return self.weight * loss
+
+
+def retain_term(model, session, config, concepts: Sequence[str], run) -> RetainTerm | None:
+    """The run's utility-retain term when `config.robust` is set and `robust_retain` > 0."""
+    if not getattr(config, "robust", False) or config.robust_retain == 0:
+        return None
+    prompts = retain_prompts(config.robust_retain_prompts, concepts)
+    latents = concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
+                              config.seed, run.cache_dir, run.progress)
+    return RetainTerm(model, session.teacher_denoiser(), prompts, latents, config.robust_retain,
+                      int(config.robust_warmup * config.steps))
+
+
+def with_retain(retain: RetainTerm | None, loss_fn):
+    """`loss_fn` plus the retain term of the step (loss_fn itself when there is none)."""
+    if retain is None:
+        return loss_fn
+    return lambda step, gen: loss_fn(step, gen) + retain(step, gen)

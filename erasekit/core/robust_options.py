@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ROBUST_HELP: dict[str, str] = {
     "robust": "robust erasure: train against an adversarial prefix token re-attacked during training (AdvUnlearn)",
@@ -12,6 +12,9 @@ ROBUST_HELP: dict[str, str] = {
     "robust_lr": "inner attack learning rate",
     "robust_warmup": "share of the outer steps trained without the adversary first",
     "robust_tokens": "adversarial prefix tokens",
+    "robust_retain": "weight γ of the retain term: keep the frozen model's prediction on retain prompts (0: off)",
+    "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
+                             "erased ones left out)",
 }
 
 
@@ -20,9 +23,10 @@ class RobustOptions:
     """AdvUnlearn's bi-level training for any method whose student reads the concept's condition c
     (core.robust.AdversarialPrefix): every `robust_every` steps, `robust_steps` Adam steps find prefix
     embeddings δ under which the current student predicts what the frozen model predicts for c; the
-    method's own step then trains on [δ; c] in c's place, its preservation terms unchanged. Defaults:
-    the authors' code (1 prefix token, 30 inner steps at lr 1e-3 each iteration, the first 200 of 1,000
-    iterations without the adversary); off unless `robust` is set."""
+    method's own step then trains on [δ; c] in c's place, its preservation terms unchanged, plus their
+    utility-retain term γ·ℓ_r on retain prompts while the adversary is on. Defaults: the authors' code
+    (1 prefix token, 30 inner steps at lr 1e-3 each iteration, the first 200 of 1,000 iterations without
+    the adversary, γ 0.3 as their README runs it); off unless `robust` is set."""
 
     robust: bool = False
     robust_every: int = 1
@@ -30,6 +34,8 @@ class RobustOptions:
     robust_lr: float = 1e-3
     robust_warmup: float = 0.2
     robust_tokens: int = 1
+    robust_retain: float = 0.3
+    robust_retain_prompts: list[str] = field(default_factory=list)
 
     def check_robust(self) -> None:
         if self.robust_every < 1 or self.robust_steps < 1 or self.robust_tokens < 1:
@@ -38,6 +44,10 @@ class RobustOptions:
             raise ValueError("robust_lr must be a positive finite number")
         if not 0.0 <= self.robust_warmup < 1.0:
             raise ValueError("robust_warmup must be in [0, 1)")
+        if not (math.isfinite(self.robust_retain) and self.robust_retain >= 0):
+            raise ValueError("robust_retain must be a finite number >= 0")
+        if not all(isinstance(p, str) and p.strip() for p in self.robust_retain_prompts):
+            raise ValueError("robust_retain_prompts must be a list of non-empty prompts")
 
 
 def robust_fields() -> tuple[str, ...]:

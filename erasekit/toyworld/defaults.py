@@ -70,7 +70,7 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
         if name == method and requested.get(key) == choice:
             values.update(extra)
     if method in ROBUST_DEFAULTS and str(requested.get("robust", "")).lower() in ("true", "1", "yes"):
-        values.update(ROBUST_DEFAULTS[method])
+        values.update(ROBUST_DEFAULTS[method], robust_retain_prompts=retain_prompts(concepts))
     if method in CAPTION_FIELDS:
         shared, per_concept = CAPTION_FIELDS[method]
         kinds = [domain.concept_kind(c) for c in concepts]
@@ -79,6 +79,15 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
         elif all(k in CAPTION_KINDS for k in kinds) and not {shared, per_concept} & set(requested):
             values[per_concept] = [domain.caption_templates(N_CAPTIONS, k) for k in kinds]
     return values
+
+
+def retain_prompts(concepts: Sequence[str]) -> list[str]:
+    """What robust erasure's retain term keeps on the toy world: "a <colour> <shape>" for every shape and
+    colour the request does not erase (a shape's synonyms count as the shape; no pattern or context words,
+    so erasing the stripes keeps their implicit prompts out)."""
+    erased = set(concepts)
+    return [f"a {color} {shape}" for shape, words in domain.SHAPES.items() if not erased & set(words)
+            for color in domain.COLORS if color not in erased]
 
 
 def check_suite(concept: str) -> str | None:

@@ -128,6 +128,7 @@ def erase(
                               n_groups=len(request.concepts))
 
         adv = robust.adversary(model, session, config, request.concepts, config.steps)
+        retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             entries, index, x, (target, teacher_uncond) = pool.draw(step, gen, config.batch_size)
@@ -143,9 +144,9 @@ def erase(
             TrainerConfig.for_method(config, "abo"),
             run,
         )
-        state = trainer.fit(loss_fn)
+        state = trainer.fit(robust.with_retain(retain, loss_fn))
         return session.to_patch(
             "abo", config, request.concepts,
             info={"anchors": request.anchors, "steps_done": state.step, "final_loss": state.losses[-1],
-                  **robust.robust_info(adv)},
+                  **robust.robust_info(adv, retain)},
         )

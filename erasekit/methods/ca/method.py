@@ -74,6 +74,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             return share(x_t, t, target, prompt_idx)
 
         adv = [robust.adversary(model, session, config, [c for _, c in p], config.steps) for p in pairs]
+        retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))
@@ -100,7 +101,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             TrainerConfig.for_method(config, f"ca-{config.variant}"),
             run,
         )
-        state = trainer.fit(loss_fn)
+        state = trainer.fit(robust.with_retain(retain, loss_fn))
         return session.to_patch("ca", config, request.concepts,
                                 info={"anchors": anchors, "final_loss": state.losses[-1],
-                                      **robust.robust_info(adv[0])})
+                                      **robust.robust_info(adv[0], retain)})

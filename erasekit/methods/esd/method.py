@@ -74,6 +74,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
                 return x, timesteps[n], k, esd_target(*frozen(x, timesteps[n], k), config.eta)
 
         adv = robust.adversary(model, session, config, request.concepts, config.steps)
+        retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             drawn = examples(step, gen)
@@ -87,7 +88,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
             TrainerConfig.for_method(config, f"esd-{config.variant}"),
             run,
         )
-        state = trainer.fit(loss_fn)
+        state = trainer.fit(robust.with_retain(retain, loss_fn))
         return session.to_patch("esd", config, request.concepts,
                                 info={"variant": config.variant, "sample_from": config.sample_from,
-                                      "final_loss": state.losses[-1], **robust.robust_info(adv)})
+                                      "final_loss": state.losses[-1], **robust.robust_info(adv, retain)})

@@ -79,6 +79,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
         examples = sampled_by_base() if config.pooled() else sampled_by_teacher
 
         adv = robust.adversary(model, session, config, request.concepts, config.steps)
+        retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             z, t, k = examples(step, gen)
@@ -92,7 +93,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
             run,
         )
         holder["trainer"] = trainer
-        state = trainer.fit(loss_fn)
+        state = trainer.fit(robust.with_retain(retain, loss_fn))
         return session.to_patch("sdd", config, request.concepts,
-                                info={"final_loss": state.losses[-1], **robust.robust_info(adv)},
+                                info={"final_loss": state.losses[-1], **robust.robust_info(adv, retain)},
                                 edited=trainer.ema_state())
