@@ -32,9 +32,8 @@ def config_key(config) -> dict[str, Any]:
     values = dataclasses.asdict(config)
     if values.get("robust"):
         return values
-    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-                for f in dataclasses.fields(config) if f.name.startswith("robust")}
-    return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
+    defaults = dataclasses.asdict(type(config)())
+    return {k: v for k, v in values.items() if not k.startswith("robust") or v != defaults[k]}
 
 
 def erase_timed(model, method: str, request: EraseRequest, config: dict[str, Any], timeline=None,
@@ -134,8 +133,7 @@ def same_config(recorded: dict[str, Any], config) -> bool:
     field the record lacks (added to the method after it was measured) must be at the value it had in
     effect before it existed: its default, or VALUE_BEFORE_FIELD's."""
     current = as_json(dataclasses.asdict(config))
-    defaults = as_json({f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-                        for f in dataclasses.fields(config)})
+    defaults = as_json(dataclasses.asdict(type(config)()))
     defaults.update({k: v for k, v in VALUE_BEFORE_FIELD.items() if k in defaults})
     if set(recorded) - set(current):
         return False
