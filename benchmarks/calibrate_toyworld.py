@@ -5,6 +5,8 @@ For each grid point (e.g. --grid lr=5e-4,1e-3 --grid steps=200), erase every toy
 common.concept_cases), evaluate the target and other prompts on the calibration seeds only (10–13),
 and pick the setting by the rule below, fixed before any run. The evaluation seeds (0–3, 20–23) are
 never touched here. The chosen values go into erasekit/toyworld/defaults.py by hand, citing the file.
+The anchor rule is searched like a config value (--grid anchor_rule=superset,next); the chosen rule goes
+into METHODS below, which the table scripts read.
 
 Rule: among grid points whose mean ssim_other ≥ 0.85 and whose mean other_accuracy is within 0.03 of
 the base's, the lowest mean target_rate, then the lowest worst-concept target_rate, then the first
@@ -46,6 +48,8 @@ METHODS = {
     "uce": ("next", {}),
     "fmn": ("none", {}),
 }
+# A --grid key that is not a config field: the anchor rule of common.concept_cases ('next', 'superset', 'none')
+ANCHOR_RULE = "anchor_rule"
 GROUPS = ("target", "other")  # what the choice reads; the other groups are left to the evaluation
 SSIM_MIN, ACCURACY_DROP_MAX = 0.85, 0.03
 ROBUST_SSIM_MIN = 0.90
@@ -73,12 +77,10 @@ def evaluate_case(model, patch, case, seeds, steps, attack: str | None = None, a
     return {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
 
 
-def measured_cases(path: Path) -> list[dict]:
-    """The runs an earlier, stopped calibration wrote (a grid point spelled differently but giving the same
-    config reuses its runs: common.same_config)."""
-    if not path.exists():
-        return []
-    return [run for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]]
+def measured_cases(paths: list[Path]) -> list[dict]:
+    """The runs earlier calibrations of this method and model wrote, a stopped one or another tag's (a grid
+    point spelled differently but giving the same config and anchors reuses its runs: common.same_config)."""
+    return [run for path in paths for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]]
 
 
 def choose(points: list[dict], recovery: str | None = None) -> int:
@@ -124,25 +126,30 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     seeds = api.parse_seeds(common.CALIBRATION_SEEDS)
     model = api.load_model(args.model, device="cpu")
-    rule, fixed = METHODS[args.method]
-    cases = [c for c in common.concept_cases(rule) if args.cases is None or c["case"] in args.cases.split(",")]
+    default_rule, fixed = METHODS[args.method]
     name = f"calibration_{args.method}_{common.result_name('x', args.model).split('_', 1)[1]}"
     if args.tag:
         name += f"_{args.tag}"
     grid = parse_grid(args.grid)
     recovery = ATTACKS[args.attack].metric if args.attack else None
-    earlier = measured_cases(Path(args.out) / f"{name}.json")
+    stem = name.removesuffix(f"_{args.tag}") if args.tag else name
+    out = Path(args.out)
+    earlier = measured_cases(sorted(out.glob(f"{stem}.json")) + sorted(out.glob(f"{stem}_*.json")))
     points: list[dict] = []
-    for values in grid:
+    for point in grid:
         runs: list[dict] = []
-        points.append({"grid": values, "runs": runs})
+        points.append({"grid": point, "runs": runs})
+        # The anchor rule is a setting like any other (chosen on these seeds), but it shapes the request
+        values = {k: v for k, v in point.items() if k != ANCHOR_RULE}
+        cases = [c for c in common.concept_cases(point.get(ANCHOR_RULE, default_rule))
+                 if args.cases is None or c["case"] in args.cases.split(",")]
         for case in cases:
             request = common.case_request(case)
             resolved = api.resolve_config(method_id(args.method), model.profile, request, {**fixed, **values},
                                           family=model.family.name)
             config = common.config_key(resolved.config)
-            run = next((r for r in earlier if r["case"] == case["case"] and common.same_config(r["config"],
-                                                                                           resolved.config)), None)
+            run = next((r for r in earlier if r["case"] == case["case"] and r["anchors"] == request.anchors
+                        and common.same_config(r["config"], resolved.config)), None)
             if run is None or (recovery and recovery not in run["metrics"]):
                 patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
                 metrics = evaluate_case(model, patch, case, seeds, args.steps, args.attack, args.attack_steps)
@@ -150,7 +157,7 @@ def main() -> None:
                        "anchors": request.anchors, "config": config, "seconds": round(seconds, 1),
                        "metrics": metrics}
             runs.append(run)
-            print(args.method, values, case["case"], {k: round(v, 3) for k, v in run["metrics"].items()
+            print(args.method, point, case["case"], {k: round(v, 3) for k, v in run["metrics"].items()
                                                       if k in ("target_rate", "ssim_other", "other_accuracy",
                                                                recovery)},
                   flush=True)
