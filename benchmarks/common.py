@@ -132,12 +132,20 @@ def same_config(recorded: dict[str, Any], config) -> bool:
     """Whether a result file's recorded config is the same erasure as `config`: every field equal, where a
     field the record lacks (added to the method after it was measured) must be at the value it had in
     effect before it existed: its default, or VALUE_BEFORE_FIELD's."""
-    current = as_json(dataclasses.asdict(config))
+    current = as_json(config_key(config))
+    if not current.get("robust"):  # robust erasure's fields change nothing then (config_key)
+        recorded = {k: v for k, v in recorded.items() if k in current or not k.startswith("robust")}
     defaults = as_json(dataclasses.asdict(type(config)()))
     defaults.update({k: v for k, v in VALUE_BEFORE_FIELD.items() if k in defaults})
     if set(recorded) - set(current):
         return False
-    return all(recorded[k] == v if k in recorded else v == defaults[k] for k, v in current.items())
+    return all(_same_value(recorded[k], v) if k in recorded else _same_value(v, defaults[k])
+               for k, v in current.items())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # An empty list and None both say "not set": a field whose default moved from None to [] is unchanged
+    return a == b or (a in (None, []) and b in (None, []))
 
 
 def _earlier_run(earlier: list[dict[str, Any]], wanted: dict[str, Any], config, attack: bool) -> dict[str, Any] | None:

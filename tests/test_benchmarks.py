@@ -114,6 +114,10 @@ def test_a_record_made_before_a_config_field_existed_matches_only_with_that_fiel
     assert common.same_config(recorded, config) and common.same_config(older, config)
     with_templates = dataclasses.replace(config, concept_templates=[["a {}"]])
     assert not common.same_config(older, with_templates)
+    as_stored = common.as_json(common.config_key(config))  # a plain erase is stored without robust fields
+    assert common.same_config(as_stored, config) and common.same_config(recorded, config)
+    unset_as_none = {**as_stored, "concept_templates": None}  # recorded when the field's default was None
+    assert common.same_config(unset_as_none, config) and not common.same_config(unset_as_none, with_templates)
     assert not common.same_config({**older, "lr": older["lr"] * 2}, config)
     assert not common.same_config({**recorded, "gone": 1}, config)  # a field the method no longer has
     robust = dataclasses.replace(config, robust=True, robust_retain_prompts=[])
