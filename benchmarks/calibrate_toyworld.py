@@ -17,6 +17,11 @@ Robust rule (with --attack, for robust erasure's settings): among grid points wh
 bars), the lowest mean recovery rate of the attack at its budget, then the lowest mean target_rate,
 then the first in grid order. With no point admissible, the one with the highest mean ssim_other.
 
+Cost rule (with --rule cost, for settings that change what an erase costs, not what it optimises: the
+trajectory pool's size and refresh, the batch): among admissible points (as above) that meet the
+every-concept bars (mean target_rate ≤ 0.15, worst ≤ 0.30), the lowest mean erase seconds, then the
+lowest mean target_rate, then the first in grid order. With none meeting them, the first rule.
+
 Writes benchmarks/results/calibration_<method>_toyworld.json (format: ../shared/BENCHMARKS.md) after
 every case, so a stopped calibration resumes: a rerun with the same arguments keeps the cases already
 measured (same grid point, same case, same config) and measures only the rest.
@@ -41,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Each method's anchor rule (common.concept_cases) and the values every grid point shares.
 METHODS = {
     "abo": ("next", {}),
-    "ca": ("superset", {}),
+    "ca": ("next", {}),  # calibration_ca_toyworld_anchor.json: "thing" is itself drawn as a triangle
     "esd-x": ("none", {"variant": "x"}),
     "esd-u": ("none", {"variant": "u"}),
     "sdd": ("none", {}),
@@ -53,6 +58,7 @@ ANCHOR_RULE = "anchor_rule"
 GROUPS = ("target", "other")  # what the choice reads; the other groups are left to the evaluation
 SSIM_MIN, ACCURACY_DROP_MAX = 0.85, 0.03
 ROBUST_SSIM_MIN = 0.90
+MEAN_MAX, WORST_MAX = 0.15, 0.30  # the every-concept bars the cost rule asks of a cheaper setting
 
 
 def method_id(label: str) -> str:
@@ -83,14 +89,21 @@ def measured_cases(paths: list[Path]) -> list[dict]:
     return [run for path in paths for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]]
 
 
-def choose(points: list[dict], recovery: str | None = None) -> int:
+def choose(points: list[dict], recovery: str | None = None, cost: bool = False) -> int:
     """The index of the chosen grid point (the module docstring's rule; its robust rule when `recovery`
-    names the attack's metric)."""
+    names the attack's metric; its cost rule with `cost`)."""
     ssim_min = ROBUST_SSIM_MIN if recovery else SSIM_MIN
 
     def admissible(p):
         s = p["summary"]
         return s["ssim_other_mean"] >= ssim_min and s["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
+
+    if cost:
+        good = [i for i, p in enumerate(points) if admissible(p) and p["summary"]["target_rate_mean"] <= MEAN_MAX
+                and p["summary"]["target_rate_worst"] <= WORST_MAX]
+        if good:
+            return min(good, key=lambda i: (points[i]["summary"]["seconds_mean"],
+                                            points[i]["summary"]["target_rate_mean"], i))
 
     def order(i):
         s = points[i]["summary"]
@@ -118,6 +131,8 @@ def main() -> None:
     parser.add_argument("--attack", default=None, choices=sorted(ATTACKS),
                         help="also run this attack on every patch and choose by the robust rule")
     parser.add_argument("--attack-steps", type=int, default=500, help="the attack's budget (with --attack)")
+    parser.add_argument("--rule", choices=("erasure", "cost"), default="erasure",
+                        help="cost: the cheapest point meeting the bars (for pool and batch settings)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     import torch
@@ -163,28 +178,30 @@ def main() -> None:
                   flush=True)
             whole = len(points) == len(grid) and len(runs) == len(cases)
             write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out,
-                         recovery=recovery, attack_steps=args.attack_steps)
+                         recovery=recovery, attack_steps=args.attack_steps, cost=args.rule == "cost")
 
 
 def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
-                 out_dir: str, recovery: str | None = None, attack_steps: int = 0) -> None:
+                 out_dir: str, recovery: str | None = None, attack_steps: int = 0, cost: bool = False) -> None:
     """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
     keys = ("target_rate", "ssim_other", "other_accuracy") + ((recovery,) if recovery else ())
     for p in points:
         p["summary"] = common.summarize(p["runs"], keys)
         p["summary"]["accuracy_drop_mean"] = sum(r["metrics"]["other_accuracy_base"] - r["metrics"]["other_accuracy"]
                                                  for r in p["runs"]) / len(p["runs"])
+        p["summary"]["seconds_mean"] = sum(r["seconds"] for r in p["runs"]) / len(p["runs"])
     whole = [p for p in points if len(p["runs"]) == len(points[0]["runs"])] if len(points) > 1 else points
     write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
                          "cases": len(p["runs"]), "summary": p["summary"], "per_concept": p["runs"]} for p in points],
                  out_dir=out_dir,
-                 extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery)),
-                        "chosen": whole[choose(whole, recovery)]["grid"], "complete": complete,
+                 extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery), cost),
+                        "chosen": whole[choose(whole, recovery, cost)]["grid"], "complete": complete,
                         **({"attack": recovery, "attack_steps": attack_steps} if recovery else {})})
 
 
-def rule_text(robust: bool) -> str:
-    return __doc__.split("Robust rule " if robust else "Rule: ")[1].split("\n\n")[0]
+def rule_text(robust: bool, cost: bool = False) -> str:
+    head = "Robust rule " if robust else "Cost rule " if cost else "Rule: "
+    return __doc__.split(head)[1].split("\n\n")[0]
 
 
 if __name__ == "__main__":

@@ -46,6 +46,21 @@ def test_calibration_choice_follows_its_written_rule():
     assert choose([point([0.0], 0.7, 0.1), point([0.5], 0.8, 0.1)]) == 1  # nothing admissible: most preserving
 
 
+def test_the_cost_rule_takes_the_cheapest_point_that_meets_the_bars():
+    from calibrate_toyworld import choose
+
+    def timed(target, ssim, seconds):
+        p = point(target, ssim, 0.0)
+        p["summary"]["seconds_mean"] = seconds
+        return p
+
+    slow, cheap, cheaper_but_short = (timed([0.0, 0.1], 0.9, 200), timed([0.1, 0.15], 0.9, 90),
+                                      timed([0.1, 0.4], 0.9, 60))
+    assert choose([slow, cheap, cheaper_but_short], cost=True) == 1  # worst 0.4 misses the bar
+    assert choose([slow, cheap, cheaper_but_short]) == 0  # the erasure rule ignores cost
+    assert choose([timed([0.1, 0.5], 0.9, 90), timed([0.0, 0.4], 0.9, 200)], cost=True) == 1  # none meets: first rule
+
+
 def test_summary_takes_mean_and_worst_in_each_metrics_direction():
     import common
 
