@@ -66,14 +66,19 @@ def method_id(label: str) -> str:
 
 
 def parse_grid(items: list[str]) -> list[dict]:
-    """['lr=5e-4,1e-3', 'steps=200'] → every combination, as text the config types itself."""
+    """['lr=5e-4,1e-3', 'steps=200'] → every combination, as text the config types itself ('a+b=1+2,3+4':
+    a joint axis whose values go together)."""
     axes = []
     for item in items:
         key, sep, values = item.partition("=")
         if not sep:
             raise SystemExit(f"bad --grid {item!r}: expected KEY=V1,V2")
-        axes.append([(key, v) for v in values.split(",")])
-    return [dict(point) for point in itertools.product(*axes)] or [{}]
+        keys = key.split("+")  # a joint axis: pool_size+pool_refresh=64+200,32+300 (no cross product)
+        axis = [dict(zip(keys, v.split("+"), strict=True)) for v in values.split(",")]
+        if any(len(v.split("+")) != len(keys) for v in values.split(",")):
+            raise SystemExit(f"bad --grid {item!r}: each value needs {len(keys)} parts joined by '+'")
+        axes.append(axis)
+    return [{k: v for part in point for k, v in part.items()} for point in itertools.product(*axes)] or [{}]
 
 
 def evaluate_case(model, patch, case, seeds, steps, attack: str | None = None, attack_steps: int = 0) -> dict:

@@ -46,6 +46,15 @@ def test_calibration_choice_follows_its_written_rule():
     assert choose([point([0.0], 0.7, 0.1), point([0.5], 0.8, 0.1)]) == 1  # nothing admissible: most preserving
 
 
+def test_a_joint_grid_axis_moves_its_keys_together():
+    from calibrate_toyworld import parse_grid
+
+    assert parse_grid(["pool_size+pool_refresh=64+200,32+300", "lr=1e-4"]) == [
+        {"pool_size": "64", "pool_refresh": "200", "lr": "1e-4"},
+        {"pool_size": "32", "pool_refresh": "300", "lr": "1e-4"}]
+    assert parse_grid(["lr=1,2", "steps=3"]) == [{"lr": "1", "steps": "3"}, {"lr": "2", "steps": "3"}]
+
+
 def test_the_cost_rule_takes_the_cheapest_point_that_meets_the_bars():
     from calibrate_toyworld import choose
 
