@@ -392,10 +392,13 @@ def evaluate(
     attack: str = "concept-inversion",
     groups: Sequence[str] | None = None,
     attack_settings: dict[str, dict[str, Any]] | None = None,
+    prompts_per_group: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Base vs patched on a suite (a YAML path or 'toyworld:shape=circle'), same seeds for both.
 
     groups: measure only these prompt groups of the suite (e.g. target, other); default: all of them.
+    prompts_per_group: at most this many prompts of a group, spread evenly over its list (a suite lists
+    its prompts by attribute, so every k-th prompt still covers each value), e.g. {"other": 30}.
 
     attack_steps: the attack budget, or a budget curve ('100,300,1000'; 0: no attack), run by every
     attack named in `attack` ('concept-inversion', 'hard-prompt', 'unlearndiff', 'ring-a-bell', 'p4d',
@@ -416,6 +419,13 @@ def evaluate(
             raise ErasekitError(f"groups must include 'target' and name groups of {resolved.name} "
                                 f"({', '.join(resolved.groups)}), got {', '.join(groups)}")
         resolved = dataclasses.replace(resolved, groups={g: p for g, p in resolved.groups.items() if g in groups})
+    if prompts_per_group:
+        unknown = set(prompts_per_group) - set(resolved.groups)
+        if unknown or any(int(n) < 1 for n in prompts_per_group.values()):
+            raise ErasekitError(f"prompts_per_group must give a positive count for groups of {resolved.name} "
+                                f"({', '.join(resolved.groups)}), got {prompts_per_group}")
+        resolved = dataclasses.replace(resolved, groups={g: spread(p, prompts_per_group.get(g, len(p)))
+                                                         for g, p in resolved.groups.items()})
     loaded = [p if isinstance(p, patching.Patch) else patching.Patch.load(p) for p in patches]
     settings = SamplingSettings(seeds=parse_seeds(seeds), steps=steps, guidance=guidance, batch_size=batch_size)
     from erasekit.eval.attacks import build_attack
@@ -424,6 +434,13 @@ def evaluate(
     return run_evaluation(model, loaded, resolved, get_detector(resolved.detector), settings,
                           cache_dir=cache_dir, progress=progress, attacks=attacks, attack_budgets=budgets,
                           clip_path=clip_path)
+
+
+def spread(items: Sequence[Any], n: int) -> list[Any]:
+    """At most n of items, evenly spaced over the list (the first always kept)."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def save_evaluation(result: dict[str, Any], out_dir: str | os.PathLike, info: dict | None = None) -> Path:

@@ -458,3 +458,20 @@ def test_evaluate_measures_only_the_groups_asked_for(tiny_model, monkeypatch):
     assert "misspelling_rate" not in result["metrics"] and "target_rate" in result["metrics"]
     with pytest.raises(ErasekitError, match="groups must include 'target'"):
         api.evaluate(tiny_model, [], "toyworld:color=red", seeds=[0], steps=2, groups=["other", "synonym"])
+    fewer = api.evaluate(tiny_model, [], "toyworld:color=red", seeds=[0], steps=2, cache_dir=None, progress=False,
+                         groups=["target", "other"], prompts_per_group={"other": 7})
+    assert fewer["metrics"]["n_other"] == 7 and fewer["metrics"]["n_target"] == result["metrics"]["n_target"]
+    # the images are those of the same prompts measured in full (up to batching): a subset, not other images
+    kept = [i * result["metrics"]["n_other"] // 7 for i in range(7)]
+    assert torch.allclose(fewer["images"]["base"]["other"], result["images"]["base"]["other"][kept], atol=1e-4)
+    with pytest.raises(ErasekitError, match="prompts_per_group"):
+        api.evaluate(tiny_model, [], "toyworld:color=red", seeds=[0], steps=2, prompts_per_group={"anchor": 3})
+
+
+def test_spread_keeps_evenly_spaced_items_covering_the_list():
+    from erasekit.api import spread
+
+    assert spread(list(range(60)), 30) == list(range(0, 60, 2))
+    assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 5) == [1, 2]
+    shapes = [s for s in "ABCD" for _ in range(15)]  # a suite's order: grouped by an attribute
+    assert set(spread(shapes, 8)) == set("ABCD")
