@@ -74,10 +74,10 @@ def parse_grid(items: list[str]) -> list[dict]:
         if not sep:
             raise SystemExit(f"bad --grid {item!r}: expected KEY=V1,V2")
         keys = key.split("+")  # a joint axis: pool_size+pool_refresh=64+200,32+300 (no cross product)
-        axis = [dict(zip(keys, v.split("+"), strict=True)) for v in values.split(",")]
-        if any(len(v.split("+")) != len(keys) for v in values.split(",")):
+        parts = [v.split("+") for v in values.split(",")]
+        if any(len(p) != len(keys) for p in parts):
             raise SystemExit(f"bad --grid {item!r}: each value needs {len(keys)} parts joined by '+'")
-        axes.append(axis)
+        axes.append([dict(zip(keys, p, strict=True)) for p in parts])
     return [{k: v for part in point for k, v in part.items()} for point in itertools.product(*axes)] or [{}]
 
 

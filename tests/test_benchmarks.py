@@ -53,6 +53,8 @@ def test_a_joint_grid_axis_moves_its_keys_together():
         {"pool_size": "64", "pool_refresh": "200", "lr": "1e-4"},
         {"pool_size": "32", "pool_refresh": "300", "lr": "1e-4"}]
     assert parse_grid(["lr=1,2", "steps=3"]) == [{"lr": "1", "steps": "3"}, {"lr": "2", "steps": "3"}]
+    with pytest.raises(SystemExit, match="2 parts"):
+        parse_grid(["pool_size+pool_refresh=64+200,32"])
 
 
 def test_the_cost_rule_takes_the_cheapest_point_that_meets_the_bars():
