@@ -24,13 +24,14 @@ def split_parts(doc: dict) -> list[dict]:
     """A result file as its parts, each with its own runs (a file that was not merged is one part)."""
     if "parts" not in doc:
         command = " ".join(shlex.quote(a) for a in without_out_option(shlex.split(doc["command"])))
-        return [{k: doc[k] for k in ("git", "device", *PART_KEYS, "created") if k in doc}
+        return [{k: doc[k] for k in ("git", "device", *PART_KEYS, *PER_PART_KEYS, "created") if k in doc}
                 | {"command": command, "runs": doc["runs"]}]
     if sum(p["runs"] for p in doc["parts"]) != len(doc["runs"]):
         raise SystemExit(f"{doc['benchmark']}: its parts do not add up to its {len(doc['runs'])} runs")
     parts, start = [], 0
     for part in doc["parts"]:
-        parts.append(part | {"runs": doc["runs"][start : start + part["runs"]]})
+        parts.append({k: doc[k] for k in PER_PART_KEYS if k in doc} | part
+                     | {"runs": doc["runs"][start : start + part["runs"]]})
         start += part["runs"]
     return parts
 
@@ -76,11 +77,16 @@ def main() -> None:
     command = " && ".join(p["command"] for p in parts) + " (parts merged by benchmarks/merge_results.py)"
     name = names.pop()
     # What the parts recorded about the protocol (they must agree), and the benchmark's own views of the runs.
-    extra = {k: v for d in [*docs, *(d for d, _ in reused)] for k, v in d.items() if k in PROTOCOL_KEYS}
+    # The newest source's description wins (its runs were made under the current protocol).
+    sources = sorted([*docs, *(d for d, _ in reused)], key=lambda d: d.get("created", ""))
+    extra = {k: v for d in sources for k, v in d.items() if k in PROTOCOL_KEYS}
     for key in PROTOCOL_KEYS:
-        values = {json.dumps(d[key], sort_keys=True) for d in [*docs, *(d for d, _ in reused)] if key in d}
-        if len(values) > 1:
+        values = {json.dumps(d[key], sort_keys=True) for d in sources if key in d}
+        if len(values) > 1 and key not in PER_PART_KEYS:
             parser.error(f"the parts disagree on {key!r}")
+    # A part keeps its own description of the protocol only where it differs from the file's, so a reader
+    # sees what each part ran under.
+    parts = [{k: v for k, v in p.items() if k not in PER_PART_KEYS or v != extra.get(k)} for p in parts]
     views = _views(name)
     if views is not None and "evaluation_seeds" in extra:
         extra["tables"] = views(runs, extra["evaluation_seeds"])
@@ -90,6 +96,8 @@ def main() -> None:
 # What a part measured about its machine, kept with the part (e.g. families_cost's matmul throughput).
 PART_KEYS = ("matmul_gflops",)
 PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned", "compare_to")
+# Protocol keys that describe rather than define the runs: parts may differ on them, each keeping its own.
+PER_PART_KEYS = ("tuned",)
 
 
 def _views(benchmark: str):

@@ -64,25 +64,28 @@ def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
 
 
 def comparison(runs: list[dict], reference: dict) -> dict:
-    """A view of these runs next to the same method, case and seeds in another Table-1 file (e.g. the
-    v-prediction world against the ε one): target rates with 95 % Wilson intervals, whether they
-    overlap, and the ssim_other difference."""
+    """A view of these runs next to the same method, case, anchors and seeds in another Table-1 file (e.g.
+    the v-prediction world against the ε one): target rates with 95 % Wilson intervals, whether they
+    overlap, and the ssim_other difference. Runs with another anchor are not the same erasure: left out."""
     from erasekit.eval.metrics import wilson_interval
 
     def rate(m):
         lo, hi = wilson_interval(round(m["target_rate"] * m["n_target"]), m["n_target"])
         return m["target_rate"], lo, hi
 
-    theirs = {(r["label"], r["case"], tuple(r["seeds"])): r["metrics"] for r in reference["runs"] if "label" in r}
+    def key(r: dict) -> tuple:
+        return r["label"], r["case"], tuple(r.get("anchors") or ()), tuple(r["seeds"])
+
+    theirs = {key(r): r["metrics"] for r in reference["runs"] if "label" in r}
     rows = []
     for r in runs:
-        other = theirs.get((r["label"], r["case"], tuple(r["seeds"])))
+        other = theirs.get(key(r))
         if other is None:
             continue
         (a, alo, ahi), (b, blo, bhi) = rate(other), rate(r["metrics"])
         rows.append([r["label"], r["case"], f"{a:.3f} [{alo:.2f}, {ahi:.2f}]", f"{b:.3f} [{blo:.2f}, {bhi:.2f}]",
                      "yes" if alo <= bhi and blo <= ahi else "no", other["ssim_other"], r["metrics"]["ssim_other"]])
-    return {"title": f"against {reference['benchmark']} (same method, case and seeds)",
+    return {"title": f"against {reference['benchmark']} (same method, case, anchors and seeds)",
             "columns": ["method", "case", f"target_rate {reference['benchmark']}", "target_rate here",
                         "CIs overlap", f"ssim_other {reference['benchmark']}", "ssim_other here"], "rows": rows}
 

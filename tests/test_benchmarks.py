@@ -92,6 +92,47 @@ def test_merge_reuses_runs_by_case_or_by_label_and_case():
     assert kept["reused_cases"] == ["circle", "red"]
 
 
+def test_merged_parts_keep_their_own_description_but_must_share_the_seeds(tmp_path, monkeypatch):
+    import json
+
+    import merge_results
+
+    def result(name, case, tuned, seeds, created):
+        doc = {"benchmark": name, "git": "abc", "device": "cpu", "created": created, "command": f"python b.py --name {name}",
+               "runs": [{"case": case, "metrics": {}}], "tuned": {"anchors": tuned}, "evaluation_seeds": seeds}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        return path
+
+    old = result("bench", "red", "old rule", [[0]], "2026-12-01T00:00:00Z")
+    new = result("bench_new", "circle", "new rule", [[0]], "2026-12-05T00:00:00Z")
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["merge", str(new), "--reuse", str(old), "red", "--name", "bench", "--out", str(out)])
+    merge_results.main()
+    merged = json.loads(next(out.glob("bench.json")).read_text())
+    assert [r["case"] for r in merged["runs"]] == ["circle", "red"]  # the newest description, whatever the order
+    assert merged["tuned"] == {"anchors": "new rule"}
+    assert "tuned" not in merged["parts"][0] and merged["parts"][1]["tuned"] == {"anchors": "old rule"}
+
+    other_seeds = result("bench_seeds", "circle", "new rule", [[20]], "2026-12-05T00:00:00Z")
+    monkeypatch.setattr(sys, "argv", ["merge", str(other_seeds), "--reuse", str(old), "red", "--name", "bench",
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit):
+        merge_results.main()
+
+
+def test_table1_comparison_pairs_only_runs_of_the_same_erasure():
+    import table1_toyworld
+
+    def run(anchor, seeds, rate):
+        return {"label": "ca", "case": "circle", "anchors": [anchor], "seeds": seeds,
+                "metrics": {"target_rate": rate, "n_target": 40, "ssim_other": 0.9}}
+
+    reference = {"benchmark": "ref", "runs": [run("thing", [0, 1], 0.5), run("square", [0, 1], 0.0)]}
+    rows = table1_toyworld.comparison([run("thing", [0, 1], 0.5), run("square", [2, 3], 0.1)], reference)["rows"]
+    assert len(rows) == 1 and rows[0][2].startswith("0.500") and rows[0][4] == "yes"
+
+
 def test_a_stopped_benchmark_resumes_only_the_cases_it_measured_with_the_same_config(monkeypatch):
     import dataclasses
     from types import SimpleNamespace
