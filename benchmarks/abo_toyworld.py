@@ -6,6 +6,8 @@ keeps the cases a stopped run measured with the same final config and measures t
 
 from __future__ import annotations
 
+import dataclasses
+
 import common
 from common import run_case
 
@@ -69,6 +71,15 @@ def purification_metrics(model, images, detector, key: str, **settings) -> dict[
             f"ssim_input {key}": ssim_per_image(images, out).mean().item()}
 
 
+def purify_config(model):
+    """The purification erase's final config (PURIFY_CONFIG over the model's defaults): what a stored
+    purification run must match to be reused."""
+    from erasekit import api
+
+    return api.resolve_config("abo", model.profile, CASES["striped"]["request"], PURIFY_CONFIG,
+                              family=model.family.name)
+
+
 def purification(model, n_images: int) -> dict:
     """Erase stripes with the purification settings, then invert + regenerate rendered striped images."""
     import time
@@ -78,9 +89,10 @@ def purification(model, n_images: int) -> dict:
     from erasekit.eval.detectors import get_detector
 
     case = CASES["striped"]
-    config = PURIFY_CONFIG
+    resolved = purify_config(model)
+    config = common.as_json(dataclasses.asdict(resolved.config))
     start = time.perf_counter()
-    patch = api.erase(model, "abo", case["request"], config, progress=False)
+    patch = api.erase(model, "abo", case["request"], resolved, progress=False)
     seconds = time.perf_counter() - start
     images = striped_renders(n_images)
     detector = get_detector("toyworld-classifier")
@@ -113,8 +125,9 @@ def main() -> None:
         plan += [(name, overrides, seed_sets[:1]) for name, overrides in sweeps]
     runs = []
     earlier = common.earlier_runs("abo_toyworld", args.out)  # a stopped run resumes where it stopped
+    stored_config = common.as_json(dataclasses.asdict(purify_config(model).config))
     purified = next((r for r in earlier if r.get("case") == "purification" and r.get("model") == model.source
-                     and r["config"] == common.as_json(PURIFY_CONFIG)
+                     and r["config"] == stored_config
                      and r["metrics"].get("n_images") == args.purify_images), None)
     extra = {**common.protocol(TUNED), "evaluation_seeds": seed_sets,
              "sweeps": "λ, scope, preset and δ runs on the first evaluation seed set only"}

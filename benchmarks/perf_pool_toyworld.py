@@ -43,6 +43,8 @@ REFERENCE = {"abo": {"pool_size": 1, "pool_refresh": 1, "batch_size": 1},
 POOL_CHOICE = ("the command line's, from the cost budget (see POOL_CHOICE in the script), each checked on "
                "calibration seeds 10-13 before the run (calibration_abo_toyworld_pool*.json); not tuned on the "
                "evaluation seeds")
+DEFAULT_CHOICE = ("the toy defaults (erasekit/toyworld/defaults.py); abo's pool chosen by the cost rule on calibration "
+                  "seeds 10-13 (calibration_abo_toyworld_pool32.json); not tuned on the evaluation seeds")
 POOLED_FROM = {"abo": {}, "esd-x": {"sample_from": "base"}, "sdd": {"sample_from": "base"}}
 
 
@@ -65,9 +67,9 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--method", default="abo", choices=sorted(REFERENCE))
     parser.add_argument("--case", default="circle")
-    parser.add_argument("--pool-size", type=int, default=64)
-    parser.add_argument("--pool-refresh", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=4)
+    for flag in ("--pool-size", "--pool-refresh", "--batch-size"):
+        parser.add_argument(flag, type=int, default=None,
+                            help="the pooled loop's (default: the method's toy default, erasekit/toyworld/defaults.py)")
     parser.add_argument("--pooled-steps", type=int, default=None,
                         help="training steps of the pooled loop (default: the toy default, as the reference's)")
     args = parser.parse_args()
@@ -75,8 +77,10 @@ def main() -> None:
     rule, fixed = METHODS[args.method]
     case = next(c for c in common.concept_cases(rule) if c["case"] == args.case)
     request = common.case_request(case)
-    pooled = {**POOLED_FROM[args.method], "pool_size": args.pool_size, "pool_refresh": args.pool_refresh,
-              "batch_size": args.batch_size, **({"steps": args.pooled_steps} if args.pooled_steps else {})}
+    given = {"pool_size": args.pool_size, "pool_refresh": args.pool_refresh, "batch_size": args.batch_size,
+             "steps": args.pooled_steps}
+    given = {k: v for k, v in given.items() if v is not None}
+    pooled = {**POOLED_FROM[args.method], **given}
     runs: list[dict] = []
     for loop, values in (("pooled", pooled), ("reference", REFERENCE[args.method])):
         patch, seconds, steps, resolved = timed_erase(model, args.method, request, {**fixed, **values})
@@ -100,8 +104,8 @@ def main() -> None:
     speedup = runs[1]["cost"]["seconds"] / runs[0]["cost"]["seconds"]
     write_result(f"perf_{args.method.replace('-', '')}_toyworld", runs, metrics={"speedup": speedup},
                  out_dir=args.out,
-                 extra={**common.protocol({"pool_size, pool_refresh, batch_size": POOL_CHOICE,
-                                           "rest": "the toy defaults"}),
+                 extra={**common.protocol({"pool_size, pool_refresh, batch_size, steps":
+                                           POOL_CHOICE if given else DEFAULT_CHOICE, "rest": "the toy defaults"}),
                         "load_average": os.getloadavg()[0]})
 
 
