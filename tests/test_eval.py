@@ -475,3 +475,16 @@ def test_spread_keeps_evenly_spaced_items_covering_the_list():
     assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 5) == [1, 2]
     shapes = [s for s in "ABCD" for _ in range(15)]  # a suite's order: grouped by an attribute
     assert set(spread(shapes, 8)) == set("ABCD")
+
+
+def test_the_demo_draws_every_shape_colour_and_background_among_its_other_prompts():
+    from erasekit.api import spread
+    from erasekit.cli.main import DEMO_OTHER_PROMPTS
+    from erasekit.eval.suites import resolve_suite
+    from erasekit.toyworld import domain
+
+    suite = resolve_suite("toyworld:shape=circle:anchor=shape=square")
+    kept = " ".join(p.prompt for p in spread(suite.groups["other"], DEMO_OTHER_PROMPTS))
+    words = [*(s for s in domain.SHAPES if s != "circle"), *domain.COLORS, *domain.BACKGROUNDS]
+    assert [w for w in words if f" {w} " not in f" {kept} "] == []
+    assert DEMO_OTHER_PROMPTS < len(suite.groups["other"])
