@@ -98,8 +98,8 @@ def test_merged_parts_keep_their_own_description_but_must_share_the_seeds(tmp_pa
     import merge_results
 
     def result(name, case, tuned, seeds, created):
-        doc = {"benchmark": name, "git": "abc", "device": "cpu", "created": created, "command": f"python b.py --name {name}",
-               "runs": [{"case": case, "metrics": {}}], "tuned": {"anchors": tuned}, "evaluation_seeds": seeds}
+        doc = {"benchmark": name, "git": "abc", "device": "cpu", "created": created,
+               "command": f"python b.py --name {name}", "runs": [{"case": case, "metrics": {}}], "tuned": {"anchors": tuned}, "evaluation_seeds": seeds}
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(doc))
         return path
@@ -107,7 +107,8 @@ def test_merged_parts_keep_their_own_description_but_must_share_the_seeds(tmp_pa
     old = result("bench", "red", "old rule", [[0]], "2026-12-01T00:00:00Z")
     new = result("bench_new", "circle", "new rule", [[0]], "2026-12-05T00:00:00Z")
     out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", ["merge", str(new), "--reuse", str(old), "red", "--name", "bench", "--out", str(out)])
+    monkeypatch.setattr(sys, "argv", ["merge", str(new), "--reuse", str(old), "red", "--name", "bench",
+                                      "--out", str(out)])
     merge_results.main()
     merged = json.loads(next(out.glob("bench.json")).read_text())
     assert [r["case"] for r in merged["runs"]] == ["circle", "red"]  # the newest description, whatever the order
