@@ -99,7 +99,8 @@ def test_merged_parts_keep_their_own_description_but_must_share_the_seeds(tmp_pa
 
     def result(name, case, tuned, seeds, created):
         doc = {"benchmark": name, "git": "abc", "device": "cpu", "created": created,
-               "command": f"python b.py --name {name}", "runs": [{"case": case, "metrics": {}}], "tuned": {"anchors": tuned}, "evaluation_seeds": seeds}
+               "command": f"python b.py --name {name}", "runs": [{"case": case, "metrics": {}}],
+               "tuned": {"anchors": tuned}, "evaluation_seeds": seeds}
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(doc))
         return path
