@@ -22,6 +22,10 @@ trajectory pool's size and refresh, the batch): among admissible points (as abov
 every-concept bars (mean target_rate ≤ 0.15, worst ≤ 0.30), the lowest mean erase seconds, then the
 lowest mean target_rate, then the first in grid order. With none meeting them, the first rule.
 
+Preservation rule (with --rule preservation, for terms that trade erasure for preservation, such as a prior
+or retain weight): among admissible points that meet the every-concept bars, the highest mean ssim_other,
+then the lowest mean target_rate, then the first in grid order. With none meeting them, the first rule.
+
 Writes benchmarks/results/calibration_<method>_toyworld.json (format: ../shared/BENCHMARKS.md) after
 every case, so a stopped calibration resumes: a rerun with the same arguments keeps the cases already
 measured (same grid point, same case, same config) and measures only the rest.
@@ -94,21 +98,20 @@ def measured_cases(paths: list[Path]) -> list[dict]:
     return [run for path in paths for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]]
 
 
-def choose(points: list[dict], recovery: str | None = None, cost: bool = False) -> int:
+def choose(points: list[dict], recovery: str | None = None, rule: str = "erasure") -> int:
     """The index of the chosen grid point (the module docstring's rule; its robust rule when `recovery`
-    names the attack's metric; its cost rule with `cost`)."""
+    names the attack's metric; its cost or preservation rule by `rule`)."""
     ssim_min = ROBUST_SSIM_MIN if recovery else SSIM_MIN
 
     def admissible(p):
         s = p["summary"]
         return s["ssim_other_mean"] >= ssim_min and s["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
 
-    if cost:
-        good = [i for i, p in enumerate(points) if admissible(p) and p["summary"]["target_rate_mean"] <= MEAN_MAX
-                and p["summary"]["target_rate_worst"] <= WORST_MAX]
-        if good:
-            return min(good, key=lambda i: (points[i]["summary"]["seconds_mean"],
-                                            points[i]["summary"]["target_rate_mean"], i))
+    good = [i for i, p in enumerate(points) if admissible(p) and p["summary"]["target_rate_mean"] <= MEAN_MAX
+            and p["summary"]["target_rate_worst"] <= WORST_MAX]
+    first = {"cost": lambda s: s["seconds_mean"], "preservation": lambda s: -s["ssim_other_mean"]}.get(rule)
+    if first and good:
+        return min(good, key=lambda i: (first(points[i]["summary"]), points[i]["summary"]["target_rate_mean"], i))
 
     def order(i):
         s = points[i]["summary"]
@@ -136,8 +139,9 @@ def main() -> None:
     parser.add_argument("--attack", default=None, choices=sorted(ATTACKS),
                         help="also run this attack on every patch and choose by the robust rule")
     parser.add_argument("--attack-steps", type=int, default=500, help="the attack's budget (with --attack)")
-    parser.add_argument("--rule", choices=("erasure", "cost"), default="erasure",
-                        help="cost: the cheapest point meeting the bars (for pool and batch settings)")
+    parser.add_argument("--rule", choices=("erasure", "cost", "preservation"), default="erasure",
+                        help="cost: the cheapest point meeting the bars (for pool and batch settings); "
+                             "preservation: the best-preserving point meeting them (for prior/retain weights)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     import torch
@@ -183,11 +187,11 @@ def main() -> None:
                   flush=True)
             whole = len(points) == len(grid) and len(runs) == len(cases)
             write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out,
-                         recovery=recovery, attack_steps=args.attack_steps, cost=args.rule == "cost")
+                         recovery=recovery, attack_steps=args.attack_steps, rule=args.rule)
 
 
 def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
-                 out_dir: str, recovery: str | None = None, attack_steps: int = 0, cost: bool = False) -> None:
+                 out_dir: str, recovery: str | None = None, attack_steps: int = 0, rule: str = "erasure") -> None:
     """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
     keys = ("target_rate", "ssim_other", "other_accuracy") + ((recovery,) if recovery else ())
     for p in points:
@@ -199,13 +203,14 @@ def write_points(name: str, method: str, points: list[dict], model, seeds: list[
     write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
                          "cases": len(p["runs"]), "summary": p["summary"], "per_concept": p["runs"]} for p in points],
                  out_dir=out_dir,
-                 extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery), cost),
-                        "chosen": whole[choose(whole, recovery, cost)]["grid"], "complete": complete,
+                 extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery), rule),
+                        "chosen": whole[choose(whole, recovery, rule)]["grid"], "complete": complete,
                         **({"attack": recovery, "attack_steps": attack_steps} if recovery else {})})
 
 
-def rule_text(robust: bool, cost: bool = False) -> str:
-    head = "Robust rule " if robust else "Cost rule " if cost else "Rule: "
+def rule_text(robust: bool, rule: str = "erasure") -> str:
+    heads = {"cost": "Cost rule ", "preservation": "Preservation rule "}
+    head = "Robust rule " if robust else heads.get(rule, "Rule: ")
     return __doc__.split(head)[1].split("\n\n")[0]
 
 

@@ -67,9 +67,20 @@ def test_the_cost_rule_takes_the_cheapest_point_that_meets_the_bars():
 
     slow, cheap, cheaper_but_short = (timed([0.0, 0.1], 0.9, 200), timed([0.1, 0.15], 0.9, 90),
                                       timed([0.1, 0.4], 0.9, 60))
-    assert choose([slow, cheap, cheaper_but_short], cost=True) == 1  # worst 0.4 misses the bar
+    assert choose([slow, cheap, cheaper_but_short], rule="cost") == 1  # worst 0.4 misses the bar
     assert choose([slow, cheap, cheaper_but_short]) == 0  # the erasure rule ignores cost
-    assert choose([timed([0.1, 0.5], 0.9, 90), timed([0.0, 0.4], 0.9, 200)], cost=True) == 1  # none meets: first rule
+    assert choose([timed([0.1, 0.5], 0.9, 90), timed([0.0, 0.4], 0.9, 200)], rule="cost") == 1  # none meets: first rule
+
+
+def test_the_preservation_rule_takes_the_best_preserving_point_that_meets_the_bars():
+    from calibrate_toyworld import choose
+
+    erases, keeps_more, keeps_most_but_short = (point([0.0, 0.0], 0.86, 0.0), point([0.1, 0.1], 0.9, 0.0),
+                                                point([0.1, 0.5], 0.95, 0.0))
+    assert choose([erases, keeps_more, keeps_most_but_short], rule="preservation") == 1  # worst 0.5 misses the bar
+    assert choose([erases, keeps_more, keeps_most_but_short]) == 0  # the erasure rule: the strongest erasure
+    # none meets the erasure bars: the first rule
+    assert choose([point([0.2, 0.4], 0.9, 0.0), point([0.4, 0.4], 0.95, 0.0)], rule="preservation") == 0
 
 
 def test_summary_takes_mean_and_worst_in_each_metrics_direction():

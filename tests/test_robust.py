@@ -65,6 +65,22 @@ def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_m
     assert any(not torch.equal(robust.deltas[n], plain.deltas[n]) for n in plain.deltas)
 
 
+def test_a_plain_erase_takes_the_retain_term_alone(tiny_model):
+    from erasekit import api
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    config = {"steps": 3, "n_images": 2, "image_steps": 2}
+    kept = api.erase(tiny_model, "ca", request, {**config, "retain": 1.0, "robust_retain_prompts": ["a red square"]},
+                     progress=False)
+    plain = api.erase(tiny_model, "ca", request, config, progress=False)
+    assert "robust" not in kept.info and kept.info["retain"]["retain_prompts"] == 1
+    assert kept.info["retain"]["retain_loss"] is not None and "retain" not in plain.info
+    assert any(not torch.equal(kept.deltas[n], plain.deltas[n]) for n in plain.deltas)
+    with pytest.raises(ValueError, match="retain must be a finite number"):
+        RobustOptions(retain=float("nan")).check_robust()
+
+
 def test_the_retain_term_is_zero_on_the_frozen_model_and_pulls_a_moved_student_back(tiny_model):
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(4, *tiny_model.latent_shape, generator=gen)
@@ -147,3 +163,6 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     kept = robust.config.robust_retain_prompts  # the other shapes, never the circle or its synonym
     assert kept and "a red square" in kept and not any("circle" in p or "disc" in p for p in kept)
     assert plain.config.robust_retain_prompts == []
+    retained = api.resolve_config("ca", "toyworld", request, {}, {"retain": "0.3"})  # a plain run's retain term
+    assert not retained.config.robust and "a red square" in retained.config.robust_retain_prompts
+    assert retained.sources["robust_retain_prompts"] == "model:toyworld"

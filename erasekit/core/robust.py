@@ -27,6 +27,10 @@ rows; ours is the request's `robust_retain_prompts`, the model's own set (the to
 shapes) or the 80 COCO categories (erasekit/data/retain_prompts.yaml), less any prompt that names an
 erased concept. The term is on from the end of the warm-up (theirs: every iteration), so the warm-up
 stays the plain method.
+
+The same term serves a plain erase as a preservation term (`retain` > 0, off in every paper's layer): on
+from the first step, without any adversary, for a method whose own loss leaves other prompts free to move
+(Ablating Concepts' next-shape edits on the toy world: docs/methods/ca.md).
 """
 
 from __future__ import annotations
@@ -115,10 +119,11 @@ def adversary(model, session, config, prompts: Sequence[str], total_steps: int) 
 
 
 def robust_info(adv: AdversarialPrefix | None, retain: RetainTerm | None = None) -> dict:
-    """What a patch's info records of its adversary and retain term (nothing without an adversary)."""
-    if adv is None:
-        return {}
+    """What a patch's info records of its adversary and retain term (under "robust"), or of a plain run's
+    retain term (under "retain"); nothing without either."""
     extra = {"retain_prompts": len(retain.prompts), "retain_loss": retain.last_loss} if retain else {}
+    if adv is None:
+        return {"retain": extra} if extra else {}
     return {"robust": {**adv.summary(), **extra}}
 
 
@@ -175,14 +180,17 @@ class RetainTerm:
 
 
 def retain_term(model, session, config, concepts: Sequence[str], run) -> RetainTerm | None:
-    """The run's utility-retain term when `config.robust` is set and `robust_retain` > 0."""
-    if not getattr(config, "robust", False) or config.robust_retain == 0:
+    """The run's utility-retain term: a robust run's (`robust_retain`, on from the end of the warm-up), else a
+    plain run's (`retain`, on from the first step); None when its weight is 0."""
+    robust_run = getattr(config, "robust", False)
+    weight, start = ((config.robust_retain, int(config.robust_warmup * config.steps)) if robust_run
+                     else (getattr(config, "retain", 0.0), 0))
+    if weight == 0:
         return None
     prompts = retain_prompts(config.robust_retain_prompts, concepts)
     latents = concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
                               config.seed, run.cache_dir, run.progress)
-    return RetainTerm(model, session.teacher_denoiser(), prompts, latents, config.robust_retain,
-                      int(config.robust_warmup * config.steps))
+    return RetainTerm(model, session.teacher_denoiser(), prompts, latents, weight, start)
 
 
 def with_retain(retain: RetainTerm | None, loss_fn):

@@ -15,6 +15,7 @@ ROBUST_HELP: dict[str, str] = {
     "robust_retain": "weight γ of the retain term: keep the frozen model's prediction on retain prompts (0: off)",
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
+    "retain": "weight of the retain term (robust_retain_prompts) on a plain erase, from step 0 (0: off)",
 }
 
 
@@ -36,6 +37,9 @@ class RobustOptions:
     robust_tokens: int = 1
     robust_retain: float = 0.3
     robust_retain_prompts: list[str] = field(default_factory=list)
+    # The same retain term without the adversary: a preservation term any training method can add (not in
+    # the papers, so 0 in their layer). A robust run keeps robust_retain instead.
+    retain: float = 0.0
 
     def check_robust(self) -> None:
         if self.robust_every < 1 or self.robust_steps < 1 or self.robust_tokens < 1:
@@ -44,8 +48,9 @@ class RobustOptions:
             raise ValueError("robust_lr must be a positive finite number")
         if not 0.0 <= self.robust_warmup < 1.0:
             raise ValueError("robust_warmup must be in [0, 1)")
-        if not (math.isfinite(self.robust_retain) and self.robust_retain >= 0):
-            raise ValueError("robust_retain must be a finite number >= 0")
+        for name in ("robust_retain", "retain"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0")
         if not all(isinstance(p, str) and p.strip() for p in self.robust_retain_prompts):
             raise ValueError("robust_retain_prompts must be a list of non-empty prompts")
 

@@ -70,8 +70,11 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     for (name, key, choice), extra in VARIANT_DEFAULTS.items():
         if name == method and requested.get(key) == choice:
             values.update(extra)
-    if method in ROBUST_DEFAULTS and str(requested.get("robust", "")).lower() in ("true", "1", "yes"):
-        values.update(ROBUST_DEFAULTS[method], robust_retain_prompts=retain_prompts(concepts))
+    robust_run = str(requested.get("robust", "")).lower() in ("true", "1", "yes")
+    if method in ROBUST_DEFAULTS and robust_run:
+        values.update(ROBUST_DEFAULTS[method])
+    if method in ROBUST_DEFAULTS and (robust_run or _positive(requested.get("retain", values.get("retain")))):
+        values["robust_retain_prompts"] = retain_prompts(concepts)
     if method in CAPTION_FIELDS:
         shared, per_concept = CAPTION_FIELDS[method]
         kinds = [domain.concept_kind(c) for c in concepts]
@@ -82,8 +85,16 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     return values
 
 
+def _positive(value: Any) -> bool:
+    """Whether a requested or layered value reads as a number > 0 (a bad one is the config's to refuse)."""
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 def retain_prompts(concepts: Sequence[str]) -> list[str]:
-    """What robust erasure's retain term keeps on the toy world: "a <colour> <shape>" for every shape and
+    """What the retain term (robust or plain) keeps on the toy world: "a <colour> <shape>" for every shape and
     colour the request does not erase (a shape's synonyms count as the shape; no pattern or context words,
     so erasing the stripes keeps their implicit prompts out)."""
     erased = set(concepts)
