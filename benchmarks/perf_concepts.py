@@ -1,7 +1,8 @@
 """What erasing N concepts in one run costs: seconds and peak memory for N = 1, 10, 100, per method.
 
 The concepts are words of the toy world's tokenizer (the first N whole words in vocabulary order that
-are none of the anchors): the cost curve needs many distinct concepts, not meaningful ones. Methods
+are none of the anchors; past its 92 whole words, two-word phrases of them in order): the cost curve
+needs many distinct concepts, not meaningful ones. Methods
 that take an anchor map every concept onto 'thing'. Each (method, N) runs in its own process with the
 method's toy defaults (erasekit/toyworld/defaults.py) and a fresh image cache, so its seconds include
 drawing the images it trains on and its peak resident memory is its own. A method that cannot serve N
@@ -113,11 +114,11 @@ def quality_tables(runs: list[dict]) -> list[dict]:
 
 
 def concept_words(model, n: int) -> list[str]:
-    words = [w.removesuffix("</w>") for w in model.tokenizer.get_vocab() if w.endswith("</w>")]
+    vocab = model.tokenizer.get_vocab()
+    words = [w.removesuffix("</w>") for w in sorted(vocab, key=vocab.get) if w.endswith("</w>")]
     words = [w for w in words if w.isalpha() and w not in ANCHORS]
-    if len(words) < n:
-        raise SystemExit(f"the tokenizer has {len(words)} whole words, fewer than {n}")
-    return words[:n]
+    phrases = (f"{a} {b}" for a in words for b in words if a != b)
+    return (words + [p for _, p in zip(range(n - len(words)), phrases, strict=False)])[:n]
 
 
 def run_one(method: str, n: int, model_name: str) -> dict:

@@ -204,3 +204,15 @@ def test_a_record_made_before_a_config_field_existed_matches_only_with_that_fiel
     before_retain = {k: v for k, v in common.as_json(dataclasses.asdict(robust)).items() if k != "robust_retain"}
     assert not common.same_config(before_retain, robust)  # it ran without the retain term
     assert common.same_config(before_retain, dataclasses.replace(robust, robust_retain=0.0))
+
+
+def test_the_cost_curve_has_as_many_distinct_concepts_as_it_asks_for():
+    from types import SimpleNamespace
+
+    from perf_concepts import ANCHORS, concept_words
+
+    vocab = {"thing</w>": 0, "b</w>": 3, "a</w>": 2, "c": 1, "x1</w>": 4}  # whole words a, b (by id), no anchor
+    model = SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: dict(vocab)))
+    assert concept_words(model, 1) == ["a"]
+    assert concept_words(model, 4) == ["a", "b", "a b", "b a"]  # past the whole words: phrases of them
+    assert not set(concept_words(model, 4)) & set(ANCHORS)
