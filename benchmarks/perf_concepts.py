@@ -8,7 +8,8 @@ method's toy defaults (erasekit/toyworld/defaults.py) and a fresh image cache, s
 drawing the images it trains on and its peak resident memory is its own. A method that cannot serve N
 concepts records its one-line refusal as the measurement. A run whose linear extrapolation from the
 method's previous N exceeds --budget-s is not started; the record says so and what it would take.
-Writes benchmarks/results/perf_concepts.json (format: ../shared/BENCHMARKS.md).
+Writes benchmarks/results/perf_concepts.json (format: ../shared/BENCHMARKS.md) after every (method, N); a
+rerun keeps the runs a stopped one measured (each with the commit it was measured at).
 
 --quality: what erasing many concepts at once does to each of them. Each method erases the eight toy
 concepts QUALITY_CONCEPTS (four shapes and four colours) in one run, and each of them alone, with the
@@ -169,29 +170,38 @@ def main() -> None:
         return
     runs = []
     todo = [(m, int(n)) for m in args.methods.split(",") for n in args.n.split(",")]
+    # A stopped run resumes: the (method, N) runs it measured on this model are kept, with their commit.
+    earlier = {(r["method"], r["n_concepts"]): r for r in common.earlier_runs("perf_concepts", args.out)
+               if r["model"] == args.model and r["metrics"]["status"] == "ok"}
     last: dict[str, tuple[int, float]] = {}  # method -> (N, seconds) of its previous run
     for method, n in todo:
-        if method in last and last[method][1] * n / last[method][0] > args.budget_s:
+        if (method, n) in earlier:
+            run = earlier[(method, n)]
+        elif method in last and last[method][1] * n / last[method][0] > args.budget_s:
             predicted = last[method][1] * n / last[method][0]
-            metrics = {"status": f"not run: N={last[method][0]} took {last[method][1]:.0f} s; N={n} would take "
-                                 f"about {predicted:.0f} s (linear), over --budget-s {args.budget_s:.0f}"}
-            runs.append({"method": method, "n_concepts": n, "model": args.model, "metrics": metrics})
-            print(method, n, metrics, flush=True)
-            continue
-        child = subprocess.run([sys.executable, __file__, "--one", f"{method}:{n}", "--model", args.model,
-                                "--threads", str(args.threads)], capture_output=True, text=True,
-                               env={**os.environ, "TQDM_DISABLE": "1"})
-        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-        metrics = json.loads(lines[-1]) if child.returncode == 0 and lines else {
-            "status": f"failed (exit {child.returncode}): {(child.stderr.strip().splitlines() or [''])[-1][:300]}"}
-        runs.append({"method": method, "n_concepts": n, "model": args.model, "metrics": metrics})
-        print(method, n, metrics, flush=True)
-        if metrics.get("status") == "ok":
-            last[method] = (n, metrics["seconds"])
+            run = {"method": method, "n_concepts": n, "model": args.model, "metrics": {
+                "status": f"not run: N={last[method][0]} took {last[method][1]:.0f} s; N={n} would take "
+                          f"about {predicted:.0f} s (linear), over --budget-s {args.budget_s:.0f}"}}
+        else:
+            run = {"method": method, "n_concepts": n, "model": args.model, "metrics": measure(method, n, args)}
+        runs.append(run)
+        print(method, n, run["metrics"], flush=True)
+        if run["metrics"].get("status") == "ok":
+            last[method] = (n, run["metrics"]["seconds"])
         write_result("perf_concepts", runs, out_dir=args.out,
                      extra={**common.protocol({"config": "the toy defaults; nothing tuned here"}),
                             "complete": len(runs) == len(todo)})
 
+
+def measure(method: str, n: int, args) -> dict:
+    """One (method, N) erase in its own process (run_one), as its JSON line or the reason it failed."""
+    child = subprocess.run([sys.executable, __file__, "--one", f"{method}:{n}", "--model", args.model,
+                            "--threads", str(args.threads)], capture_output=True, text=True,
+                           env={**os.environ, "TQDM_DISABLE": "1"})
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    if child.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    return {"status": f"failed (exit {child.returncode}): {(child.stderr.strip().splitlines() or [''])[-1][:300]}"}
 
 if __name__ == "__main__":
     main()
