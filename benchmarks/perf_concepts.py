@@ -190,7 +190,23 @@ def main() -> None:
             last[method] = (n, run["metrics"]["seconds"])
         write_result("perf_concepts", runs, out_dir=args.out,
                      extra={**common.protocol({"config": "the toy defaults; nothing tuned here"}),
-                            "complete": len(runs) == len(todo)})
+                            "complete": len(runs) == len(todo), "tables": cost_tables(runs)})
+
+
+def cost_tables(runs: list[dict]) -> list[dict]:
+    """Per method: the erase seconds at each N (or why it has none), and what the largest measured run wrote."""
+    counts = sorted({r["n_concepts"] for r in runs})
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = {r["n_concepts"]: r["metrics"] for r in runs if r["method"] == method}
+        measured = [n for n in counts if mine.get(n, {}).get("status") == "ok"]
+        top = mine[measured[-1]] if measured else {}
+        rows.append([method, *(m["seconds"] if m.get("status") == "ok" else m.get("status", "")
+                               for m in (mine.get(n, {}) for n in counts)),
+                     top.get("patches", ""), top.get("values", ""), top.get("peak_rss_gb", "")])
+    return [{"title": "seconds to erase N concepts in one run (the toy defaults: the same steps whatever N)",
+             "columns": ["method", *(f"N={n} seconds" for n in counts), "patches (largest N)",
+                         "values written (largest N)", "peak RSS GB (largest N)"], "rows": rows}]
 
 
 def measure(method: str, n: int, args) -> dict:
