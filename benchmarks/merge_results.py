@@ -102,14 +102,15 @@ PER_PART_KEYS = ("tuned",)
 
 def _views(benchmark: str):
     """The `tables(runs, seed_sets)` function of benchmarks/<benchmark>.py, if it has one (a result named
-    for another model, e.g. table1_toyworld-v, by the script before its '-')."""
+    for another model, e.g. table1_toyworld-v, by the script before its '-'; a script's second result, e.g.
+    perf_concepts_quality, by the script before its last '_')."""
     import importlib.util
     import sys
 
-    path = Path(__file__).parent / f"{benchmark}.py"
-    if not path.exists():
-        path = Path(__file__).parent / f"{benchmark.split('-')[0]}.py"
-    if not path.exists():
+    # the script named like the benchmark, else like its stem: before a '-' (another model) or a last '_part'
+    names = [benchmark, benchmark.split("-")[0], benchmark.rsplit("_", 1)[0]]
+    path = next((p for p in (Path(__file__).parent / f"{n}.py" for n in names) if p.exists()), None)
+    if path is None:
         return None
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(benchmark, path)

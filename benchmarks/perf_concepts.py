@@ -17,8 +17,8 @@ same anchors (the method's Table-1 rule, pointed at the concept of the same kind
 'next' → diamond / purple, 'superset' → thing / purple) and its toy defaults; each concept's target
 rate (its suite's target prompts) is measured for the joint patch and for its own patch on the
 evaluation seeds, and the two kept concepts (diamond, purple) for the joint patch: how much of what
-was not erased survives eight erasures. Nothing is tuned here. Writes perf_concepts_quality.json, a
-part of perf_concepts (merge_results.py); a stopped run resumes by case.
+was not erased survives eight erasures. Nothing is tuned here. Writes perf_concepts_quality.json (parts
+run apart, e.g. --methods ca, join with merge_results.py); a stopped run resumes by case.
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ def quality(args) -> None:
             write_result("perf_concepts_quality", runs, out_dir=args.out,
                          extra={**common.protocol({"nothing": "the toy defaults; anchors by the fixed rule above"}),
                                 "evaluation_seeds": seed_sets, "tables": quality_tables(runs)})
+
+
+def tables(runs: list[dict], seed_sets=None) -> list[dict]:
+    """The views of either result file (merge_results.py recomputes them for merged parts)."""
+    return quality_tables(runs) if any("mode" in r for r in runs) else cost_tables(runs)
 
 
 def quality_tables(runs: list[dict]) -> list[dict]:

@@ -216,3 +216,15 @@ def test_the_cost_curve_has_as_many_distinct_concepts_as_it_asks_for():
     assert concept_words(model, 1) == ["a"]
     assert concept_words(model, 4) == ["a", "b", "a b", "b a"]  # past the whole words: phrases of them
     assert not set(concept_words(model, 4)) & set(ANCHORS)
+
+
+def test_merged_parts_get_their_scripts_views_by_name_or_stem():
+    from merge_results import _views
+
+    assert _views("table1_toyworld-mmdit").__module__ == "table1_toyworld-mmdit"  # the script before the '-'
+    quality = _views("perf_concepts_quality")  # perf_concepts.py's second result
+    runs = [{"label": "abo", "mode": m, "case": "circle", "metrics": {"target_rate": r, "seconds": 2.0}}
+            for m, r in (("joint", 0.5), ("alone", 0.0))]
+    rows = quality(runs, None)[0]["rows"]
+    assert rows[0][:4] == ["abo", 1, 0.0, 0.5]
+    assert _views("no_such_benchmark") is None
