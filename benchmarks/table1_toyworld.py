@@ -63,10 +63,23 @@ def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
     ]
 
 
+def same_erasure(run: dict, other: dict) -> bool:
+    """Whether two runs' recorded configs are the same erasure (common.same_config; a run that records no
+    config, as in a hand-made view, is taken as it is)."""
+    if "config" not in run or "config" not in other:
+        return True
+    from erasekit.registry import get_method
+    from erasekit.request import build_config
+
+    config = build_config(get_method(method_id(run["label"])).config_class, run["config"])
+    return common.same_config(other["config"], config)
+
+
 def comparison(runs: list[dict], reference: dict) -> dict:
     """A view of these runs next to the same method, case, anchors and seeds in another Table-1 file (e.g.
     the v-prediction world against the ε one): target rates with 95 % Wilson intervals, whether they
-    overlap, and the ssim_other difference. Runs with another anchor are not the same erasure: left out."""
+    overlap, and the ssim_other difference. Runs with another anchor or another config (same_erasure)
+    are not the same erasure: left out."""
     from erasekit.eval.metrics import wilson_interval
 
     def rate(m):
@@ -76,12 +89,13 @@ def comparison(runs: list[dict], reference: dict) -> dict:
     def key(r: dict) -> tuple:
         return r["label"], r["case"], tuple(r.get("anchors") or ()), tuple(r["seeds"])
 
-    theirs = {key(r): r["metrics"] for r in reference["runs"] if "label" in r}
+    theirs = {key(r): r for r in reference["runs"] if "label" in r}
     rows = []
     for r in runs:
-        other = theirs.get(key(r))
-        if other is None:
+        found = theirs.get(key(r))
+        if found is None or not same_erasure(r, found):
             continue
+        other = found["metrics"]
         (a, alo, ahi), (b, blo, bhi) = rate(other), rate(r["metrics"])
         rows.append([r["label"], r["case"], f"{a:.3f} [{alo:.2f}, {ahi:.2f}]", f"{b:.3f} [{blo:.2f}, {bhi:.2f}]",
                      "yes" if alo <= bhi and blo <= ahi else "no", other["ssim_other"], r["metrics"]["ssim_other"]])

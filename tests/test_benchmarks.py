@@ -144,6 +144,12 @@ def test_table1_comparison_pairs_only_runs_of_the_same_erasure():
     reference = {"benchmark": "ref", "runs": [run("thing", [0, 1], 0.5), run("square", [0, 1], 0.0)]}
     rows = table1_toyworld.comparison([run("thing", [0, 1], 0.5), run("square", [2, 3], 0.1)], reference)["rows"]
     assert len(rows) == 1 and rows[0][2].startswith("0.500") and rows[0][4] == "yes"
+    # another config is another erasure: a field the older record lacks counts at its default
+    older, newer = run("thing", [0, 1], 0.5), run("thing", [0, 1], 0.4)
+    older["config"], newer["config"] = {"lr": 3e-3}, {"lr": 3e-3, "retain": 0.3}
+    assert table1_toyworld.comparison([newer], {"benchmark": "ref", "runs": [older]})["rows"] == []
+    newer["config"]["retain"] = 0.0
+    assert len(table1_toyworld.comparison([newer], {"benchmark": "ref", "runs": [older]})["rows"]) == 1
 
 
 def test_a_stopped_benchmark_resumes_only_the_cases_it_measured_with_the_same_config(monkeypatch):
