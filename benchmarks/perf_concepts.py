@@ -224,5 +224,6 @@ def measure(method: str, n: int, args) -> dict:
         return json.loads(lines[-1])
     return {"status": f"failed (exit {child.returncode}): {(child.stderr.strip().splitlines() or [''])[-1][:300]}"}
 
+
 if __name__ == "__main__":
     main()

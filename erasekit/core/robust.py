@@ -182,9 +182,8 @@ class RetainTerm:
 def retain_term(model, session, config, concepts: Sequence[str], run) -> RetainTerm | None:
     """The run's utility-retain term: a robust run's (`robust_retain`, on from the end of the warm-up), else a
     plain run's (`retain`, on from the first step); None when its weight is 0."""
-    robust_run = getattr(config, "robust", False)
-    weight, start = ((config.robust_retain, int(config.robust_warmup * config.steps)) if robust_run
-                     else (getattr(config, "retain", 0.0), 0))
+    weight, start = ((config.robust_retain, int(config.robust_warmup * config.steps)) if config.robust
+                     else (config.retain, 0))
     if weight == 0:
         return None
     prompts = retain_prompts(config.robust_retain_prompts, concepts)
