@@ -44,8 +44,9 @@ def test_conditioning_equals_the_pipelines_own_encoding(flux_model, flux_dir):
     prompts = ["a red circle", "a blue square on grass"]
     ours = flux_model.encode(prompts)
     hidden, pooled, _ = _plain(flux_dir).encode_prompt(prompts, None, device="cpu", max_sequence_length=T5_TOKENS)
-    torch.testing.assert_close(ours.hidden, hidden, atol=1e-6, rtol=0)
-    torch.testing.assert_close(ours.extras["pooled_projections"], pooled, atol=1e-6, rtol=0)
+    # float32's default tolerances: CPUs with other vector units round the same encoders differently (CI did)
+    torch.testing.assert_close(ours.hidden, hidden)
+    torch.testing.assert_close(ours.extras["pooled_projections"], pooled)
     # the methods' predictions are taken at embedded guidance 1 (the distilled conditional prediction)
     assert torch.equal(ours.extras["guidance"], torch.ones(2, 1))
 
