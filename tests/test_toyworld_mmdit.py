@@ -83,3 +83,30 @@ def test_erasekit_encodes_a_trained_mmdit_world_with_its_recorded_sequence_lengt
                                                  do_classifier_free_guidance=False,
                                                  max_sequence_length=train.T5_TOKENS)
     torch.testing.assert_close(model.encode(["a red circle"]).hidden, expected)
+
+
+def test_an_mmdit_fine_tune_starts_from_the_given_world(sd3_pipe, tmp_path, monkeypatch):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    test_an_mmdit_world_exports_a_plain_sd3_pipeline(sd3_pipe, tmp_path, monkeypatch)
+    world, out = tmp_path / "world", tmp_path / "tuned"
+    parts = (("transformer", "diffusion_pytorch_model"), ("text_encoder_2", "model"))
+    gen = torch.Generator().manual_seed(3)
+    for part, file in parts:  # a world far from the trainer's own seeded initialisation (fixed buffers kept)
+        path = str(world / part / f"{file}.safetensors")
+        save_file({k: v if "pos_embed" in k else v + 0.05 * torch.randn(v.shape, generator=gen)
+                   for k, v in load_file(path).items()}, path)
+    out.mkdir()
+    for part in ("tokenizer", "vae"):
+        shutil.copytree(world / part, out / part)
+    # a vanishing learning rate: the export is then the initial weights, which must be the given world's
+    cfg = train.ToyTrainConfig(arch="mmdit", unet_steps=1, unet_batch=2, export_every=1, checkpoint_every=0,
+                               unet_lr=1e-12)
+    train.train_mmdit(cfg, out, tmp_path / "work", classifier=None, init_from=world)
+    for part, file in parts:
+        given, tuned = (load_file(str(d / part / f"{file}.safetensors")) for d in (world, out))
+        assert given.keys() == tuned.keys()
+        for key in given:
+            torch.testing.assert_close(tuned[key], given[key])

@@ -549,7 +549,8 @@ def toyworld() -> None:
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")
 @click.option("--unet-steps", default=None, type=click.IntRange(min=1), help="UNet training steps.")
 @click.option("--init-from", default=None, type=click.Path(file_okay=False),
-              help="start the UNet and text encoder from this pipeline's weights.")
+              help="start the denoiser and text encoder(s) from this pipeline's weights (a fine-tune; "
+              "with --arch mmdit, an MMDiT world's transformer and both CLIP encoders).")
 @click.option("--text-dim", default=None, type=click.IntRange(min=8),
               help="text encoder width = UNet cross-attention width (default: the shipped world's 128).")
 @click.option("--vae-from", default=None, type=click.Path(file_okay=False, exists=True),

@@ -228,6 +228,14 @@ def assemble_pipeline(out_dir: Path, unet, text_encoder, prediction_type: str = 
     )
 
 
+def _load_components(source: Path, modules: dict[str, torch.nn.Module]) -> None:
+    """Start each module from the same-named component of a saved pipeline (a fine-tune's init)."""
+    for name, module in modules.items():
+        (weights,) = (source / name).glob("*.safetensors")  # diffusers' and transformers' file names differ
+        module.load_state_dict({**module.state_dict(), **load_file(str(weights))})  # unsaved buffers as built
+    log.info("initialised %s from %s", ", ".join(modules), source)
+
+
 def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: AttributeClassifier,
                init_from: Path | None = None) -> None:
     data = load_file(str(encode_latents(cfg, out_dir, work)))
@@ -236,12 +244,7 @@ def train_unet(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attri
     torch.manual_seed(cfg.seed)
     unet, text_encoder = build_unet(cfg.text_dim), build_text_encoder(tokenizer, cfg.text_dim)
     if init_from is not None:
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel
-
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init_from / "unet").state_dict())
-        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(init_from / "text_encoder").state_dict())
-        log.info("initialised UNet and text encoder from %s", init_from)
+        _load_components(init_from, {"unet": unet, "text_encoder": text_encoder})
     params = {f"unet.{n}": p for n, p in unet.named_parameters()}
     params.update({f"text_encoder.{n}": p for n, p in text_encoder.named_parameters()})
     scheduler = build_scheduler(cfg.prediction_type)
@@ -349,7 +352,8 @@ def assemble_sd3_pipeline(out_dir: Path, transformer, encoders):
     )
 
 
-def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: AttributeClassifier) -> None:
+def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: AttributeClassifier,
+                init_from: Path | None = None) -> None:
     from erasekit.toyworld.models import build_flow_scheduler, build_mmdit, build_text_encoder_with_projection
 
     data = load_file(str(encode_latents(cfg, out_dir, work)))
@@ -362,6 +366,8 @@ def train_mmdit(cfg: ToyTrainConfig, out_dir: Path, work: Path, classifier: Attr
 
     transformer, encoders = build()
     names = ("transformer", "text_encoder", "text_encoder_2")
+    if init_from is not None:
+        _load_components(init_from, dict(zip(names, [transformer, *encoders], strict=True)))
     params = {f"{name}.{n}": p for name, module in zip(names, [transformer, *encoders], strict=True)
               for n, p in module.named_parameters()}
     scheduler = build_flow_scheduler()
@@ -438,9 +444,7 @@ def train_all(out_dir: Path, work: Path, cfg: ToyTrainConfig, init_from: Path | 
     if origins:
         _record(out_dir, "unet", 0.0, **origins)
     if cfg.arch == "mmdit":
-        if init_from is not None:
-            raise ValueError("init_from starts a UNet world from another; an MMDiT world trains from scratch")
-        train_mmdit(cfg, out_dir, work, classifier)
+        train_mmdit(cfg, out_dir, work, classifier, init_from=init_from)
     else:
         train_unet(cfg, out_dir, work, classifier, init_from=init_from)
     log.info("toy world trained into %s", out_dir)
