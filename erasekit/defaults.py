@@ -23,7 +23,7 @@ from typing import Any
 from erasekit.core.sources import TOYWORLD_VARIANTS
 
 PAPER = "paper"
-# profile name -> module with method_defaults(method, concepts, requested) -> dict
+# profile name -> module with method_defaults(method, concepts, requested, family) -> dict
 PROFILES: dict[str, str] = {"toyworld": "erasekit.toyworld.defaults"}
 
 
@@ -70,13 +70,14 @@ def family_name_of(source: str | os.PathLike | None) -> str | None:
     return family_of(resolve_source(source)).name
 
 
-def model_layer(profile: str | None, method: str, concepts: Sequence[str], requested: Mapping[str, Any]
-                ) -> dict[str, Any]:
-    """The model's own defaults for a method (empty for an unknown profile)."""
+def model_layer(profile: str | None, method: str, concepts: Sequence[str], requested: Mapping[str, Any],
+                family: str | None = None) -> dict[str, Any]:
+    """The model's own defaults for a method (empty for an unknown profile). A profile that spans families
+    (the toy worlds: a UNet and an MMDiT) may set values per family."""
     if profile is None:
         return {}
     module = importlib.import_module(PROFILES[profile])
-    return dict(module.method_defaults(method, concepts, requested))
+    return dict(module.method_defaults(method, concepts, requested, family=family))
 
 
 def family_layer(family: str | None, method: str) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def resolve(method: str, profile: str | None, concepts: Sequence[str],
     for _, values in layers:
         requested.update(values)
     ordered = [(f"family:{family}", family_layer(family, method)),
-               (f"model:{profile}", model_layer(profile, method, concepts, requested)), *layers]
+               (f"model:{profile}", model_layer(profile, method, concepts, requested, family)), *layers]
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, values in ordered:

@@ -35,6 +35,19 @@ def test_model_layer_overrides_the_paper_and_set_overrides_the_model():
     assert resolve("abo", None, ["circle"]).config.lr == AboConfig().lr  # unknown model: the paper's
 
 
+def test_a_toy_worlds_family_values_apply_to_that_family_only(monkeypatch):
+    from erasekit.toyworld import defaults as toy
+
+    unet_lr = resolve("abo", "toyworld", ["circle"], family="sd").config.lr
+    monkeypatch.setattr(toy, "FAMILY_DEFAULTS", {"sd3": {"abo": {"lr": unet_lr / 10}}})
+    mmdit = resolve("abo", "toyworld", ["circle"], family="sd3")
+    assert mmdit.config.lr == unet_lr / 10 and mmdit.sources["lr"] == "model:toyworld"
+    assert mmdit.config.steps == resolve("abo", "toyworld", ["circle"], family="sd").config.steps  # the rest shared
+    assert resolve("abo", "toyworld", ["circle"], family="sd").config.lr == unet_lr
+    ca_lr = resolve("ca", "toyworld", ["circle"]).config.lr
+    assert resolve("ca", "toyworld", ["circle"], family="sd3").config.lr == ca_lr  # other methods untouched
+
+
 def test_model_layer_depends_on_the_concept_kind_and_variant():
     ca_shape = model_layer("toyworld", "ca", ["circle"], {})["prompt_templates"]
     ca_color = model_layer("toyworld", "ca", ["red"], {})["prompt_templates"]

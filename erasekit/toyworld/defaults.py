@@ -38,6 +38,9 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "fmn": {"*": {"steps": 35, "lr": 1e-5, "n_images": 32}},
     "sepme": {"*": {"n_images": 200, "max_steps": 800, "lr": 0.05, "beta": 1e-2, "tau_rel": -1.5}},
 }
+# family -> method -> values over METHOD_DEFAULTS, for the toy worlds of another architecture (toyworld-mmdit is an
+# SD3 pipeline): the UNet world's rates were chosen on a UNet and need not suit joint attention.
+FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {}
 # ESD-u trains every non-cross-attention weight: its own rate. lr: benchmarks/results/calibration_esd-u_toyworld.json
 # (5e-5 / 1e-4, every concept, seeds 10–13): 1e-4 by the fixed rule (mean target 0.57 vs 0.86, mean ssim_other
 # 0.850 at the bar, accuracy drop 0.007); no one rate erases most shapes without moving the other images.
@@ -63,12 +66,14 @@ def concepts_kind(concepts: Sequence[str]) -> str | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
-def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str, Any]) -> dict[str, Any]:
-    """The toy world's values for `method` erasing `concepts` (requested: the user's own values, which
-    pick variant-specific settings such as ESD-u's rate)."""
+def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str, Any],
+                    family: str | None = None) -> dict[str, Any]:
+    """The toy world's values for `method` erasing `concepts` on a world of `family` (requested: the user's
+    own values, which pick variant-specific settings such as ESD-u's rate)."""
     table = METHOD_DEFAULTS.get(method, {})
     kind = concepts_kind(concepts)
-    values = {**table.get("*", {}), **table.get(kind or "", {})}
+    family_values = FAMILY_DEFAULTS.get(family or "", {}).get(method, {})
+    values = {**table.get("*", {}), **table.get(kind or "", {}), **family_values}
     for (name, key, choice), extra in VARIANT_DEFAULTS.items():
         if name == method and requested.get(key) == choice:
             values.update(extra)
