@@ -567,8 +567,11 @@ def toyworld() -> None:
               help="the denoiser: unet (SD 1.x/2.x, the shipped worlds) or mmdit (an SD3 pipeline: two CLIP "
               "encoders, SD3Transformer2DModel, flow matching); --unet-steps counts its steps.")
 @click.option("--batch", default=None, type=click.IntRange(min=1), help="denoiser batch size (default 64).")
+@click.option("--lr", default=None, type=click.FloatRange(min=0.0, min_open=True),
+              help="denoiser and text encoder learning rate after warm-up (default 5e-4; a fine-tune that "
+              "anneals a trained world takes a lower one).")
 def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from, prediction_type, ema_decay,
-                   export_every, arch, batch):
+                   export_every, arch, batch, lr):
     """Reproduce the toy world's classifier, VAE, text encoder and UNet from scratch (seeded, resumable)."""
     import torch
 
@@ -578,7 +581,8 @@ def toyworld_train(out, work, threads, unet_steps, init_from, text_dim, vae_from
     if threads:
         torch.set_num_threads(threads)
     overrides = {"unet_steps": unet_steps, "text_dim": text_dim, "prediction_type": prediction_type,
-                 "ema_decay": ema_decay, "export_every": export_every, "arch": arch, "unet_batch": batch}
+                 "ema_decay": ema_decay, "export_every": export_every, "arch": arch, "unet_batch": batch,
+                 "unet_lr": lr}
     cfg = ToyTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     target = Path(out) if out else toyworld_dir()
     train_all(target, Path(work), cfg, Path(init_from) if init_from else None, Path(vae_from) if vae_from else None)
