@@ -21,7 +21,7 @@ from erasekit.eval.suites import resolve_suite
 
 TUNED = {
     "lr, steps": "per method, one setting for every concept: calibrate_toyworld.py on the calibration seeds "
-                 "(benchmarks/results/calibration_<method>_toyworld.json where present; otherwise the toy "
+                 "(benchmarks/results/calibration_<method>_<model>.json where present; otherwise the toy "
                  "defaults carried over from earlier sessions, which were chosen on seeds 0-3: marked "
                  "'calibrated': false in the run)",
     "anchors": "a fixed rule per method in common.concept_cases (next shape / solid / next colour); ca's "
@@ -32,8 +32,9 @@ SUMMARY_KEYS = ("target_rate", "ssim_other", "other_accuracy")
 SUMMARY_GROUPS = ("target", "implicit", "other")  # the prompt groups those read (implicit: the stripes')
 
 
-def calibrated(method: str) -> bool:
-    return (Path(__file__).parent / "results" / f"calibration_{method}_toyworld.json").exists()
+def calibrated(method: str, model: str) -> bool:
+    """Whether `method` has a calibration on this toy world's own calibration seeds (its result file)."""
+    return (Path(__file__).parent / "results" / f"{common.result_name(f'calibration_{method}', model)}.json").exists()
 
 
 def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
@@ -140,7 +141,7 @@ def main() -> None:
             entries = run_case(model, method_id(label), common.case_request(case), fixed, case["suite"],
                                seed_sets if every else seed_sets[:1],
                                args.steps, label={"label": label, "case": case["case"], "kind": case["kind"],
-                                                  "calibrated": calibrated(label)},
+                                                  "calibrated": calibrated(label, args.model)},
                                attack_steps=attack, save_to=f"{args.patches}/{label}-{case['case']}.safetensors",
                                groups=groups, earlier=earlier)
             runs.extend(entries)

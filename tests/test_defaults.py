@@ -48,6 +48,22 @@ def test_a_toy_worlds_family_values_apply_to_that_family_only(monkeypatch):
     assert resolve("ca", "toyworld", ["circle"], family="sd3").config.lr == ca_lr  # other methods untouched
 
 
+def test_a_familys_variant_values_beat_its_method_values_and_the_unet_worlds_variant(monkeypatch):
+    from erasekit.toyworld import defaults as toy
+
+    unet_u = resolve("esd", "toyworld", ["circle"], [("request", {"variant": "u"})], family="sd").config.lr
+    unet_x = resolve("esd", "toyworld", ["circle"], [("request", {"variant": "x"})], family="sd").config.lr
+    assert unet_u != unet_x
+    monkeypatch.setattr(toy, "FAMILY_DEFAULTS", {"sd3": {"esd": {"lr": unet_x * 3}}})
+    monkeypatch.setattr(toy, "FAMILY_VARIANT_DEFAULTS", {"sd3": {("esd", "variant", "u"): {"lr": unet_u / 3}}})
+
+    def lr(variant: str, family: str) -> float:
+        return resolve("esd", "toyworld", ["circle"], [("request", {"variant": variant})], family=family).config.lr
+
+    assert lr("x", "sd3") == unet_x * 3 and lr("u", "sd3") == unet_u / 3
+    assert lr("x", "sd") == unet_x and lr("u", "sd") == unet_u
+
+
 def test_model_layer_depends_on_the_concept_kind_and_variant():
     ca_shape = model_layer("toyworld", "ca", ["circle"], {})["prompt_templates"]
     ca_color = model_layer("toyworld", "ca", ["red"], {})["prompt_templates"]

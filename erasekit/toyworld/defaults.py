@@ -46,6 +46,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {}
 # (5e-5 / 1e-4, every concept, seeds 10–13): 1e-4 by the fixed rule (mean target 0.57 vs 0.86, mean ssim_other
 # 0.850 at the bar, accuracy drop 0.007); no one rate erases most shapes without moving the other images.
 VARIANT_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {("esd", "variant", "u"): {"lr": 1e-4}}
+# family -> variant values over FAMILY_DEFAULTS (ESD-u's rate on the MMDiT)
+FAMILY_VARIANT_DEFAULTS: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
 # Robust erasure's inner attack on the toy world, applied only when a request turns `robust` on (so the
 # plain settings, and the patches made with them, stay as they are). Sized by cost, not by any rate:
 # 10 inner steps every 10 outer steps is one extra forward + backward per step on average, about twice a
@@ -73,11 +75,11 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     own values, which pick variant-specific settings such as ESD-u's rate)."""
     table = METHOD_DEFAULTS.get(method, {})
     kind = concepts_kind(concepts)
-    family_values = FAMILY_DEFAULTS.get(family or "", {}).get(method, {})
-    values = {**table.get("*", {}), **table.get(kind or "", {}), **family_values}
-    for (name, key, choice), extra in VARIANT_DEFAULTS.items():
-        if name == method and requested.get(key) == choice:
-            values.update(extra)
+    values = {**table.get("*", {}), **table.get(kind or "", {})}
+    values.update(_variant_values(VARIANT_DEFAULTS, method, requested))
+    # a family's values override the UNet world's, its variant values most specifically
+    values.update(FAMILY_DEFAULTS.get(family or "", {}).get(method, {}))
+    values.update(_variant_values(FAMILY_VARIANT_DEFAULTS.get(family or "", {}), method, requested))
     robust_run = str(requested.get("robust", "")).lower() in ("true", "1", "yes")
     if method in ROBUST_DEFAULTS and robust_run:
         values.update(ROBUST_DEFAULTS[method])
@@ -90,6 +92,16 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
             values[shared] = domain.caption_templates(N_CAPTIONS, kind)
         elif all(k in CAPTION_KINDS for k in kinds) and not {shared, per_concept} & set(requested):
             values[per_concept] = [domain.caption_templates(N_CAPTIONS, k) for k in kinds]
+    return values
+
+
+def _variant_values(table: Mapping[tuple[str, str, str], dict[str, Any]], method: str,
+                    requested: Mapping[str, Any]) -> dict[str, Any]:
+    """The values `table` gives the variant `requested` picks of `method` (e.g. ESD-u's rate)."""
+    values: dict[str, Any] = {}
+    for (name, key, choice), extra in table.items():
+        if name == method and requested.get(key) == choice:
+            values.update(extra)
     return values
 
 
