@@ -20,6 +20,7 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # two pools of 64 (calibration_abo_toyworld_pool32.json: same bars met, half the erase seconds), same
     # objective as the paper's fresh walk per step (docs/methods/abo.md). Batch 4 over 2 by the same rule
     # (calibration_abo_toyworld_batch.json: 2 leaves the stripes in 0.34 of the images, over the 0.30 worst bar).
+    # 300 steps over 200 / 150 by the same rule (calibration_abo_toyworld_steps.json: stripes 0.40 / 0.48).
     "abo": {"*": {"lr": 4e-4, "steps": 300, "pool_size": 32, "pool_refresh": 300, "batch_size": 4}},
     # lr and steps: benchmarks/results/calibration_ca_toyworld.json (lr 1e-3 / 200 steps, the earlier toy
     # setting, left square and triangle in 0.49 / 0.67 of the calibration images: docs/methods/ca.md).
