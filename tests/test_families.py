@@ -111,6 +111,18 @@ def test_the_family_layer_sits_between_paper_and_model(tiny_sdxl_dir):
     assert resolve("fmn", None, ["circle"], family="sd").config.guidance == FmnConfig().guidance
 
 
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_abo_edits_an_mmdits_text_side_unless_asked_otherwise(family):
+    from erasekit.defaults import resolve
+    from erasekit.methods.abo.config import AboConfig
+
+    resolved = resolve("abo", None, ["circle"], family=family)
+    assert resolved.config.scope == "xattn" != AboConfig().scope and resolved.sources["scope"] == f"family:{family}"
+    assert resolve("abo", None, ["circle"], [("set", {"scope": "to_out"})], family=family).config.scope == "to_out"
+    assert resolve("abo", None, ["circle"], family="sd").config.scope == AboConfig().scope
+
+
 def test_cli_lists_the_family_and_its_scopes(tiny_sdxl_dir):
     from click.testing import CliRunner
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from erasekit.core.families import Family, register_family
 from erasekit.core.families.sd import token_ids
-from erasekit.core.families.sd3 import READERS, SCOPE_DESCRIPTIONS, SCOPES
+from erasekit.core.families.sd3 import METHOD_DEFAULTS, READERS, SCOPE_DESCRIPTIONS, SCOPES
 
 T5_TOKENS = 512  # FluxPipeline's default max_sequence_length
 DISTILLED_GUIDANCE = 1.0  # the guidance embedding the methods' predictions are taken at (see above)
@@ -128,4 +128,5 @@ register_family(Family(
     reader_scope="text-proj",
     readers=READERS,
     single_file_note="erasekit writes Flux as a diffusers directory only",
+    method_defaults=METHOD_DEFAULTS,  # SD3's reasons hold for Flux's joint blocks
 ))
