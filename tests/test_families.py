@@ -111,7 +111,6 @@ def test_the_family_layer_sits_between_paper_and_model(tiny_sdxl_dir):
     assert resolve("fmn", None, ["circle"], family="sd").config.guidance == FmnConfig().guidance
 
 
-
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_abo_edits_an_mmdits_text_side_unless_asked_otherwise(family):
     from erasekit.defaults import resolve

@@ -47,7 +47,7 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"sd3": {
     # calibration_abo_toyworld-mmdit.json (scope to_out / xattn × lr 1e-3 / 3e-4 / 1e-4) and _retain.json (xattn,
     # retain 0 / 1 / 10): none admissible (best mean ssim_other 0.80), so lr 1e-4 with retain 1, which leaves
-    # the circle in 0.78 of the calibration images; the rates that erase it (1e-3: 0.008–0.04) keep 0.68–0.77.
+    # the circle in 0.78 of the calibration images; the rates that erase it (1e-3: 0.008–0.04) keep 0.68–0.78.
     "abo": {"lr": 1e-4, "retain": 1.0},
     # calibration_ca_toyworld-mmdit.json (3e-3 / 1e-3 / 3e-4): none admissible (mean ssim_other 0.836 / 0.837 /
     # 0.846), so 3e-4 (mean target 0.07).
