@@ -19,12 +19,21 @@ rate (its suite's target prompts) is measured for the joint patch and for its ow
 evaluation seeds, and the two kept concepts (diamond, purple) for the joint patch: how much of what
 was not erased survives eight erasures. Nothing is tuned here. Writes perf_concepts_quality.json (parts
 run apart, e.g. --methods ca, join with merge_results.py); a stopped run resumes by case.
+
+--quality --steps-scales 2,4,8 --seeds 10-13: the calibration of how a joint erase's steps grow with the
+number of concepts N (erasekit/toyworld/defaults.py JOINT_STEPS_EXPONENT). Only the joint runs, on the
+calibration seeds, each with s times the steps the method's defaults give one concept. Rule, fixed before
+any run: among the scales whose joint patch meets the every-concept bars over the eight concepts (mean
+target_rate ≤ 0.15, worst ≤ 0.30) and leaves each kept concept's rate within 0.10 of its base rate, the
+smallest (the cheapest); with none, the largest tried. Its exponent log(s) / log(8) makes steps × N^exponent
+give the chosen steps at N = 8. Writes calibration_joint_toyworld.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -69,34 +78,90 @@ def _mean(values: list[float]) -> float | str:
 
 
 def quality(args) -> None:
-    """The --quality runs (module docstring), written after every case."""
+    """The --quality runs, or with --steps-scales the joint-steps calibration (module docstring), written
+    after every case."""
+    from erasekit import api
     from erasekit.toyworld.defaults import check_suite
 
     seed_sets, model = common.setup(args)
     seed_sets = seed_sets[:1]
-    earlier = common.earlier_runs("perf_concepts_quality", args.out)
+    scales = [float(s) for s in args.steps_scales.split(",")] if args.steps_scales else [None]
+    name = "calibration_joint_toyworld" if args.steps_scales else "perf_concepts_quality"
+    earlier = common.earlier_runs(name, args.out)
     runs: list[dict] = []
     for label in ("esd-x" if m == "esd" else m for m in args.methods.split(",")):  # ESD erases by its x variant
         rule, fixed = QUALITY_METHODS[label]
         method = method_id(label)
         joint = quality_request(rule, QUALITY_CONCEPTS)
-        plan = [("joint", joint, c) for c in QUALITY_CONCEPTS] + [("kept", joint, c) for c in KEPT.values()]
-        plan += [("alone", quality_request(rule, [c]), c) for c in QUALITY_CONCEPTS]
-        for mode, req, concept in plan:
-            entries = common.run_case(model, method, req, fixed, check_suite(concept), seed_sets, args.steps,
-                                      label={"label": label, "mode": mode, "case": concept}, groups=["target"],
-                                      earlier=earlier)
-            runs.extend(entries)
-            print(label, mode, concept, {k: round(entries[0]["metrics"][k], 3) for k in ("target_rate", "seconds")},
-                  flush=True)
-            write_result("perf_concepts_quality", runs, out_dir=args.out,
-                         extra={**common.protocol({"nothing": "the toy defaults; anchors by the fixed rule above"}),
-                                "evaluation_seeds": seed_sets, "tables": quality_tables(runs)})
+        for scale in scales:
+            config, extra = dict(fixed), {}
+            if scale is not None:
+                one = api.resolve_config(method, model.profile, quality_request(rule, QUALITY_CONCEPTS[:1]), fixed,
+                                         family=model.family.name).config
+                config["steps"] = round(one.steps * scale)
+                extra = {"steps_scale": scale}
+            plan = [("joint", joint, c) for c in QUALITY_CONCEPTS] + [("kept", joint, c) for c in KEPT.values()]
+            if scale is None:
+                plan += [("alone", quality_request(rule, [c]), c) for c in QUALITY_CONCEPTS]
+            for mode, req, concept in plan:
+                entries = common.run_case(model, method, req, config, check_suite(concept), seed_sets, args.steps,
+                                          label={"label": label, "mode": mode, "case": concept, **extra},
+                                          groups=["target"], earlier=earlier)
+                runs.extend(entries)
+                print(label, scale, mode, concept,
+                      {k: round(entries[0]["metrics"][k], 3) for k in ("target_rate", "seconds")}, flush=True)
+                tuned = ({"steps": "the joint steps scale, by the rule above"} if scale is not None
+                         else {"nothing": "the toy defaults; anchors by the fixed rule above"})
+                write_result(name, runs, out_dir=args.out,
+                             extra={**common.protocol(tuned), "evaluation_seeds": seed_sets,
+                                    "tables": tables(runs), **({"chosen": chosen_scales(runs)} if extra else {})})
 
 
 def tables(runs: list[dict], seed_sets=None) -> list[dict]:
-    """The views of either result file (merge_results.py recomputes them for merged parts)."""
+    """The views of any of the three result files (merge_results.py recomputes them for merged parts)."""
+    if any("steps_scale" in r for r in runs):
+        return scale_tables(runs)
     return quality_tables(runs) if any("mode" in r for r in runs) else cost_tables(runs)
+
+
+def scale_summary(runs: list[dict]) -> dict[tuple[str, float], dict]:
+    """Per (method, steps scale) of the calibration: the joint runs' mean and worst target rate, the kept
+    concepts' largest drop from base, the erase seconds, and whether the rule's bars hold."""
+    out = {}
+    for key in dict.fromkeys((r["label"], r["steps_scale"]) for r in runs):
+        mine = [r for r in runs if (r["label"], r["steps_scale"]) == key]
+        rates = [r["metrics"]["target_rate"] for r in mine if r["mode"] == "joint"]
+        drops = [r["metrics"]["target_rate_base"] - r["metrics"]["target_rate"] for r in mine if r["mode"] == "kept"]
+        complete = len(rates) == len(QUALITY_CONCEPTS) and len(drops) == len(KEPT)
+        mean, worst, drop = _mean(rates), max(rates, default=""), max(drops, default="")
+        out[key] = {"mean": mean, "worst": worst, "kept_drop": drop, "complete": complete,
+                    "seconds": next((r["metrics"]["seconds"] for r in mine), ""), "steps": mine[0]["config"]["steps"],
+                    "meets": complete and mean <= 0.15 and worst <= 0.30 and drop <= 0.10}
+    return out
+
+
+def chosen_scales(runs: list[dict]) -> dict[str, dict]:
+    """Per method whose scales were all measured: the rule's scale (module docstring) and its exponent."""
+    summary = scale_summary(runs)
+    chosen = {}
+    for label in dict.fromkeys(k[0] for k in summary):
+        mine = {s: v for (m, s), v in summary.items() if m == label}
+        if not all(v["complete"] for v in mine.values()):
+            continue
+        meeting = [s for s, v in mine.items() if v["meets"]]
+        scale = min(meeting) if meeting else max(mine)
+        chosen[label] = {"steps_scale": scale, "meets_bars": bool(meeting),
+                         "exponent": round(math.log(scale) / math.log(len(QUALITY_CONCEPTS)), 3)}
+    return chosen
+
+
+def scale_tables(runs: list[dict]) -> list[dict]:
+    rows = [[label, scale, v["steps"], v["mean"], v["worst"], v["kept_drop"], v["seconds"], v["meets"]]
+            for (label, scale), v in scale_summary(runs).items()]
+    return [{"title": f"joint erase of {len(QUALITY_CONCEPTS)} concepts at s × one concept's steps "
+                      "(calibration seeds)",
+             "columns": ["method", "steps scale", "steps", "target_rate joint mean", "joint worst",
+                         "largest kept drop", "seconds", "meets the bars"], "rows": rows}]
 
 
 def quality_tables(runs: list[dict]) -> list[dict]:
@@ -160,6 +225,8 @@ def main() -> None:
                         help="skip a run whose linear extrapolation from the previous N exceeds this")
     parser.add_argument("--quality", action="store_true",
                         help="the eight-concept quality runs instead of the cost curve (module docstring)")
+    parser.add_argument("--steps-scales", default=None, metavar="S1,S2",
+                        help="with --quality: the joint-steps calibration at these scales (module docstring)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one (method, N), prints JSON
     args = parser.parse_args()
     if args.quality:
