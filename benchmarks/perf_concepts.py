@@ -4,7 +4,8 @@ The concepts are words of the toy world's tokenizer (the first N whole words in 
 are none of the anchors; past its 92 whole words, two-word phrases of them in order): the cost curve
 needs many distinct concepts, not meaningful ones. Methods
 that take an anchor map every concept onto 'thing'. Each (method, N) runs in its own process with the
-method's toy defaults (erasekit/toyworld/defaults.py) and a fresh image cache, so its seconds include
+method's toy defaults (erasekit/toyworld/defaults.py) at one concept's steps (the defaults give a joint
+erase N ** exponent times as many: erasekit.defaults.joint_steps) and a fresh image cache, so its seconds include
 drawing the images it trains on and its peak resident memory is its own. A method that cannot serve N
 concepts records its one-line refusal as the measurement. A run whose linear extrapolation from the
 method's previous N exceeds --budget-s is not started; the record says so and what it would take.
@@ -197,16 +198,22 @@ def run_one(method: str, n: int, model_name: str) -> dict:
 
     from erasekit import api
     from erasekit.errors import ErasekitError
+    from erasekit.registry import get_method
     from erasekit.request import EraseRequest
 
     model = api.load_model(model_name, device="cpu")
     concepts = concept_words(model, n)
     anchor = METHODS[method]
     request = EraseRequest(concepts=concepts, anchors=[anchor] * n if anchor else [])
+    # one concept's steps whatever N: what the machinery costs per step at N concepts (the defaults give a
+    # joint erase N ** exponent times as many, erasekit.defaults.joint_steps: the cost scales by that factor)
+    single = EraseRequest(concepts=concepts[:1], anchors=[anchor] if anchor else [])
+    config = ({"steps": api.resolve_config(method, model.profile, single, {}, family=model.family.name).config.steps}
+              if get_method(method).shared_steps else {})
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         try:
-            result = api.erase(model, method, request, {}, cache_dir=cache, progress=False)
+            result = api.erase(model, method, request, config, cache_dir=cache, progress=False)
             status = "ok"
         except (ErasekitError, ValueError) as exc:
             result, status = None, f"refused: {str(exc).splitlines()[0][:300]}"
@@ -276,7 +283,7 @@ def cost_tables(runs: list[dict]) -> list[dict]:
         rows.append([method, *(m["seconds"] if m.get("status") == "ok" else m.get("status", "")
                                for m in (mine.get(n, {}) for n in counts)),
                      top.get("patches", ""), top.get("values", ""), top.get("peak_rss_gb", "")])
-    return [{"title": "seconds to erase N concepts in one run (the toy defaults: the same steps whatever N)",
+    return [{"title": "seconds to erase N concepts in one run (the toy defaults at one concept's steps whatever N)",
              "columns": ["method", *(f"N={n} seconds" for n in counts), "patches (largest N)",
                          "values written (largest N)", "peak RSS GB (largest N)"], "rows": rows}]
 

@@ -1,5 +1,5 @@
-"""Method configs in layers: the paper's defaults, the model family's, the model's own, the request's,
-then `--set`.
+"""Method configs in layers: the paper's defaults, the model family's, the model's own, the joint erase's
+steps, the request's, then `--set`.
 
 Every entry point (api.erase, the CLI, the demo, the benchmarks) resolves a config here and nowhere
 else, and the patch records, for every field, which layer its value came from.
@@ -25,6 +25,10 @@ from erasekit.core.sources import TOYWORLD_VARIANTS
 PAPER = "paper"
 # profile name -> module with method_defaults(method, concepts, requested, family) -> dict
 PROFILES: dict[str, str] = {"toyworld": "erasekit.toyworld.defaults"}
+# A method whose steps the concepts share trains each of N concepts on 1/N of them; with the default
+# exponent 1 a joint erase gets N × the steps, so each concept sees what a single-concept erase gives it.
+# A profile may set its own, calibrated exponent (joint_steps_exponent).
+JOINT_STEPS_EXPONENT = 1.0
 
 
 @dataclass
@@ -110,16 +114,33 @@ def resolve(method: str, profile: str | None, concepts: Sequence[str],
     requested: dict[str, Any] = {}
     for _, values in layers:
         requested.update(values)
-    ordered = [(f"family:{family}", family_layer(family, method)),
-               (f"model:{profile}", model_layer(profile, method, concepts, requested, family)), *layers]
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for name, values in ordered:
+
+    def apply(name: str, values: Mapping[str, Any]) -> None:
         for key, value in values.items():
             merged[key] = value
             sources[key.replace("-", "_")] = name
+
+    apply(f"family:{family}", family_layer(family, method))
+    apply(f"model:{profile}", model_layer(profile, method, concepts, requested, family))
+    if info.shared_steps and len(concepts) > 1:
+        apply(f"joint:{len(concepts)} concepts", {"steps": joint_steps(info, profile, merged, len(concepts))})
+    for name, values in layers:
+        apply(name, values)
     config = build_config(info.config_class, merged)
     return ResolvedConfig(config, sources)
+
+
+def joint_steps(info, profile: str | None, merged: Mapping[str, Any], n_concepts: int) -> int:
+    """The steps a joint erase of `n_concepts` gets by default: one concept's (the layers so far) times
+    N ** the profile's exponent for the method (JOINT_STEPS_EXPONENT where it sets none)."""
+    one = int(merged.get("steps", info.config_class.__dataclass_fields__["steps"].default))
+    exponent = None
+    if profile is not None:
+        finder = getattr(importlib.import_module(PROFILES[profile]), "joint_steps_exponent", None)
+        exponent = finder(info.name) if finder else None
+    return max(one, round(one * n_concepts ** (JOINT_STEPS_EXPONENT if exponent is None else exponent)))
 
 
 def check_suite(profile: str | None, concept: str) -> str | None:

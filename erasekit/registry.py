@@ -25,6 +25,9 @@ class MethodSpec:
     check_name: str | None = None  # check(request, config) in config.py: method-specific checks needing no model
     needs: tuple[str, ...] = ()  # family capabilities it relies on (erasekit.core.families.CAPABILITIES)
     config_needs_name: str | None = None  # needs(config) in config.py: what some settings need besides
+    # its config's `steps` are shared by the request's concepts (each step trains on one of them), so a joint
+    # erase's default steps grow with their number (erasekit.defaults.joint_steps)
+    shared_steps: bool = False
 
     @property
     def config_class(self) -> type:
@@ -79,6 +82,7 @@ def register_method(
     check: str | None = None,
     needs: Iterable[str] = (),
     config_needs: str | None = None,
+    shared_steps: bool = False,
 ) -> None:
     """One line in a method package's __init__.py: `register_method("abo", __name__, "AboConfig", "...")`.
 
@@ -86,7 +90,7 @@ def register_method(
     """
     spec = MethodSpec(name=name, package=package, config_name=config, summary=summary, needs_anchor=needs_anchor,
                       multi_patch=multi_patch, check_name=check, needs=tuple(needs),
-                      config_needs_name=config_needs)
+                      config_needs_name=config_needs, shared_steps=shared_steps)
     if name in _METHODS and _METHODS[name] != spec:
         raise ValueError(f"method {name!r} registered twice")
     _METHODS[name] = spec

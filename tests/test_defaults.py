@@ -35,6 +35,25 @@ def test_model_layer_overrides_the_paper_and_set_overrides_the_model():
     assert resolve("abo", None, ["circle"]).config.lr == AboConfig().lr  # unknown model: the paper's
 
 
+def test_a_joint_erase_gets_steps_that_grow_with_its_concepts(monkeypatch):
+    from erasekit import defaults
+    from erasekit.registry import get_method
+    from erasekit.toyworld import defaults as toy
+
+    one = resolve("esd", None, ["circle"]).config.steps
+    joint = resolve("esd", None, ["circle", "cross", "red"])
+    assert joint.config.steps == round(one * 3 ** defaults.JOINT_STEPS_EXPONENT) > one
+    assert joint.sources["steps"] == "joint:3 concepts"
+    # the user's steps are the whole run's, whatever N
+    assert resolve("esd", None, ["circle", "cross"], [("set", {"steps": "7"})]).config.steps == 7
+    # a profile's own exponent (here on a toy world's per-method values) replaces the library's
+    monkeypatch.setattr(toy, "joint_steps_exponent", lambda method: 0.5, raising=False)
+    toy_one = resolve("abo", "toyworld", ["circle"]).config.steps
+    assert resolve("abo", "toyworld", ["circle", "cross", "red", "blue"]).config.steps == toy_one * 2
+    # methods whose concepts do not share the steps are left alone
+    assert not get_method("uce").shared_steps and "steps" not in resolve("uce", None, ["circle", "cross"]).sources
+
+
 def test_a_toy_worlds_family_values_apply_to_that_family_only(monkeypatch):
     from erasekit.toyworld import defaults as toy
 

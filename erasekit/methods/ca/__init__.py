@@ -4,4 +4,4 @@ from erasekit.registry import register_method
 
 register_method("ca", __name__, "CaConfig",
                 "Ablating Concepts: map the target prompt onto an anchor concept's images", needs_anchor=True,
-                check="check_request")
+                check="check_request", shared_steps=True)

@@ -3,4 +3,4 @@
 from erasekit.registry import register_method
 
 register_method("esd", __name__, "EsdConfig", "ESD: negative guidance as the teacher (variants x, u, x-strict)",
-                needs=("unconditional-branch",))
+                needs=("unconditional-branch",), shared_steps=True)

@@ -3,4 +3,4 @@
 from erasekit.registry import register_method
 
 register_method("fmn", __name__, "FmnConfig", "Forget-Me-Not: minimise cross-attention on the concept's tokens",
-                needs=("text-attention-map",))
+                needs=("text-attention-map",), shared_steps=True)
