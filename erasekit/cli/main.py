@@ -360,6 +360,9 @@ def erase(model, patches, config, device, dtype, method, concepts, anchors, pres
     cfg = resolve_config(method, profile, request, values, parse_overrides(overrides), family=family)
     spec.check_family(get_family(family), cfg.config)
     spec.check_request(request, cfg.config)
+    if cfg.sources.get("steps", "").startswith("joint:"):
+        click.echo(f"{len(request.concepts)} concepts share the training steps: {cfg.config.steps} steps "
+                   "(docs/protocol.md; --set steps=N to choose)", err=True)
     if check is None:
         check = profile is not None and all(check_suite(profile, c) for c in request.concepts)
     elif check:
