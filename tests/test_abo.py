@@ -72,7 +72,7 @@ def test_nudity_preset_matches_paper():
         ({"preset": "nudty"}, "did you mean 'nudity'"),
         ({"instructions": [{"text": "a", "guidance": 1, "kappa": 1.5}]}, "kappa"),
         ({"instructions": [{"text": "a", "guidance": 1, "t_high": 5, "t_low": 40}]}, "window"),
-        ({"scope": "xattn-kv"}, "scope"),
+        ({"scope": "xattn-q"}, "scope"),
         ({"lam": -1}, "lam"),
         ({"lambda": 1}, "unknown config key"),
     ],
@@ -101,6 +101,15 @@ def test_short_run_changes_only_the_scope(tiny_model, delta):
     assert any(d.abs().max() > 0 for d in patch.deltas.values())
     after = {n: p.detach() for n, p in named_parameters(tiny_model.named_modules()).items()}
     assert all(torch.equal(before[n], after[n]) for n in before)  # the caller's model is untouched
+
+
+def test_xattn_kv_scope_trains_only_the_cross_attention_keys_and_values(tiny_model):
+    from erasekit.api import erase
+
+    config = AboConfig(steps=2, sampling_steps=4, lr=1e-3, t_warmup=0, scope="xattn-kv")
+    patch = erase(tiny_model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]), config)
+    assert set(patch.deltas) and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in patch.deltas)
+    assert any(d.abs().max() > 0 for d in patch.deltas.values())
 
 
 def test_penalty_is_zero_at_first_step_and_resume(tiny_model, tmp_path):
