@@ -40,6 +40,11 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "fmn": {"*": {"steps": 35, "lr": 1e-5, "n_images": 32}},
     "sepme": {"*": {"n_images": 200, "max_steps": 800, "lr": 0.05, "beta": 1e-2, "tau_rel": -1.5}},
 }
+# A joint erase's steps: the library's exponent 1 (erasekit.defaults.JOINT_STEPS_EXPONENT, N × one concept's steps)
+# holds here, so the toy world sets none of its own. benchmarks/results/calibration_joint_toyworld.json (the eight
+# concepts of perf_concepts --quality at 2 / 4 / 8 × the steps, seeds 10–13): abo meets the every-concept bars only
+# at 8× (4×: triangle 0.50); ca meets them at no scale (mean target 0.59 / 0.46 / 0.46: its shape and colour
+# objectives pull the same captions towards different anchor images), so the rule took the largest.
 # family -> method -> values over METHOD_DEFAULTS, for the toy worlds of another architecture (toyworld-mmdit is an
 # SD3 pipeline): the UNet world's rates were chosen on a UNet and need not suit joint attention.
 # Chosen on the MMDiT's calibration seeds over its Table-1 cases (circle, striped), by calibrate_toyworld.py's
