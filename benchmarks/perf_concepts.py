@@ -81,7 +81,6 @@ def _mean(values: list[float]) -> float | str:
 def quality(args) -> None:
     """The --quality runs, or with --steps-scales the joint-steps calibration (module docstring), written
     after every case."""
-    from erasekit import api
     from erasekit.toyworld.defaults import check_suite
 
     seed_sets, model = common.setup(args)
@@ -94,13 +93,14 @@ def quality(args) -> None:
         rule, fixed = QUALITY_METHODS[label]
         method = method_id(label)
         joint = quality_request(rule, QUALITY_CONCEPTS)
+        one = one_concept_steps(model, method, quality_request(rule, QUALITY_CONCEPTS[:1]), fixed)
         for scale in scales:
             config, extra = dict(fixed), {}
             if scale is not None:
-                one = api.resolve_config(method, model.profile, quality_request(rule, QUALITY_CONCEPTS[:1]), fixed,
-                                         family=model.family.name).config
-                config["steps"] = round(one.steps * scale)
+                config["steps"] = round(one * scale)
                 extra = {"steps_scale": scale}
+            tuned = ({"steps": "the joint steps scale, by the rule above"} if scale is not None
+                     else {"nothing": "the toy defaults; anchors by the fixed rule above"})
             plan = [("joint", joint, c) for c in QUALITY_CONCEPTS] + [("kept", joint, c) for c in KEPT.values()]
             if scale is None:
                 plan += [("alone", quality_request(rule, [c]), c) for c in QUALITY_CONCEPTS]
@@ -111,11 +111,16 @@ def quality(args) -> None:
                 runs.extend(entries)
                 print(label, scale, mode, concept,
                       {k: round(entries[0]["metrics"][k], 3) for k in ("target_rate", "seconds")}, flush=True)
-                tuned = ({"steps": "the joint steps scale, by the rule above"} if scale is not None
-                         else {"nothing": "the toy defaults; anchors by the fixed rule above"})
                 write_result(name, runs, out_dir=args.out,
-                             extra={**common.protocol(tuned), "evaluation_seeds": seed_sets,
-                                    "tables": tables(runs), **({"chosen": chosen_scales(runs)} if extra else {})})
+                             extra={**common.protocol(tuned), "evaluation_seeds": seed_sets, "tables": tables(runs),
+                                    **({"chosen": chosen_scales(runs)} if args.steps_scales else {})})
+
+
+def one_concept_steps(model, method: str, single, config: dict) -> int:
+    """The steps `method`'s defaults give the one-concept request `single` on `model` (with `config` on top)."""
+    from erasekit import api
+
+    return api.resolve_config(method, model.profile, single, config, family=model.family.name).config.steps
 
 
 def tables(runs: list[dict], seed_sets=None) -> list[dict]:
@@ -208,8 +213,7 @@ def run_one(method: str, n: int, model_name: str) -> dict:
     # one concept's steps whatever N: what the machinery costs per step at N concepts (the defaults give a
     # joint erase N ** exponent times as many, erasekit.defaults.joint_steps: the cost scales by that factor)
     single = EraseRequest(concepts=concepts[:1], anchors=[anchor] if anchor else [])
-    config = ({"steps": api.resolve_config(method, model.profile, single, {}, family=model.family.name).config.steps}
-              if get_method(method).shared_steps else {})
+    config = {"steps": one_concept_steps(model, method, single, {})} if get_method(method).shared_steps else {}
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         try:

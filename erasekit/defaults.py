@@ -29,6 +29,7 @@ PROFILES: dict[str, str] = {"toyworld": "erasekit.toyworld.defaults"}
 # exponent 1 a joint erase gets N × the steps, so each concept sees what a single-concept erase gives it.
 # A profile may set its own, calibrated exponent (joint_steps_exponent).
 JOINT_STEPS_EXPONENT = 1.0
+JOINT_LAYER = "joint"  # its layer's name in the config's sources: "joint:<N> concepts"
 
 
 @dataclass
@@ -125,7 +126,7 @@ def resolve(method: str, profile: str | None, concepts: Sequence[str],
     apply(f"family:{family}", family_layer(family, method))
     apply(f"model:{profile}", model_layer(profile, method, concepts, requested, family))
     if info.shared_steps and len(concepts) > 1:
-        apply(f"joint:{len(concepts)} concepts", {"steps": joint_steps(info, profile, merged, len(concepts))})
+        apply(f"{JOINT_LAYER}:{len(concepts)} concepts", {"steps": joint_steps(info, profile, merged, len(concepts))})
     for name, values in layers:
         apply(name, values)
     config = build_config(info.config_class, merged)
@@ -136,17 +137,17 @@ def joint_steps(info, profile: str | None, merged: Mapping[str, Any], n_concepts
     """The steps a joint erase of `n_concepts` gets by default: one concept's (the layers so far) times
     N ** the profile's exponent for the method (JOINT_STEPS_EXPONENT where it sets none)."""
     one = int(merged.get("steps", info.config_class.__dataclass_fields__["steps"].default))
-    exponent = None
-    if profile is not None:
-        finder = getattr(importlib.import_module(PROFILES[profile]), "joint_steps_exponent", None)
-        exponent = finder(info.name) if finder else None
+    finder = _profile_hook(profile, "joint_steps_exponent")
+    exponent = finder(info.name) if finder else None
     return max(one, round(one * n_concepts ** (JOINT_STEPS_EXPONENT if exponent is None else exponent)))
 
 
 def check_suite(profile: str | None, concept: str) -> str | None:
     """A suite whose detector measures `concept` on this model profile (None: the profile has none)."""
-    if profile is None:
-        return None
-    module = importlib.import_module(PROFILES[profile])
-    finder = getattr(module, "check_suite", None)
+    finder = _profile_hook(profile, "check_suite")
     return finder(concept) if finder else None
+
+
+def _profile_hook(profile: str | None, name: str):
+    """The optional function `name` of a profile's defaults module (None: no profile, or it has none)."""
+    return None if profile is None else getattr(importlib.import_module(PROFILES[profile]), name, None)

@@ -153,7 +153,6 @@ def test_erase_refuses_unknown_characters_before_loading(tiny_dir, capsys, monke
     assert code == 2 and "did you mean 'nudity'" in err
 
 
-
 def test_a_joint_erase_says_how_many_steps_its_concepts_share(tiny_dir, capsys, monkeypatch):
     import erasekit.api
     from erasekit.defaults import resolve
@@ -166,6 +165,7 @@ def test_a_joint_erase_says_how_many_steps_its_concepts_share(tiny_dir, capsys, 
     code, _, err = _run(["erase", "--model", str(tiny_dir), "--method", "esd", "--concept", "circle", "--concept",
                          "cross", "--set", "steps=5", "--out", "p.safetensors"], capsys)
     assert code == 3 and "share the training steps" not in err
+
 
 INSTANT = [
     ["ls", "methods"], ["ls", "config", "abo", "--model", "toyworld"], ["ls", "scopes"], ["ls", "suites"],

@@ -331,7 +331,7 @@ def erase(model, patches, config, device, dtype, method, concepts, anchors, pres
     METHOD --model M` shows them), the request file's `config:` and then --set. Everything is validated
     before the model loads; the patch is written only when the run (and its check) finishes.
     """
-    from erasekit.defaults import check_suite, family_name_of, profile_of, resolve_config
+    from erasekit.defaults import JOINT_LAYER, check_suite, family_name_of, profile_of, resolve_config
     from erasekit.registry import get_method
     from erasekit.request import EraseRequest, parse_overrides
 
@@ -360,7 +360,7 @@ def erase(model, patches, config, device, dtype, method, concepts, anchors, pres
     cfg = resolve_config(method, profile, request, values, parse_overrides(overrides), family=family)
     spec.check_family(get_family(family), cfg.config)
     spec.check_request(request, cfg.config)
-    if cfg.sources.get("steps", "").startswith("joint:"):
+    if cfg.sources.get("steps", "").startswith(f"{JOINT_LAYER}:"):
         click.echo(f"{len(request.concepts)} concepts share the training steps: {cfg.config.steps} steps "
                    "(docs/protocol.md; --set steps=N to choose)", err=True)
     if check is None:
