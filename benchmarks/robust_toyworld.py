@@ -8,7 +8,7 @@ generations) on the suite's first 8 target prompts × the evaluation seeds; each
 target_rate, ssim_other and other_accuracy of the same patch on the same seeds. A method's robustness
 is its rate at the largest budget (`recovery_rate*`); the curve shows whether the rate still rises there.
 
-Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (26 rows) fits one
+Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (28 rows) fits one
 session's background run on the 2-core CPU (about 10 minutes a row on one thread); the seconds per
 attacked prompt are recorded per attack and budget. Resumes by row: a rerun with the same arguments
 keeps the rows already measured (same method, case, robust switch and config) and measures the rest.
@@ -29,7 +29,7 @@ from erasekit.eval.results import write_result
 
 CASES = ("circle", "striped")
 GROUPS = ["target", "other"]
-ROBUST_METHODS = ("abo", "ca", "esd-x", "esd-u", "sdd", "uce")  # methods with a robust option
+ROBUST_METHODS = ("abo", "ca", "esd-x", "esd-u", "sdd", "uce", "fmn")  # methods with a robust option
 TUNED = {
     "method settings": "the toy defaults layer, chosen per method on the calibration seeds (calibrate_toyworld.py)",
     "robust settings": "the toy defaults layer's robust_* values; see erasekit/toyworld/defaults.py for how "

@@ -48,7 +48,7 @@ def test_the_adversary_finds_a_prefix_that_recovers_the_teacher_s_prediction(tin
         assert adv.attacks == 2  # robust_every = 1: a re-attack every step after the warm-up
 
 
-@pytest.mark.parametrize("method", ["abo", "ca", "esd", "sdd"])
+@pytest.mark.parametrize("method", ["abo", "ca", "esd", "sdd", "fmn"])
 def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_model, method):
     from erasekit import api
     from erasekit.request import EraseRequest
@@ -56,13 +56,28 @@ def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_m
     request = EraseRequest(concepts=["circle"], anchors=["square"])
     base = {"steps": 3, "robust_steps": 2, "robust_warmup": 0.0}
     extra = {"ca": {"n_images": 2, "image_steps": 2}, "abo": {"sampling_steps": 6},
-             "esd": {"sampling_steps": 4}, "sdd": {"sampling_steps": 4}}[method]
+             "esd": {"sampling_steps": 4}, "sdd": {"sampling_steps": 4},
+             "fmn": {"n_images": 2, "image_steps": 2, "lr": 1e-3}}[method]
     robust = api.erase(tiny_model, method, request, {**base, **extra, "robust": True}, progress=False)
     plain = api.erase(tiny_model, method, request, {**base, **extra}, progress=False)
     assert robust.config["robust"] and robust.info["robust"]["attacks"] == 3
     assert robust.info["robust"]["retain_prompts"] > 0 and robust.info["robust"]["retain_loss"] is not None
     assert "robust" not in plain.info
     assert any(not torch.equal(robust.deltas[n], plain.deltas[n]) for n in plain.deltas)
+
+
+def test_fmn_under_the_adversary_steers_the_prefix_columns_and_the_concept_s(tiny_model):
+    from erasekit.core.attention import token_indices
+    from erasekit.methods.fmn.method import concept_columns, prefix_columns
+
+    adv = AdversarialPrefix(tiny_model, None, ["a photo of circle"], RobustOptions(robust=True), total_steps=10)
+    tok = tiny_model.sequence_tokenizer
+    (attacked,) = prefix_columns(tiny_model, adv, ["circle"], use_pooler=False)
+    text = adv.texts[0]
+    ids = tok(text).input_ids
+    assert [ids[i] for i in attacked if ids[i] in adv.slot_ids] == adv.slot_ids  # δ's own columns
+    assert set(token_indices(tok, text, "circle")) <= set(attacked)
+    assert len(attacked) == len(adv.slot_ids) + len(concept_columns(tiny_model, "a photo of circle", "circle", False))
 
 
 def test_a_plain_erase_takes_the_retain_term_alone(tiny_model):

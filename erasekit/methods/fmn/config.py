@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.methods.field_help import COMMON
 
 
 @dataclass
-class FmnConfig:
+class FmnConfig(RobustOptions):
     steps: int = 35
     lr: float = 2e-6
     weight_decay: float = 0.01
@@ -32,9 +33,10 @@ class FmnConfig:
             raise ValueError(f"scope must be 'full' or 'xattn', got {self.scope!r}")
         if "{}" not in self.template:
             raise ValueError("template must contain {} for the concept")
+        self.check_robust()
 
 
-FmnConfig.HELP = COMMON | {
+FmnConfig.HELP = COMMON | ROBUST_HELP | {
     "scope": "weights that train: full (the authors) or xattn",
     "template": "the prompt the concept's attention maps are taken from ('{}' marks the concept)",
     "use_pooler": "also steer the EOS/padding positions (the authors' use_pooler)",
