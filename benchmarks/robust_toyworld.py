@@ -1,14 +1,15 @@
 """The attack × method table on the toy world: how easily does an erased concept come back?
 
-Every method erases the circle and the stripes (anchors by the fixed rule of common.concept_cases), once
-with its toy defaults and, where it has the option, once with robust erasure on (`robust=true` with the
-toy world's robust settings, erasekit/toyworld/defaults.py). Every attack (erasekit ls attacks) then
-runs against each patch at every budget of the curve (--budgets, optimisation steps; Ring-A-Bell:
-generations) on the suite's first 8 target prompts × the evaluation seeds; each row also carries
-target_rate, ssim_other and other_accuracy of the same patch on the same seeds. A method's robustness
-is its rate at the largest budget (`recovery_rate*`); the curve shows whether the rate still rises there.
+Every method (Table 1's and SepME) erases the circle and the stripes (anchors by the fixed rule of
+common.concept_cases; SepME takes none), once with its toy defaults and, where it has the option, once
+with robust erasure on (`robust=true` with the toy world's robust settings, erasekit/toyworld/defaults.py).
+Every attack (erasekit ls attacks) then runs against each patch at every budget of the curve
+(--budgets, optimisation steps; Ring-A-Bell: generations) on the suite's first 8 target prompts × the
+evaluation seeds; each row also carries target_rate, ssim_other and other_accuracy of the same patch on
+the same seeds. A method's robustness is its rate at the largest budget (`recovery_rate*`); the curve
+shows whether the rate still rises there.
 
-Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (28 rows) fits one
+Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (30 rows) fits one
 session's background run on the 2-core CPU (about 10 minutes a row on one thread); the seconds per
 attacked prompt are recorded per attack and budget. Resumes by row: a rerun with the same arguments
 keeps the rows already measured (same method, case, robust switch and config) and measures the rest.
@@ -30,6 +31,8 @@ from erasekit.eval.results import write_result
 CASES = ("circle", "striped")
 GROUPS = ["target", "other"]
 ROBUST_METHODS = ("abo", "ca", "esd-x", "esd-u", "sdd", "uce", "fmn")  # methods with a robust option
+# Table 1's methods and anchor rules, and SepME, which takes no anchor (one patch per concept)
+TABLE_METHODS = {**METHODS, "sepme": ("none", {})}
 TUNED = {
     "method settings": "the toy defaults layer, chosen per method on the calibration seeds (calibrate_toyworld.py)",
     "robust settings": "the toy defaults layer's robust_* values; see erasekit/toyworld/defaults.py for how "
@@ -75,7 +78,7 @@ def tables(runs: list[dict], seed_sets: list[list[int]]) -> list[dict]:
 
 def main() -> None:
     parser = common.parser(__doc__)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(TABLE_METHODS))
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--budgets", default="50,150,500", help="the attack budget curve")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
@@ -90,7 +93,7 @@ def main() -> None:
     runs: list[dict] = list(done.values())
     switches = {"off": [False], "on": [True], "both": [False, True]}[args.robust]
     for label in args.methods.split(","):
-        rule, fixed = METHODS[label]
+        rule, fixed = TABLE_METHODS[label]
         cases = {c["case"]: c for c in common.concept_cases(rule)}
         for name in args.cases.split(","):
             case = cases[name]
@@ -106,13 +109,14 @@ def main() -> None:
                 if earlier is not None and common.same_config(earlier["config"], resolved.config):
                     continue
                 patch, seconds, _ = common.erase_timed(model, method_id(label), request, values)
-                result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=args.steps, progress=False,
+                patches = patch if isinstance(patch, list) else [patch]
+                result = api.evaluate(model, patches, case["suite"], seeds=seeds, steps=args.steps, progress=False,
                                       groups=GROUPS, attack=args.attacks, attack_steps=args.budgets)
                 result["details"].pop("detector", None)
                 run = {"label": label, "case": name, "kind": case["kind"], "robust": robust, "seeds": seeds,
                        "concepts": request.concepts, "anchors": request.anchors, "config": config,
                        "config_sources": resolved.sources, "seconds": round(seconds, 1),
-                       "patch_info": {k: v for k, v in patch.info.items() if k in ("robust", "reused")},
+                       "patch_info": {k: v for k, v in patches[0].info.items() if k in ("robust", "reused")},
                        "metrics": {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))},
                        "attacks": {ATTACKS[a].metric: result["details"][ATTACKS[a].metric]
                                    for a in args.attacks.split(",")}}
