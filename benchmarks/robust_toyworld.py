@@ -9,7 +9,7 @@ evaluation seeds; each row also carries target_rate, ssim_other and other_accura
 the same seeds. A method's robustness is its rate at the largest budget (`recovery_rate*`); the curve
 shows whether the rate still rises there.
 
-Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (30 rows) fits one
+Cost: the default budgets (50 / 150 / 500) are sized so that the whole table (32 rows) fits one
 session's background run on the 2-core CPU (about 10 minutes a row on one thread); the seconds per
 attacked prompt are recorded per attack and budget. Resumes by row: a rerun with the same arguments
 keeps the rows already measured (same method, case, robust switch and config) and measures the rest.
@@ -30,7 +30,7 @@ from erasekit.eval.results import write_result
 
 CASES = ("circle", "striped")
 GROUPS = ["target", "other"]
-ROBUST_METHODS = ("abo", "ca", "esd-x", "esd-u", "sdd", "uce", "fmn")  # methods with a robust option
+ROBUST_METHODS = ("abo", "ca", "esd-x", "esd-u", "sdd", "uce", "fmn", "sepme")  # methods with a robust option
 # Table 1's methods and anchor rules, and SepME, which takes no anchor (one patch per concept)
 TABLE_METHODS = {**METHODS, "sepme": ("none", {})}
 TUNED = {

@@ -186,3 +186,22 @@ def test_captions_must_name_erased_concepts_and_hold_a_slot(wide_model):
               SepmeConfig(**CFG, captions={"cross": ["a {}"]}), progress=False)
     with pytest.raises(ValueError, match="captions"):
         SepmeConfig(captions={"circle": ["no slot"]})
+
+
+def test_robust_sepme_attacks_after_the_warm_up_and_stops_only_on_attacked_losses(wide_model):
+    request = EraseRequest(concepts=["circle", "cross"])
+    # τ above any loss: the plain run stops at its first check; the robust one not before its adversary is on
+    cfg = {**CFG, "tau": 1e9}
+    (plain, _) = erase(wide_model, "sepme", request, SepmeConfig(**cfg), progress=False)
+    robust_cfg = SepmeConfig(**cfg, robust=True, robust_steps=2, robust_warmup=0.5, robust_retain=0.3,
+                             robust_retain_prompts=["a square"])
+    (robust, _) = erase(wide_model, "sepme", request, robust_cfg, progress=False)
+    assert plain.info["stopped_at"] == 1 and "robust" not in plain.info
+    assert robust.info["stopped_at"] == 3  # steps 0, 1 plain (warm-up 0.5 × 4); step 2 attacked, then checked
+    # joint mode: each step takes one example per concept, each re-attacked (robust_every 1)
+    assert robust.info["robust"]["attacks"] == 2 and robust.info["robust"]["retain_loss"] is not None
+    never = SepmeConfig(**{**CFG, "tau": -1e9}, robust=True, robust_steps=2, robust_warmup=0.5)
+    (attacked, _) = erase(wide_model, "sepme", request, never, progress=False)
+    assert attacked.info["robust"]["attacks"] == 4  # steps 2 and 3, both concepts
+    (unattacked, _) = erase(wide_model, "sepme", request, SepmeConfig(**{**CFG, "tau": -1e9}), progress=False)
+    assert any(not torch.equal(attacked.deltas[n], unattacked.deltas[n]) for n in attacked.deltas)

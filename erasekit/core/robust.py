@@ -36,7 +36,7 @@ from the first step, without any adversary, for a method whose own loss leaves o
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 
 import torch
@@ -80,12 +80,13 @@ class AdversarialPrefix:
             self.slots.set({name: d[None] for name, d in delta.items()}, torch.zeros(len(rows), dtype=torch.long))
             return self.model.encode([self.texts[int(r)] for r in rows])
 
-    def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, plain: Conditioning) -> None:
+    def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, plain: Conditioning,
+                student: dict[str, torch.Tensor] | None) -> None:
         with torch.no_grad():
             wanted = self.model.eps(x, t, plain[None], self.teacher)[0]
         params = list(self.delta.values())
         for _ in range(self.options.robust_steps):
-            loss = F.mse_loss(self.model.eps(x, t, self._encode(rows, self.delta)[None])[0], wanted)
+            loss = F.mse_loss(self.model.eps(x, t, self._encode(rows, self.delta)[None], student)[0], wanted)
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
@@ -94,13 +95,14 @@ class AdversarialPrefix:
         self.attacks += 1
 
     def condition(self, step: int, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor,
-                  plain: Conditioning) -> Conditioning:
+                  plain: Conditioning, student: dict[str, torch.Tensor] | None = None) -> Conditioning:
         """What the student reads for the concept prompts `rows` at this step: `plain` (E(c) of those
-        rows) before the warm-up ends, E([δ; c]) after it, δ re-attacked on (x, t) every robust_every steps."""
+        rows) before the warm-up ends, E([δ; c]) after it, δ re-attacked on (x, t) every robust_every steps.
+        student: the student's denoiser tensors where they are not the live ones (SepME's increments)."""
         if not self.active(step):
             return plain
         if (step - self.start) % self.options.robust_every == 0:
-            self._attack(x.detach(), t, rows, plain)
+            self._attack(x.detach(), t, rows, plain, student)
         # δ is fixed for the outer step; the encoder stays in the graph for methods that train it (CA's rows)
         return self._encode(rows, {name: d.detach() for name, d in self.delta.items()})
 
@@ -109,13 +111,18 @@ class AdversarialPrefix:
 
 
 def adversary(model, session, config, prompts: Sequence[str], total_steps: int) -> AdversarialPrefix | None:
-    """The run's adversary when `config.robust` is set (the frozen model: the session's teacher)."""
+    """The run's adversary when `config.robust` is set (the frozen model: the session's teacher; without a
+    session, the live weights, which a method that passes its student's tensors leaves frozen)."""
     if not getattr(config, "robust", False):
         return None
     if processes().num_processes > 1:
         # each process would attack its own share of the batch and keep its own δ: not the one-process run
         raise ErasekitError("robust erasure runs in one process (each process would keep its own adversary)")
-    return AdversarialPrefix(model, session.teacher_denoiser(), prompts, config, total_steps, config.seed)
+    return AdversarialPrefix(model, _teacher(session), prompts, config, total_steps, config.seed)
+
+
+def _teacher(session) -> dict[str, torch.Tensor] | None:
+    return session.teacher_denoiser() if session is not None else None
 
 
 def robust_info(adv: AdversarialPrefix | None, retain: RetainTerm | None = None) -> dict:
@@ -154,9 +161,11 @@ class RetainTerm:
     prompts on noised latents of the frozen model's own images of them (module docstring)."""
 
     def __init__(self, model, teacher: dict[str, torch.Tensor] | None, prompts: Sequence[str],
-                 latents: torch.Tensor, weight: float, start: int) -> None:
+                 latents: torch.Tensor, weight: float, start: int,
+                 student: Callable[[], dict[str, torch.Tensor]] | None = None) -> None:
         self.model, self.teacher, self.prompts = model, teacher, list(prompts)
         self.latents, self.weight, self.start = latents, weight, start
+        self.student = student  # the student's denoiser tensors where they are not the live ones
         with torch.no_grad():  # E*(c_r): the text encoder before any step trained it
             self.frozen = model.encode(self.prompts)
         self.last_loss: float | None = None
@@ -173,23 +182,27 @@ class RetainTerm:
         x = add_noise(self.model.scheduler, z0, noise, t)
         with torch.no_grad():
             wanted = self.model.eps(x, t, self.frozen[rows.to(self.model.device)][None], self.teacher)[0]
-        student = self.model.eps(x, t, self.model.encode([self.prompts[int(r)] for r in rows])[None])[0]
+        weights = self.student() if self.student is not None else None
+        student = self.model.eps(x, t, self.model.encode([self.prompts[int(r)] for r in rows])[None], weights)[0]
         loss = F.mse_loss(student.float(), wanted.float())
         self.last_loss = float(loss.detach())
         return self.weight * loss
 
 
-def retain_term(model, session, config, concepts: Sequence[str], run) -> RetainTerm | None:
+def retain_term(model, session, config, concepts: Sequence[str], run, total_steps: int | None = None,
+                student: Callable[[], dict[str, torch.Tensor]] | None = None) -> RetainTerm | None:
     """The run's utility-retain term: a robust run's (`robust_retain`, on from the end of the warm-up), else a
-    plain run's (`retain`, on from the first step); None when its weight is 0."""
-    weight, start = ((config.robust_retain, int(config.robust_warmup * config.steps)) if config.robust
+    plain run's (`retain`, on from the first step); None when its weight is 0. total_steps: the run's steps
+    when the config's are not `steps`; student: as for AdversarialPrefix.condition, a callable."""
+    total = config.steps if total_steps is None else total_steps
+    weight, start = ((config.robust_retain, int(config.robust_warmup * total)) if config.robust
                      else (config.retain, 0))
     if weight == 0:
         return None
     prompts = retain_prompts(config.robust_retain_prompts, concepts)
     latents = concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
                               config.seed, run.cache_dir, run.progress)
-    return RetainTerm(model, session.teacher_denoiser(), prompts, latents, weight, start)
+    return RetainTerm(model, _teacher(session), prompts, latents, weight, start, student)
 
 
 def with_retain(retain: RetainTerm | None, loss_fn):

@@ -76,7 +76,7 @@ FAMILY_VARIANT_DEFAULTS: dict[str, dict[tuple[str, str, str], dict[str, Any]]] =
 # plain erase (AdvUnlearn's 30 every step would be 31×, hours per toy patch on the CPU). The inner lr,
 # warm-up and prefix length stay AdvUnlearn's: the toy token rows (mean norm 0.29) are on SD's scale.
 ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {m: {"robust_every": 10, "robust_steps": 10}
-                                              for m in ("abo", "ca", "esd", "sdd", "fmn")}
+                                              for m in ("abo", "ca", "esd", "sdd", "fmn", "sepme")}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
 # method -> (templates shared by every concept, templates per concept: concepts of different kinds at once)

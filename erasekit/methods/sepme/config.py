@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.methods.field_help import COMMON
 
 
 @dataclass
-class SepmeConfig:
+class SepmeConfig(RobustOptions):
     mode: str = "joint"  # joint: increments summed in one forward, losses balanced; separate: one at a time
     beta: float = 1e-4  # ΔW_k = β P_k S_k
     lr: float = 0.1  # Adam on the coefficients P_k (initialised at zero)
@@ -59,9 +60,10 @@ class SepmeConfig:
         for concept, captions in self.captions.items():
             if not captions or any("{}" not in c for c in captions):
                 raise ValueError(f"captions for {concept!r} must be a non-empty list of templates containing {{}}")
+        self.check_robust()
 
 
-SepmeConfig.HELP = COMMON | {
+SepmeConfig.HELP = COMMON | ROBUST_HELP | {
     "mode": "joint: every concept's increment in one forward, losses balanced; separate: one at a time",
     "beta": "β in ΔW_k = β P_k S_k",
     "lr": "Adam learning rate of the coefficients P_k (initialised at zero)",

@@ -12,6 +12,12 @@ prompt: by construction ΔW_{k,l} leaves their keys and values unchanged. Only P
 on noised latents of the base model's own images of c, plus λ·(1/M) Σ_l ‖ΔW_{k,l}‖₁, until
 the momentum-smoothed L_cor falls below τ. Each concept's increment is its own Patch, so
 removing one restores that concept and leaves the others erased.
+
+Robust erasure (core.robust, not in the paper): after the warm-up (robust_warmup × max_steps, trained plainly)
+the concept prompt of L_cor is [δ; c], δ the adversarial prefix re-attacked against the edited model on the
+step's (x_t, t); the base side of L_cor keeps the plain c, so the increment learns to decorrelate whatever
+the prefix brings back from the concept's own direction. Early stopping reads the loss under the adversary only
+(it is not checked during the warm-up), so a robust increment stops once even the attacked prompt is erased.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import torch
 
 from erasekit.core import patch as patching
+from erasekit.core import robust
 from erasekit.core.data import concept_latents
 from erasekit.core.edit import RunOptions
 from erasekit.core.model import DiffusionModel
@@ -169,7 +176,11 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
     def edited_weights(ks) -> dict[str, torch.Tensor]:
         return {name: w.detach() + sum(increment(k, name) for k in ks) for name, w in layers.items()}
 
-    def concept_loss(k: int, step: int, gen: torch.Generator, ks) -> torch.Tensor:
+    # the adversary's prompts: every concept's training prompts, concept k's from offsets[k] on
+    offsets = [sum(len(pp) for pp in prompt_pairs[:k]) for k in range(len(concepts))]
+    adversary_prompts = [c for pp in prompt_pairs for c, _ in pp]
+
+    def concept_loss(k: int, step: int, gen: torch.Generator, ks, adv=None) -> torch.Tensor:
         index = step % len(latents[k])  # each image once per pass, as the authors
         z0 = latents[k][index][None]
         t = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=gen).to(model.device)
@@ -178,7 +189,12 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
         pair = pairs[k][index % len(pairs[k])]
         with torch.no_grad():
             base = model.eps(x, t, pair)
-        edited = model.eps(x, t, pair, edited_weights(ks))
+        weights = edited_weights(ks)
+        if adv is not None and adv.active(step):
+            row = torch.tensor([offsets[k] + index % len(pairs[k])])
+            student = {name: w.detach() for name, w in weights.items()}
+            pair = torch.cat([adv.condition(step, x, t, row, pair[0:1], student), pair[1:2]])
+        edited = model.eps(x, t, pair, weights)
         return correlation_loss(edited[0], edited[1], base[0], base[1])
 
     def l1(k: int) -> torch.Tensor:
@@ -197,19 +213,26 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
                 for k in range(len(concepts))}
     stopped: dict[int, int] = {}
     groups = [list(range(len(concepts)))] if config.mode == "joint" else [[k] for k in range(len(concepts))]
+    guards: dict[int, dict] = {}  # concept -> what its group's adversary and retain term record
     for group in groups:
         latest: dict[int, float] = {}
         weights = balance_weights({k: scales[k] for k in group})
+        adv = robust.adversary(model, None, config, adversary_prompts, config.max_steps)
+        retain = robust.retain_term(model, None, config, concepts, run, config.max_steps,
+                                    student=lambda group=group: edited_weights(group))
 
-        def loss_fn(step: int, gen: torch.Generator, group=group, latest=latest, weights=weights) -> torch.Tensor:
+        def loss_fn(step: int, gen: torch.Generator, group=group, latest=latest, weights=weights,
+                    adv=adv) -> torch.Tensor:
             active = [k for k in group if k not in stopped]
-            losses = {k: concept_loss(k, step, gen, group) for k in active}
+            losses = {k: concept_loss(k, step, gen, group, adv) for k in active}
             latest.clear()
             latest.update({k: float(v.detach()) for k, v in losses.items()})
             # η weighs each concept's whole objective, its L1 term included.
             return sum(weights[k] * (loss + config.reg * l1(k)) for k, loss in losses.items())
 
-        def check(step: int, trainer: Trainer, group=group, latest=latest) -> bool:
+        def check(step: int, trainer: Trainer, group=group, latest=latest, adv=adv) -> bool:
+            if adv is not None and not adv.active(step - 1):  # `latest` is step − 1's (step: steps done)
+                return False  # the warm-up's plain losses say nothing of the attacked prompt
             for k, value in latest.items():
                 if k not in stopped and stoppers[k].update(value):
                     stopped[k] = step  # frozen: its coefficients leave the loss and get no more updates
@@ -220,7 +243,8 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
                                                 seed=config.seed, callback_every=1, progress=run.progress,
                                                 description=f"sepme {', '.join(concepts[k] for k in group)}"),
                           callback=check)
-        trainer.fit(loss_fn)
+        trainer.fit(robust.with_retain(retain, loss_fn))
+        guards.update({k: robust.robust_info(adv, retain) for k in group})
 
     prefix = model.family.denoiser
     base_print = patching.base_fingerprint(model, [f"{prefix}.{n}" for n in layers])
@@ -231,7 +255,8 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
             deltas = {f"{prefix}.{name}": increment(k, name).detach().float().cpu().contiguous() for name in layers}
             info = {**made_on, "stopped_at": stopped.get(k), "tau": stoppers[k].tau,
                     "loss_scale": scales[k], "l_mom": stoppers[k].value, "null_space_dim": int(bases[k].shape[0]),
-                    "trainable_params": sum(coeffs[f"{k}/{n}"].numel() for n in layers)}
+                    "trainable_params": sum(coeffs[f"{k}/{n}"].numel() for n in layers),
+                    **guards[k]}
             patches[concept] = Patch(deltas, "sepme", dataclasses.asdict(config), [concept], base_print, info=info,
                                      family=model.family.name)
     return patches
