@@ -181,3 +181,25 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     retained = api.resolve_config("ca", "toyworld", request, {}, {"retain": "0.3"})  # a plain run's retain term
     assert not retained.config.robust and "a red square" in retained.config.robust_retain_prompts
     assert retained.sources["robust_retain_prompts"] == "model:toyworld"
+
+
+@pytest.mark.parametrize("method", ["fmn", "sepme"])
+def test_robust_fmn_and_sepme_run_on_an_mmdit_s_joint_attention(tiny_sd3_model, method):
+    """FMN steers the joint attention's text columns, SepME passes its increments as tensors: the adversary
+    runs through both on SD3, and the robust patch differs from the plain one."""
+    from erasekit import api
+    from erasekit.request import EraseRequest
+
+    values = {"fmn": {"n_images": 2, "image_steps": 2, "lr": 1e-3, "steps": 3},
+              "sepme": {"n_images": 2, "image_steps": 2, "max_steps": 3, "warmup": 0, "tau": -1e9,
+                        "beta": 1e-2}}[method]
+    request = EraseRequest(concepts=["circle"])
+    robust = {"robust": True, "robust_steps": 2, "robust_warmup": 0.0, "robust_retain_prompts": ["a square"]}
+
+    def one(result):
+        return result[0] if isinstance(result, list) else result
+
+    attacked = one(api.erase(tiny_sd3_model, method, request, {**values, **robust}, progress=False))
+    plain = one(api.erase(tiny_sd3_model, method, request, values, progress=False))
+    assert attacked.info["robust"]["attacks"] == 3 and attacked.info["robust"]["retain_prompts"] == 1
+    assert any(not torch.equal(attacked.deltas[n], plain.deltas[n]) for n in plain.deltas)
