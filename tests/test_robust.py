@@ -203,3 +203,30 @@ def test_robust_fmn_and_sepme_run_on_an_mmdit_s_joint_attention(tiny_sd3_model, 
     plain = one(api.erase(tiny_sd3_model, method, request, values, progress=False))
     assert attacked.info["robust"]["attacks"] == 3 and attacked.info["robust"]["retain_prompts"] == 1
     assert any(not torch.equal(attacked.deltas[n], plain.deltas[n]) for n in plain.deltas)
+
+
+@pytest.mark.parametrize("method", ["abo", "ca"])
+def test_robust_erasure_can_train_the_text_encoder_as_advunlearn_does(tiny_model, method):
+    """scope text-encoder: only the CLIP layers move, the student reads its conditions through them (the
+    concept prompt's encoding changes), and the adversary runs against that encoder."""
+    from erasekit import api
+    from erasekit.core import patch as patching
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    values = {"steps": 3, "robust_steps": 2, "robust_warmup": 0.0, "scope": "text-encoder", "lr": 1e-2,
+              "robust": True, "robust_retain_prompts": ["a square"],
+              **({"n_images": 2, "image_steps": 2} if method == "ca" else {"sampling_steps": 6})}
+    plain = api.erase(tiny_model, method, request, {**values, "robust": False}, progress=False)
+    # no adversary, no retain term: only the method's own loss, read through the encoder, moves it
+    assert any(float(d.abs().max()) > 0 for d in plain.deltas.values())
+    patch = api.erase(tiny_model, method, request, values, progress=False)
+    assert patch.deltas and all(n.startswith("text_encoder.") for n in patch.deltas)
+    assert "embeddings" not in " ".join(patch.deltas)
+    assert patch.info["robust"]["attacks"] == 3
+    with torch.no_grad():
+        before = tiny_model.encode(["circle", "a red square"]).hidden.clone()
+        with patching.applied_temporarily(tiny_model, [patch]):
+            after = tiny_model.encode(["circle", "a red square"]).hidden
+        assert not torch.allclose(before[0], after[0])
+        assert torch.equal(before, tiny_model.encode(["circle", "a red square"]).hidden)  # removed exactly

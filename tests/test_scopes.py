@@ -13,6 +13,8 @@ from erasekit.errors import ErasekitError
         ("xattn-kv", ["attn2.to_k.weight", "attn2.to_v.weight"], ["to_q", "to_out", "attn1."]),
         ("non-xattn", ["resnets", "attn1.to_q.weight"], ["attn2.", "time_embedding", "conv_out"]),
         ("full", ["attn2.to_k.weight", "conv_out"], ["text_encoder."]),
+        ("text-encoder", ["encoder.layers.0.self_attn.k_proj.weight", "final_layer_norm.weight"],
+         ["unet.", "token_embedding", "position_embedding"]),
     ],
 )
 def test_scope_membership(tiny_model, scope, must, must_not):

@@ -61,6 +61,12 @@ class EditSession:
     def params(self) -> dict[str, torch.nn.Parameter]:
         return self.selection.params
 
+    @property
+    def encoder_trains(self) -> bool:
+        """Whether a text encoder's tensors train: then the student's conditions must be encoded inside the
+        graph at every step, and the frozen model's read encodings taken before the first step."""
+        return any(not n.startswith(f"{self.model.family.denoiser}.") for n in self.params)
+
     @torch.no_grad()
     def after_step(self) -> None:
         """Keep rows outside the embedding scope's tokens at their base values (weight decay moves them)."""

@@ -80,10 +80,10 @@ class AdversarialPrefix:
             self.slots.set({name: d[None] for name, d in delta.items()}, torch.zeros(len(rows), dtype=torch.long))
             return self.model.encode([self.texts[int(r)] for r in rows])
 
-    def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, plain: Conditioning,
+    def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, frozen: Conditioning,
                 student: dict[str, torch.Tensor] | None) -> None:
         with torch.no_grad():
-            wanted = self.model.eps(x, t, plain[None], self.teacher)[0]
+            wanted = self.model.eps(x, t, frozen[None], self.teacher)[0]
         params = list(self.delta.values())
         for _ in range(self.options.robust_steps):
             loss = F.mse_loss(self.model.eps(x, t, self._encode(rows, self.delta)[None], student)[0], wanted)
@@ -95,14 +95,16 @@ class AdversarialPrefix:
         self.attacks += 1
 
     def condition(self, step: int, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor,
-                  plain: Conditioning, student: dict[str, torch.Tensor] | None = None) -> Conditioning:
+                  plain: Conditioning, student: dict[str, torch.Tensor] | None = None,
+                  frozen: Conditioning | None = None) -> Conditioning:
         """What the student reads for the concept prompts `rows` at this step: `plain` (E(c) of those
         rows) before the warm-up ends, E([δ; c]) after it, δ re-attacked on (x, t) every robust_every steps.
-        student: the student's denoiser tensors where they are not the live ones (SepME's increments)."""
+        student: the student's denoiser tensors where they are not the live ones (SepME's increments);
+        frozen: E*(c), what the frozen model reads, where the trained text encoder's `plain` is not it."""
         if not self.active(step):
             return plain
         if (step - self.start) % self.options.robust_every == 0:
-            self._attack(x.detach(), t, rows, plain, student)
+            self._attack(x.detach(), t, rows, plain if frozen is None else frozen, student)
         # δ is fixed for the outer step; the encoder stays in the graph for methods that train it (CA's rows)
         return self._encode(rows, {name: d.detach() for name, d in self.delta.items()})
 

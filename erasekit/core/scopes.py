@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 # transformers 4 names it text_model.embeddings..., transformers 5 embeddings...; every text encoder
 # of the family (SDXL: text_encoder and text_encoder_2) has its own table.
 TOKEN_EMBEDDING = re.compile(r"^text_encoder(_\d)?\.(text_model\.)?embeddings\.token_embedding\.weight$")
+# AdvUnlearn's text_encoder_full: every CLIP text encoder's transformer layers and final layer norm (token and
+# position embeddings, SDXL's text_projection and SD3's T5 stay frozen).
+TEXT_ENCODER_LAYERS = re.compile(r"^text_encoder(_\d)?\.(text_model\.)?(encoder\.layers\.|final_layer_norm\.)")
+TEXT_ENCODER_DESCRIPTION = ("every CLIP text encoder's layers and final layer norm (AdvUnlearn's module: the "
+                            "student reads its conditions through them)")
 
 _TO_OUT = re.compile(r"\.attn[12]\.to_out\.0\.")
 _XATTN = re.compile(r"\.attn2\.")
@@ -37,6 +42,7 @@ UNET_SCOPES: dict[str, Callable[[str], bool]] = {
     "xattn-kv": lambda n: n.startswith("unet.") and bool(_XATTN_KV.search(n)),
     "non-xattn": lambda n: n.startswith("unet.") and not _NON_XATTN_EXCLUDE.search(n),
     "embedding": lambda n: bool(TOKEN_EMBEDDING.match(n)),
+    "text-encoder": lambda n: bool(TEXT_ENCODER_LAYERS.match(n)),
     "full": lambda n: n.startswith("unet."),
 }
 UNET_SCOPE_DESCRIPTIONS = {
@@ -45,6 +51,7 @@ UNET_SCOPE_DESCRIPTIONS = {
     "xattn-kv": "cross-attention to_k / to_v of the UNet",
     "non-xattn": "the UNet without cross-attention, time embedding and output head (ESD-u)",
     "embedding": "rows of every text encoder's token embedding (only the given tokens train)",
+    "text-encoder": TEXT_ENCODER_DESCRIPTION,
     "full": "every UNet parameter",
 }
 

@@ -116,8 +116,9 @@ register_family(Family(
     timestep_options=timestep_options,
     cfg=False,
     sequence_tokenizer="tokenizer_2",
-    scopes={k: v for k, v in SCOPES.items() if k != "embedding"},
-    scope_descriptions={**{k: v for k, v in SCOPE_DESCRIPTIONS.items() if k != "embedding"},
+    # its sequence comes from T5, whose tables and layers these scopes do not reach (CLIP gives the pooled vector)
+    scopes={k: v for k, v in SCOPES.items() if k not in ("embedding", "text-encoder")},
+    scope_descriptions={**{k: v for k, v in SCOPE_DESCRIPTIONS.items() if k not in ("embedding", "text-encoder")},
                         "to_out": "to_out.0 of the joint blocks' image side (the single blocks have none)",
                         "xattn": "the joint blocks' text side: add_q_proj, add_k_proj, add_v_proj, to_add_out",
                         "non-xattn": "the transformer without the joint blocks' text side (single blocks included)",

@@ -22,7 +22,7 @@ from typing import Any
 
 from erasekit.core.families import Family, register_family
 from erasekit.core.families.sd import token_ids
-from erasekit.core.scopes import TOKEN_EMBEDDING
+from erasekit.core.scopes import TEXT_ENCODER_DESCRIPTION, TEXT_ENCODER_LAYERS, TOKEN_EMBEDDING
 
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length
 
@@ -67,6 +67,7 @@ SCOPES = {
     "non-xattn": lambda n: n.startswith("transformer.") and not _TEXT_SIDE.search(n),
     "text-proj": lambda n: bool(_TEXT_PROJ.match(n)),
     "embedding": lambda n: bool(TOKEN_EMBEDDING.match(n)),
+    "text-encoder": lambda n: bool(TEXT_ENCODER_LAYERS.match(n)),
     "full": lambda n: n.startswith("transformer."),
 }
 SCOPE_DESCRIPTIONS = {
@@ -76,6 +77,7 @@ SCOPE_DESCRIPTIONS = {
     "non-xattn": "the transformer without the text side of its joint attention",
     "text-proj": "context_embedder and the pooled text_embedder (where UCE edits Flux)",
     "embedding": "rows of every text encoder's token embedding (only the given tokens train)",
+    "text-encoder": TEXT_ENCODER_DESCRIPTION,
     "full": "every transformer parameter",
 }
 

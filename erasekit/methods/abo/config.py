@@ -12,7 +12,7 @@ from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.errors import ErasekitError
 from erasekit.methods.field_help import COMMON
 
-SCOPES = ("to_out", "xattn", "xattn-kv", "full")
+SCOPES = ("to_out", "xattn", "xattn-kv", "text-encoder", "full")
 DELTAS = ("none", "explicit", "implicit")
 
 # Windows are fractions of T (t_high = floor(a·T), t_low = floor(b·T)), as the paper writes them.
@@ -126,7 +126,7 @@ def check_request(request, config: AboConfig) -> None:
 
 
 AboConfig.HELP = COMMON | ROBUST_HELP | {
-    "scope": "weights that train: to_out (the paper), xattn, xattn-kv or full",
+    "scope": "weights that train: to_out (the paper), xattn, xattn-kv, text-encoder (AdvUnlearn's module) or full",
     "adam_eps": "Adam ε",
     "gamma1": "γ1: guidance of the target when building the ε target (Eq. 6)",
     "gamma2": "γ2: guidance of the anchor when building the ε target (Eq. 6)",

@@ -135,8 +135,12 @@ def erase(
             entries, index, x, target, teacher_uncond = share(entries, index, x, target, teacher_uncond)
             t = timesteps[index.to(timesteps.device)]
             k = pool.groups[entries].to(concept_embeds.device)
-            concept = adv.condition(step, x, t, k, concept_embeds[k]) if adv else concept_embeds[k]
-            student = model.eps(x, t, torch.stack([teacher.uncond.expand(len(k), *teacher.uncond.shape), concept]))
+            uncond, concept = teacher.uncond, concept_embeds[k]  # E*: read before training
+            if session.encoder_trains:  # the student reads its conditions through the encoder being trained
+                uncond, concept = model.encode([""])[0], model.encode([request.concepts[int(i)] for i in k])
+            if adv:
+                concept = adv.condition(step, x, t, k, concept, frozen=concept_embeds[k])
+            student = model.eps(x, t, torch.stack([uncond.expand(len(k), *uncond.shape), concept]))
             concept, penalty = abo_losses(student[1], student[0], teacher_uncond, target, config.gamma2)
             return concept + config.lam * penalty
 

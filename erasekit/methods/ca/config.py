@@ -9,7 +9,7 @@ from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.errors import ErasekitError
 from erasekit.methods.field_help import COMMON
 
-SCOPES = ("xattn-kv", "embedding", "full")
+SCOPES = ("xattn-kv", "embedding", "text-encoder", "full")
 VARIANTS = ("model", "noise")
 
 
@@ -63,7 +63,7 @@ def check_request(request, config: CaConfig) -> None:
 
 CaConfig.HELP = COMMON | ROBUST_HELP | {
     "variant": "model: match the frozen base's prediction for the anchor; noise: match the added noise",
-    "scope": "weights that train: xattn-kv (the paper), xattn, full or embedding",
+    "scope": "weights that train: xattn-kv (the paper), embedding, text-encoder (AdvUnlearn's module) or full",
     "prior_weight": "weight of the prior-preservation loss on anchor images (0: off; the authors: 1.0 when on)",
     "teacher": "frozen: the pretrained model gives targets (the paper); live: the trained model (the authors' code)",
     "prompt_templates": "caption templates around the concept ('{}' marks it) the training prompts come from",

@@ -76,15 +76,19 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
         adv = [robust.adversary(model, session, config, [c for _, c in p], config.steps) for p in pairs]
         retain = robust.retain_term(model, session, config, request.concepts, run)
 
+        def student_cond(k: int, p: torch.Tensor, side: int, frozen: list):
+            """What the student reads for concept k's prompts p (side 0: anchor, 1: target): encoded inside the
+            graph while the text encoder trains, else the encodings taken before training."""
+            if session.encoder_trains:
+                return model.encode([pairs[k][i][side] for i in p.tolist()])
+            return frozen[k][p]
+
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))
             x, t, target, p = draw(k, gen)
-            if config.scope == "embedding":  # the text encoder trains: encode inside the graph
-                target_cond = model.encode([pairs[k][i][1] for i in p.tolist()])
-            else:
-                target_cond = target_embeds[k][p]
+            target_cond = student_cond(k, p, 1, target_embeds)
             if adv[k] is not None:
-                target_cond = adv[k].condition(step, x, t, p, target_cond)
+                target_cond = adv[k].condition(step, x, t, p, target_cond, frozen=target_embeds[k][p])
             prediction = model.eps(x, t, target_cond[None])[0]
             anchor_eps = None
             if config.variant == "model":
@@ -93,7 +97,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             loss = ca_loss(prediction, anchor_eps, target)
             if config.prior_weight:
                 x2, t2, target2, p2 = draw(k, gen)
-                prior = model.eps(x2, t2, anchor_embeds[k][p2][None])[0]
+                prior = model.eps(x2, t2, student_cond(k, p2, 0, anchor_embeds)[None])[0]
                 loss = loss + config.prior_weight * F.mse_loss(prior, target2)
             return loss
 
