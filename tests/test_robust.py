@@ -205,7 +205,7 @@ def test_robust_fmn_and_sepme_run_on_an_mmdit_s_joint_attention(tiny_sd3_model, 
     assert any(not torch.equal(attacked.deltas[n], plain.deltas[n]) for n in plain.deltas)
 
 
-@pytest.mark.parametrize("method", ["abo", "ca"])
+@pytest.mark.parametrize("method", ["abo", "ca", "esd"])
 def test_robust_erasure_can_train_the_text_encoder_as_advunlearn_does(tiny_model, method):
     """scope text-encoder: only the CLIP layers move, the student reads its conditions through them (the
     concept prompt's encoding changes), and the adversary runs against that encoder."""
@@ -214,9 +214,10 @@ def test_robust_erasure_can_train_the_text_encoder_as_advunlearn_does(tiny_model
     from erasekit.request import EraseRequest
 
     request = EraseRequest(concepts=["circle"], anchors=["square"])
-    values = {"steps": 3, "robust_steps": 2, "robust_warmup": 0.0, "scope": "text-encoder", "lr": 1e-2,
-              "robust": True, "robust_retain_prompts": ["a square"],
-              **({"n_images": 2, "image_steps": 2} if method == "ca" else {"sampling_steps": 6})}
+    where = {"esd": {"variant": "te", "sampling_steps": 4}, "ca": {"scope": "text-encoder", "n_images": 2,
+             "image_steps": 2}, "abo": {"scope": "text-encoder", "sampling_steps": 6}}[method]
+    values = {"steps": 3, "robust_steps": 2, "robust_warmup": 0.0, "lr": 1e-2, "robust": True,
+              "robust_retain_prompts": ["a square"], **where}
     plain = api.erase(tiny_model, method, request, {**values, "robust": False}, progress=False)
     # no adversary, no retain term: only the method's own loss, read through the encoder, moves it
     assert any(float(d.abs().max()) > 0 for d in plain.deltas.values())

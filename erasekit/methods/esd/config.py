@@ -9,7 +9,8 @@ from erasekit.core.pool_options import PoolOptions
 from erasekit.core.robust_options import ROBUST_HELP, RobustOptions
 from erasekit.methods.field_help import COMMON
 
-VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv"}
+# te: the text encoder's layers, the module AdvUnlearn trains (its ESD objective with --set robust=true)
+VARIANTS = {"x": "xattn", "u": "non-xattn", "x-strict": "xattn-kv", "te": "text-encoder"}
 # Who samples x_t: the student being trained (the paper's train-esd.py) or the frozen base (the authors'
 # later diffusers code, esd_sd.py), whose trajectories do not depend on the student and so can be pooled.
 SAMPLERS = ("student", "base")
@@ -17,7 +18,8 @@ SAMPLERS = ("student", "base")
 
 @dataclass
 class EsdConfig(PoolOptions, RobustOptions):
-    variant: str = "x"  # x: cross-attention (ESD-x), u: everything else (ESD-u), x-strict: attn2 to_k/to_v
+    variant: str = "x"  # x: cross-attention (ESD-x), u: everything else (ESD-u), x-strict: attn2 to_k/to_v,
+    # te: the text encoder
     steps: int = 1000
     lr: float = 1e-5
     eta: float = 1.0  # negative-guidance strength η
@@ -52,7 +54,8 @@ class EsdConfig(PoolOptions, RobustOptions):
 
 
 EsdConfig.HELP = COMMON | ROBUST_HELP | {
-    "variant": "x: cross-attention weights (ESD-x); u: every other weight (ESD-u); x-strict: attn2 to_k/to_v",
+    "variant": "x: cross-attention weights (ESD-x); u: every other weight (ESD-u); x-strict: attn2 to_k/to_v; "
+               "te: the text encoder's layers (AdvUnlearn's module; with robust=true, AdvUnlearn)",
     "eta": "η: negative-guidance strength of the target ε_base(x_t) − η (ε_base(x_t, c) − ε_base(x_t))",
     "start_guidance": "classifier-free guidance of the sampling of x_t",
     "sample_from": "whose trajectory x_t comes from: student (the reference code) or base (poolable)",
