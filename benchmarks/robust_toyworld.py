@@ -59,12 +59,15 @@ def recovery_cell(run: dict, metric: str) -> float | str:
 
 
 def table(runs: list[dict]) -> dict:
-    """One README row per (method, robust, case): the erasure, every attack's rate at the largest budget,
-    and what the patch keeps."""
+    """One README row per (method, robust, case), in method, case, plain-then-robust order: the erasure, every
+    attack's rate at the largest budget, and what the patch keeps."""
     metrics = [a.metric for a in ATTACKS.values()]
+    labels = list(TABLE_METHODS)
+    ordered = sorted(runs, key=lambda r: (labels.index(r["label"]) if r["label"] in labels else len(labels),
+                                          CASES.index(r["case"]), r["robust"]))
     rows = [[r["label"] + (" +robust" if r["robust"] else ""), r["case"], r["metrics"]["target_rate"],
              *[recovery_cell(r, m) for m in metrics], r["metrics"]["ssim_other"],
-             r["metrics"]["other_accuracy"], r["metrics"]["other_accuracy_base"]] for r in runs]
+             r["metrics"]["other_accuracy"], r["metrics"]["other_accuracy_base"]] for r in ordered]
     return {"title": "recovery at the largest attack budget (evaluation seeds; ↑: the curve had not stopped "
                      "rising, a lower bound)",
             "columns": ["method", "case", "target_rate", *metrics, "ssim_other", "other_accuracy",

@@ -75,6 +75,10 @@ FAMILY_VARIANT_DEFAULTS: dict[str, dict[tuple[str, str, str], dict[str, Any]]] =
 # 10 inner steps every 10 outer steps is one extra forward + backward per step on average, about twice a
 # plain erase (AdvUnlearn's 30 every step would be 31×, hours per toy patch on the CPU). The inner lr,
 # warm-up and prefix length stay AdvUnlearn's: the toy token rows (mean norm 0.29) are on SD's scale.
+# The retain weight γ stays AdvUnlearn's 0.3: benchmarks/results/calibration_ca_toyworld_robust_retain.json (robust ca,
+# γ 0.3 / 1 / 3, circle and stripes, Concept Inversion at 500 steps, seeds 10–13) admits no point (mean ssim_other
+# 0.873 / 0.809 / 0.817 against the robust rule's 0.90), so the rule takes the best-preserving one, 0.3; a larger γ
+# takes the recovery down (0.23 / 0.08 / 0.03) but moves the other images more, not less.
 ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {m: {"robust_every": 10, "robust_steps": 10}
                                               for m in ("abo", "ca", "esd", "sdd", "fmn", "sepme")}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
