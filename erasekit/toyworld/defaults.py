@@ -88,6 +88,13 @@ ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {m: {"robust_every": 10, "robust_st
 # the text encoder at 1e-4, which keeps more of the other images and holds less (docs/methods/abo.md).
 # Chosen on the UNet world; the MMDiT world's robust runs take the same (not calibrated there).
 ROBUST_DEFAULTS["abo"].update({"scope": "text-encoder", "lr": 1e-4})
+# A robust ca, by the same rule over its robust grids: calibration_ca_toyworld_robust_retain.json (xattn-kv, none
+# admissible, above), _robust_text-encoder.json and _robust_text-encoder_strong.json (the text encoder at lr 1e-4 /
+# 1e-3 / 3e-3, re-attacked every 10 or every step). Admissible: 1e-4 / every 10 (mean recovery 0.95, ssim_other
+# 0.970), 1e-3 / every 10 (0.36, 0.955), 1e-3 / every step (0.19, 0.917); 3e-3 erases the recovery (≤ 0.09) but
+# moves the other images (0.82 / 0.77). The lowest recovery among the admissible: the text encoder at 1e-3,
+# re-attacked every step (10 inner steps each: about 3× a plain erase's time).
+ROBUST_DEFAULTS["ca"].update({"scope": "text-encoder", "lr": 1e-3, "robust_every": 1})
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
 # method -> (templates shared by every concept, templates per concept: concepts of different kinds at once)
