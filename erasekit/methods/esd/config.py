@@ -54,8 +54,7 @@ class EsdConfig(PoolOptions, RobustOptions):
 
 
 EsdConfig.HELP = COMMON | ROBUST_HELP | {
-    "variant": "x: cross-attention weights (ESD-x); u: every other weight (ESD-u); x-strict: attn2 to_k/to_v; "
-               "te: the text encoder's layers (AdvUnlearn's module; with robust=true, AdvUnlearn)",
+    "variant": "x: attn2 (ESD-x); u: all but attn2 (ESD-u); x-strict: attn2 to_k/to_v; te: text encoder (AdvUnlearn)",
     "eta": "η: negative-guidance strength of the target ε_base(x_t) − η (ε_base(x_t, c) − ε_base(x_t))",
     "start_guidance": "classifier-free guidance of the sampling of x_t",
     "sample_from": "whose trajectory x_t comes from: student (the reference code) or base (poolable)",
