@@ -3,7 +3,8 @@
 The runs are concatenated in the order given; each part's command, commit, device and time stay
 in the merged file under `parts`. `--reuse FILE CASES` takes only the runs of the given cases from
 an earlier result file (itself possibly merged: each run keeps the part it came from), for parts
-whose code has not changed since and that need not run again.
+whose code has not changed since and that need not run again; a reused run that one of the files
+measures anew (same method, model, case and switches) is left out.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def select_cases(part: dict, patterns: list[str]) -> dict:
     return part | {"runs": runs, "reused_cases": sorted({r.get("case", "") for r in runs})}
 
 
+IDENTITY_KEYS = ("label", "method", "model", "case", "robust", "loop")
+
+
+def identity(run: dict) -> str:
+    """What a run measures (its method, model, case and switches), whatever its numbers."""
+    return json.dumps({k: run.get(k) for k in IDENTITY_KEYS}, sort_keys=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("files", nargs="*", type=Path, help="result JSON files of the same benchmark")
@@ -70,7 +79,14 @@ def main() -> None:
     if len(names) != 1:
         parser.error(f"give result files of one benchmark, got {sorted(names) or 'none'}")
     parts = [p for d in docs for p in split_parts(d)]
-    parts += [p for d, cases in reused for p in (select_cases(q, cases) for q in split_parts(d)) if p["runs"]]
+    # a run measured anew replaces the reused run it re-measures (same identity)
+    fresh = {identity(r) for p in parts for r in p["runs"]}
+    for d, cases in reused:
+        for q in split_parts(d):
+            kept = select_cases(q, cases)
+            kept["runs"] = [r for r in kept["runs"] if identity(r) not in fresh]
+            if kept["runs"]:
+                parts.append(kept)
     runs = [r for p in parts for r in p["runs"]]
     parts = [p | {"runs": len(p["runs"])} for p in parts]
     # The command that reproduces the merged file: its parts' commands (the files merged are local paths).

@@ -103,6 +103,32 @@ def test_merge_reuses_runs_by_case_or_by_label_and_case():
     assert kept["reused_cases"] == ["circle", "red"]
 
 
+def test_a_reused_run_measured_anew_is_replaced_and_only_that_one(tmp_path, monkeypatch):
+    import json
+
+    import merge_results
+
+    def result(name, runs):
+        doc = {"benchmark": name, "git": "abc", "device": "cpu", "created": "2026-12-01T00:00:00Z",
+               "command": f"python b.py --name {name}", "runs": runs}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        return path
+
+    def run(robust, rate):
+        return {"label": "abo", "case": "circle", "robust": robust, "metrics": {"rate": rate}}
+
+    old = result("bench", [run(False, 1.0), run(True, 0.5)])
+    new = result("bench_new", [run(True, 0.2)])
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["merge", str(new), "--reuse", str(old), "circle", "--name", "bench",
+                                      "--out", str(out)])
+    merge_results.main()
+    merged = json.loads(next(out.glob("bench.json")).read_text())
+    assert [(r["robust"], r["metrics"]["rate"]) for r in merged["runs"]] == [(True, 0.2), (False, 1.0)]
+    assert [p["runs"] for p in merged["parts"]] == [1, 1]
+
+
 def test_merged_parts_keep_their_own_description_but_must_share_the_seeds(tmp_path, monkeypatch):
     import json
 
