@@ -50,6 +50,8 @@ class EditSession:
         # The patch fits the unpatched base; it remembers the patches the model carries while training.
         self.base_fingerprint = patching.base_fingerprint(model, self.base)
         self.made_on = patching.made_on(model)
+        # a text encoder's tensors train: the student's conditions are then encoded inside the graph every step
+        self.encoder_trains = any(not n.startswith(f"{model.family.denoiser}.") for n in self.params)
 
     def __enter__(self) -> EditSession:
         return self
@@ -61,11 +63,10 @@ class EditSession:
     def params(self) -> dict[str, torch.nn.Parameter]:
         return self.selection.params
 
-    @property
-    def encoder_trains(self) -> bool:
-        """Whether a text encoder's tensors train: then the student's conditions must be encoded inside the
-        graph at every step, and the frozen model's read encodings taken before the first step."""
-        return any(not n.startswith(f"{self.model.family.denoiser}.") for n in self.params)
+    def student_condition(self, texts: Sequence[str], frozen):
+        """What the student reads for `texts`: `frozen` (their encodings taken before training, which the frozen
+        model reads too) unless a text encoder trains, then E_θ(texts) encoded inside the graph."""
+        return self.model.encode(list(texts)) if self.encoder_trains else frozen
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -79,22 +79,24 @@ FAMILY_VARIANT_DEFAULTS: dict[str, dict[tuple[str, str, str], dict[str, Any]]] =
 # γ 0.3 / 1 / 3, circle and stripes, Concept Inversion at 500 steps, seeds 10–13) admits no point (mean ssim_other
 # 0.873 / 0.809 / 0.817 against the robust rule's 0.90), so the rule takes the best-preserving one, 0.3; a larger γ
 # takes the recovery down (0.23 / 0.08 / 0.03) but moves the other images more, not less.
-ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {m: {"robust_every": 10, "robust_steps": 10}
-                                              for m in ("abo", "ca", "esd", "sdd", "fmn", "sepme")}
+ADVERSARY_SIZE = {"robust_every": 10, "robust_steps": 10}
 # Which module a robust abo trains, by the robust rule over the union of its robust grids (seeds 10–13, circle and
 # stripes, Concept Inversion at 500 steps): calibration_abo_toyworld_robust_retain.json (to_out, γ 0.3 / 1 / 3: mean
 # ssim_other 0.698 / 0.700 / 0.709, recovery 0.22 / 0.22 / 0.19) and _robust_text-encoder.json (AdvUnlearn's module,
 # lr 1e-4 / 1e-3: 0.771 / 0.405, recovery 0.66 / 0.13). None is admissible (0.90), so the best-preserving point:
 # the text encoder at 1e-4, which keeps more of the other images and holds less (docs/methods/abo.md).
 # Chosen on the UNet world; the MMDiT world's robust runs take the same (not calibrated there).
-ROBUST_DEFAULTS["abo"].update({"scope": "text-encoder", "lr": 1e-4})
+ROBUST_ABO = {"scope": "text-encoder", "lr": 1e-4}
 # A robust ca, by the same rule over its robust grids: calibration_ca_toyworld_robust_retain.json (xattn-kv, none
 # admissible, above), _robust_text-encoder.json and _robust_text-encoder_strong.json (the text encoder at lr 1e-4 /
 # 1e-3 / 3e-3, re-attacked every 10 or every step). Admissible: 1e-4 / every 10 (mean recovery 0.95, ssim_other
 # 0.970), 1e-3 / every 10 (0.36, 0.955), 1e-3 / every step (0.19, 0.917); 3e-3 erases the recovery (≤ 0.09) but
 # moves the other images (0.82 / 0.77). The lowest recovery among the admissible: the text encoder at 1e-3,
 # re-attacked every step (10 inner steps each: about 3× a plain erase's time).
-ROBUST_DEFAULTS["ca"].update({"scope": "text-encoder", "lr": 1e-3, "robust_every": 1})
+ROBUST_CA = {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1}
+ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {**{m: ADVERSARY_SIZE for m in ("esd", "sdd", "fmn", "sepme")},
+                                              "abo": {**ADVERSARY_SIZE, **ROBUST_ABO},
+                                              "ca": {**ADVERSARY_SIZE, **ROBUST_CA}}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
 # method -> (templates shared by every concept, templates per concept: concepts of different kinds at once)

@@ -135,9 +135,8 @@ def erase(
             entries, index, x, target, teacher_uncond = share(entries, index, x, target, teacher_uncond)
             t = timesteps[index.to(timesteps.device)]
             k = pool.groups[entries].to(concept_embeds.device)
-            uncond, concept = teacher.uncond, concept_embeds[k]  # E*: read before training
-            if session.encoder_trains:  # the student reads its conditions through the encoder being trained
-                uncond, concept = model.encode([""])[0], model.encode([request.concepts[int(i)] for i in k])
+            uncond = session.student_condition([""], teacher.uncond[None])[0]
+            concept = session.student_condition([request.concepts[int(i)] for i in k], concept_embeds[k])
             if adv:
                 concept = adv.condition(step, x, t, k, concept, frozen=concept_embeds[k])
             student = model.eps(x, t, torch.stack([uncond.expand(len(k), *uncond.shape), concept]))

@@ -77,11 +77,8 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
         retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def student_cond(k: int, p: torch.Tensor, side: int, frozen: list):
-            """What the student reads for concept k's prompts p (side 0: anchor, 1: target): encoded inside the
-            graph while the text encoder trains, else the encodings taken before training."""
-            if session.encoder_trains:
-                return model.encode([pairs[k][i][side] for i in p.tolist()])
-            return frozen[k][p]
+            """What the student reads for concept k's prompts p (side 0: anchor, 1: target)."""
+            return session.student_condition([pairs[k][i][side] for i in p.tolist()], frozen[k][p])
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             k = int(torch.randint(len(request.concepts), (1,), generator=gen))

@@ -80,9 +80,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
             drawn = examples(step, gen)
             x, t, k, target = share(*drawn) if config.pooled() else drawn  # one fresh example: every process
             k = k.to(concepts.device)
-            concept = concepts[k]  # E*: read before training
-            if session.encoder_trains:  # the student reads its condition through the encoder being trained
-                concept = model.encode([request.concepts[int(i)] for i in k])
+            concept = session.student_condition([request.concepts[int(i)] for i in k], concepts[k])
             if adv:
                 concept = adv.condition(step, x, t, k, concept, frozen=concepts[k])
             prediction = model.eps(x, t, concept[None])[0]
