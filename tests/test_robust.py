@@ -231,3 +231,32 @@ def test_robust_erasure_can_train_the_text_encoder_as_advunlearn_does(tiny_model
             after = tiny_model.encode(["circle", "a red square"]).hidden
         assert not torch.allclose(before[0], after[0])
         assert torch.equal(before, tiny_model.encode(["circle", "a red square"]).hidden)  # removed exactly
+
+
+def test_retain_encoding_keeps_the_retain_prompts_encodings_where_the_text_encoder_trains(tiny_model):
+    """The encoding term holds E_θ(c_r) near E*(c_r) on a run that moves the encoder; it needs no retain
+    images, and a run whose scope trains no text encoder refuses it in one line."""
+    from erasekit import api
+    from erasekit.core import patch as patching
+    from erasekit.errors import ErasekitError
+    from erasekit.request import EraseRequest
+
+    request = EraseRequest(concepts=["circle"], anchors=["square"])
+    values = {"steps": 6, "n_images": 2, "image_steps": 2, "lr": 3e-2, "scope": "text-encoder",
+              "robust_retain_prompts": ["a red square", "a blue cross"]}
+    free = api.erase(tiny_model, "ca", request, values, progress=False)
+    kept = api.erase(tiny_model, "ca", request, {**values, "retain_encoding": 100.0}, progress=False)
+    assert kept.info["retain"]["retain_encoding_loss"] is not None and kept.info["retain"]["retain_loss"] is None
+
+    def moved(patch) -> float:
+        with torch.no_grad():
+            before = tiny_model.encode(["a red square", "a blue cross"]).hidden.clone()
+            with patching.applied_temporarily(tiny_model, [patch]):
+                after = tiny_model.encode(["a red square", "a blue cross"]).hidden
+        return float((after - before).pow(2).mean())
+
+    assert moved(free) > 0 and moved(kept) < 0.5 * moved(free)
+    with pytest.raises(ErasekitError, match="trains no text encoder"):
+        api.erase(tiny_model, "ca", request, {**values, "scope": "xattn-kv", "retain_encoding": 1.0}, progress=False)
+    with pytest.raises(ValueError, match="retain_encoding must be a finite number"):
+        RobustOptions(retain_encoding=-1.0).check_robust()

@@ -131,6 +131,8 @@ def robust_info(adv: AdversarialPrefix | None, retain: RetainTerm | None = None)
     """What a patch's info records of its adversary and retain term (under "robust"), or of a plain run's
     retain term (under "retain"); nothing without either."""
     extra = {"retain_prompts": len(retain.prompts), "retain_loss": retain.last_loss} if retain else {}
+    if retain is not None and retain.encoding_weight:
+        extra["retain_encoding_loss"] = retain.last_encoding_loss
     if adv is None:
         return {"retain": extra} if extra else {}
     return {"robust": {**adv.summary(), **extra}}
@@ -160,51 +162,74 @@ def retain_prompts(given: Sequence[str], concepts: Sequence[str]) -> list[str]:
 
 class RetainTerm:
     """AdvUnlearn's utility-retain term γ·ℓ_r: the student keeps the frozen model's prediction for retain
-    prompts on noised latents of the frozen model's own images of them (module docstring)."""
+    prompts on noised latents of the frozen model's own images of them (module docstring); and, where a text
+    encoder trains, γ_e·‖E_θ(c_r) − E*(c_r)‖² on the same prompts (`retain_encoding`, ours). latents: None
+    when γ is 0 (the encoding term alone needs no images)."""
 
     def __init__(self, model, teacher: dict[str, torch.Tensor] | None, prompts: Sequence[str],
-                 latents: torch.Tensor, weight: float, start: int,
-                 student: Callable[[], dict[str, torch.Tensor]] | None = None) -> None:
+                 latents: torch.Tensor | None, weight: float, start: int,
+                 student: Callable[[], dict[str, torch.Tensor]] | None = None, encoding_weight: float = 0.0) -> None:
         self.model, self.teacher, self.prompts = model, teacher, list(prompts)
         self.latents, self.weight, self.start = latents, weight, start
+        self.encoding_weight = encoding_weight
         self.student = student  # the student's denoiser tensors where they are not the live ones
         with torch.no_grad():  # E*(c_r): the text encoder before any step trained it
             self.frozen = model.encode(self.prompts)
         self.last_loss: float | None = None
+        self.last_encoding_loss: float | None = None
 
     def __call__(self, step: int, gen: torch.Generator) -> torch.Tensor | float:
         if step < self.start:
             return 0.0
-        idx = torch.randint(len(self.latents), (RETAIN_BATCH,), generator=gen)
-        rows = idx % len(self.prompts)  # image i was drawn from prompt i mod P
-        n_train = self.model.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_train, (RETAIN_BATCH,), generator=gen).to(self.model.device)
-        z0 = self.latents[idx]
-        noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-        x = add_noise(self.model.scheduler, z0, noise, t)
-        with torch.no_grad():
-            wanted = self.model.eps(x, t, self.frozen[rows.to(self.model.device)][None], self.teacher)[0]
-        weights = self.student() if self.student is not None else None
-        student = self.model.eps(x, t, self.model.encode([self.prompts[int(r)] for r in rows])[None], weights)[0]
-        loss = F.mse_loss(student.float(), wanted.float())
-        self.last_loss = float(loss.detach())
-        return self.weight * loss
+        if self.latents is None:
+            idx = rows = torch.randint(len(self.prompts), (RETAIN_BATCH,), generator=gen)
+        else:
+            idx = torch.randint(len(self.latents), (RETAIN_BATCH,), generator=gen)
+            rows = idx % len(self.prompts)  # image i was drawn from prompt i mod P
+        encoded = self.model.encode([self.prompts[int(r)] for r in rows])
+        total = 0.0
+        if self.latents is not None:
+            n_train = self.model.scheduler.config.num_train_timesteps
+            t = torch.randint(0, n_train, (RETAIN_BATCH,), generator=gen).to(self.model.device)
+            z0 = self.latents[idx]
+            noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+            x = add_noise(self.model.scheduler, z0, noise, t)
+            with torch.no_grad():
+                wanted = self.model.eps(x, t, self.frozen[rows.to(self.model.device)][None], self.teacher)[0]
+            weights = self.student() if self.student is not None else None
+            student = self.model.eps(x, t, encoded[None], weights)[0]
+            loss = F.mse_loss(student.float(), wanted.float())
+            self.last_loss = float(loss.detach())
+            total = self.weight * loss
+        if self.encoding_weight:
+            ref = self.frozen[rows.to(encoded.device)]
+            # the pooled extras (SDXL, SD3) come from the trained encoder too; time ids are constant
+            kept = F.mse_loss(encoded.hidden.float(), ref.hidden.float()) + sum(
+                F.mse_loss(v.float(), ref.extras[k].float()) for k, v in encoded.extras.items())
+            self.last_encoding_loss = float(kept.detach())
+            total = total + self.encoding_weight * kept
+        return total
 
 
 def retain_term(model, session, config, concepts: Sequence[str], run, total_steps: int | None = None,
                 student: Callable[[], dict[str, torch.Tensor]] | None = None) -> RetainTerm | None:
     """The run's utility-retain term: a robust run's (`robust_retain`, on from the end of the warm-up), else a
-    plain run's (`retain`, on from the first step); None when its weight is 0. total_steps: the run's steps
-    when the config's are not `steps`; student: as for AdversarialPrefix.condition, a callable."""
+    plain run's (`retain`, on from the first step), with `retain_encoding` beside either; None when both
+    weights are 0. total_steps: the run's steps when the config's are not `steps`; student: as for
+    AdversarialPrefix.condition, a callable."""
     total = config.steps if total_steps is None else total_steps
     weight, start = ((config.robust_retain, int(config.robust_warmup * total)) if config.robust
                      else (config.retain, 0))
-    if weight == 0:
+    encoding = config.retain_encoding
+    if weight == 0 and encoding == 0:
         return None
+    if encoding and not (session is not None and session.encoder_trains):
+        raise ErasekitError("retain_encoding keeps a trained text encoder's outputs, but this run trains no text "
+                            "encoder (e.g. --set scope=text-encoder), or --set retain_encoding=0")
     prompts = retain_prompts(config.robust_retain_prompts, concepts)
-    latents = concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
-                              config.seed, run.cache_dir, run.progress)
-    return RetainTerm(model, _teacher(session), prompts, latents, weight, start, student)
+    latents = (concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
+                               config.seed, run.cache_dir, run.progress) if weight else None)
+    return RetainTerm(model, _teacher(session), prompts, latents, weight, start, student, encoding)
 
 
 def with_retain(retain: RetainTerm | None, loss_fn):

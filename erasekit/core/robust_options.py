@@ -16,6 +16,8 @@ ROBUST_HELP: dict[str, str] = {
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
     "retain": "weight of the retain term (robust_retain_prompts) on a plain erase, from step 0 (0: off)",
+    "retain_encoding": "where a text encoder trains: weight of a term keeping its outputs for the retain prompts "
+                       "at the frozen encoder's, on with the retain term (0: off)",
 }
 
 
@@ -40,6 +42,9 @@ class RobustOptions:
     # The same retain term without the adversary: a preservation term any training method can add (not in
     # the papers, so 0 in their layer). A robust run keeps robust_retain instead.
     retain: float = 0.0
+    # Not in AdvUnlearn: with the text encoder trained, the retain prompts' encodings are what the denoiser
+    # reads, so keeping them is a direct, low-variance guard for every other prompt (core.robust, RetainTerm).
+    retain_encoding: float = 0.0
 
     def check_robust(self) -> None:
         if self.robust_every < 1 or self.robust_steps < 1 or self.robust_tokens < 1:
@@ -48,7 +53,7 @@ class RobustOptions:
             raise ValueError("robust_lr must be a positive finite number")
         if not 0.0 <= self.robust_warmup < 1.0:
             raise ValueError("robust_warmup must be in [0, 1)")
-        for name in ("robust_retain", "retain"):
+        for name in ("robust_retain", "retain", "retain_encoding"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0")
         if not all(isinstance(p, str) and p.strip() for p in self.robust_retain_prompts):

@@ -127,7 +127,8 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     robust_run = str(requested.get("robust", "")).lower() in ("true", "1", "yes")
     if method in ROBUST_DEFAULTS and robust_run:
         values.update(ROBUST_DEFAULTS[method])
-    if method in ROBUST_DEFAULTS and (robust_run or _positive(requested.get("retain", values.get("retain")))):
+    retained = any(_positive(requested.get(k, values.get(k))) for k in ("retain", "retain_encoding"))
+    if method in ROBUST_DEFAULTS and (robust_run or retained):
         values["robust_retain_prompts"] = retain_prompts(concepts)
     if method in CAPTION_FIELDS:
         shared, per_concept = CAPTION_FIELDS[method]
