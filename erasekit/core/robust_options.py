@@ -16,8 +16,7 @@ ROBUST_HELP: dict[str, str] = {
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
     "retain": "weight of the retain term (robust_retain_prompts) on a plain erase, from step 0 (0: off)",
-    "retain_encoding": "where a text encoder trains: weight of a term keeping its outputs for the retain prompts "
-                       "at the frozen encoder's, on with the retain term (0: off)",
+    "retain_encoding": "where a text encoder trains: weight keeping its retain-prompt outputs at the frozen ones (0: off)",
 }
 
 
