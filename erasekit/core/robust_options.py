@@ -16,7 +16,8 @@ ROBUST_HELP: dict[str, str] = {
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
     "retain": "weight of the retain term (robust_retain_prompts) on a plain erase, from step 0 (0: off)",
-    "retain_encoding": "where a text encoder trains: weight keeping its retain-prompt outputs at the frozen ones (0: off)",
+    "retain_encoding": "where a text encoder trains: weight keeping its retain-prompt outputs at the frozen ones "
+                       "(0: off)",
 }
 
 
