@@ -43,7 +43,8 @@ class RobustOptions:
     # the papers, so 0 in their layer). A robust run keeps robust_retain instead.
     retain: float = 0.0
     # Not in AdvUnlearn: with the text encoder trained, the retain prompts' encodings are what the denoiser
-    # reads, so keeping them is a direct, low-variance guard for every other prompt (core.robust, RetainTerm).
+    # reads, so holding them guards those prompts directly (core.robust, RetainTerm; what it does for the other
+    # prompts is measured per method: docs/methods/abo.md, ca.md).
     retain_encoding: float = 0.0
 
     def check_robust(self) -> None:
