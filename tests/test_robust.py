@@ -100,7 +100,7 @@ def test_the_retain_term_is_zero_on_the_frozen_model_and_pulls_a_moved_student_b
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(4, *tiny_model.latent_shape, generator=gen)
     with EditSession(tiny_model, "xattn-kv") as session:
-        term = RetainTerm(tiny_model, session.teacher_denoiser(), ["a red square", "a blue cross"], latents,
+        term = RetainTerm(tiny_model, session, ["a red square", "a blue cross"], latents,
                           weight=0.3, start=2)
         assert term(1, torch.Generator().manual_seed(1)) == 0.0  # the warm-up trains the plain method
         assert float(term(2, torch.Generator().manual_seed(1))) == pytest.approx(0.0, abs=1e-10)

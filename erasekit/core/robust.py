@@ -164,12 +164,13 @@ class RetainTerm:
     """AdvUnlearn's utility-retain term γ·ℓ_r: the student keeps the frozen model's prediction for retain
     prompts on noised latents of the frozen model's own images of them (module docstring); and, where a text
     encoder trains, γ_e·‖E_θ(c_r) − E*(c_r)‖² on the same prompts (`retain_encoding`, ours). latents: None
-    when γ is 0 (the encoding term alone needs no images)."""
+    when γ is 0 (the encoding term alone needs no images). session: the run's (None: SepME, whose student is
+    the `student` tensors and whose encoder stays frozen)."""
 
-    def __init__(self, model, teacher: dict[str, torch.Tensor] | None, prompts: Sequence[str],
-                 latents: torch.Tensor | None, weight: float, start: int,
-                 student: Callable[[], dict[str, torch.Tensor]] | None = None, encoding_weight: float = 0.0) -> None:
-        self.model, self.teacher, self.prompts = model, teacher, list(prompts)
+    def __init__(self, model, session, prompts: Sequence[str], latents: torch.Tensor | None, weight: float,
+                 start: int, student: Callable[[], dict[str, torch.Tensor]] | None = None,
+                 encoding_weight: float = 0.0) -> None:
+        self.model, self.session, self.teacher, self.prompts = model, session, _teacher(session), list(prompts)
         self.latents, self.weight, self.start = latents, weight, start
         self.encoding_weight = encoding_weight
         self.student = student  # the student's denoiser tensors where they are not the live ones
@@ -181,34 +182,40 @@ class RetainTerm:
     def __call__(self, step: int, gen: torch.Generator) -> torch.Tensor | float:
         if step < self.start:
             return 0.0
-        if self.latents is None:
-            idx = rows = torch.randint(len(self.prompts), (RETAIN_BATCH,), generator=gen)
-        else:
-            idx = torch.randint(len(self.latents), (RETAIN_BATCH,), generator=gen)
-            rows = idx % len(self.prompts)  # image i was drawn from prompt i mod P
-        encoded = self.model.encode([self.prompts[int(r)] for r in rows])
+        # image i was drawn from prompt i mod P; without images, prompts are drawn directly
+        idx = torch.randint(len(self.prompts if self.latents is None else self.latents), (RETAIN_BATCH,),
+                            generator=gen)
+        rows = idx % len(self.prompts)
+        frozen = self.frozen[rows.to(self.model.device)]
+        texts = [self.prompts[int(r)] for r in rows]
+        encoded = self.session.student_condition(texts, frozen) if self.session is not None else frozen
         total = 0.0
         if self.latents is not None:
-            n_train = self.model.scheduler.config.num_train_timesteps
-            t = torch.randint(0, n_train, (RETAIN_BATCH,), generator=gen).to(self.model.device)
-            z0 = self.latents[idx]
-            noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-            x = add_noise(self.model.scheduler, z0, noise, t)
-            with torch.no_grad():
-                wanted = self.model.eps(x, t, self.frozen[rows.to(self.model.device)][None], self.teacher)[0]
-            weights = self.student() if self.student is not None else None
-            student = self.model.eps(x, t, encoded[None], weights)[0]
-            loss = F.mse_loss(student.float(), wanted.float())
-            self.last_loss = float(loss.detach())
-            total = self.weight * loss
+            total = self.weight * self._prediction_loss(idx, frozen, encoded, gen)
         if self.encoding_weight:
-            ref = self.frozen[rows.to(encoded.device)]
-            # the pooled extras (SDXL, SD3) come from the trained encoder too; time ids are constant
-            kept = F.mse_loss(encoded.hidden.float(), ref.hidden.float()) + sum(
-                F.mse_loss(v.float(), ref.extras[k].float()) for k, v in encoded.extras.items())
-            self.last_encoding_loss = float(kept.detach())
-            total = total + self.encoding_weight * kept
+            total = total + self.encoding_weight * self._encoding_loss(frozen, encoded)
         return total
+
+    def _prediction_loss(self, idx: torch.Tensor, frozen, encoded, gen: torch.Generator) -> torch.Tensor:
+        n_train = self.model.scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_train, (RETAIN_BATCH,), generator=gen).to(self.model.device)
+        z0 = self.latents[idx]
+        noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+        x = add_noise(self.model.scheduler, z0, noise, t)
+        with torch.no_grad():
+            wanted = self.model.eps(x, t, frozen[None], self.teacher)[0]
+        weights = self.student() if self.student is not None else None
+        student = self.model.eps(x, t, encoded[None], weights)[0]
+        loss = F.mse_loss(student.float(), wanted.float())
+        self.last_loss = float(loss.detach())
+        return loss
+
+    def _encoding_loss(self, frozen, encoded) -> torch.Tensor:
+        # the pooled extras (SDXL, SD3) come from the trained encoder too; time ids are constant
+        loss = F.mse_loss(encoded.hidden.float(), frozen.hidden.float()) + sum(
+            F.mse_loss(v.float(), frozen.extras[k].float()) for k, v in encoded.extras.items())
+        self.last_encoding_loss = float(loss.detach())
+        return loss
 
 
 def retain_term(model, session, config, concepts: Sequence[str], run, total_steps: int | None = None,
@@ -229,7 +236,7 @@ def retain_term(model, session, config, concepts: Sequence[str], run, total_step
     prompts = retain_prompts(config.robust_retain_prompts, concepts)
     latents = (concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
                                config.seed, run.cache_dir, run.progress) if weight else None)
-    return RetainTerm(model, _teacher(session), prompts, latents, weight, start, student, encoding)
+    return RetainTerm(model, session, prompts, latents, weight, start, student, encoding)
 
 
 def with_retain(retain: RetainTerm | None, loss_fn):
