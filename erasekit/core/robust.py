@@ -4,8 +4,10 @@ scheme, as a core option; the settings: core.robust_options.RobustOptions).
     min_θ  L_method(θ; [δ*; c])   with   δ* = argmin_δ ‖ε_θ(x_t, t, E([δ; c])) − ε*(x_t, t, E(c))‖²
 
 The inner problem is AdvUnlearn's attack (../shared/papers/attacks-reference-notes.md §5): prefix
-embeddings δ under which the *current* student predicts what the frozen model predicts for the
-concept, i.e. the embedding that brings the concept back. It runs on the method's own batch (x_t, t)
+embeddings δ (`robust_attack=replace`: δ in the concept word's place, the rest of the prompt kept; their
+`replace_k` replaces the whole prompt, the same for a one-word prompt such as abo's or ESD's) under
+which the *current* student predicts what the frozen model predicts for the concept, i.e. the embedding
+that brings the concept back. It runs on the method's own batch (x_t, t)
 of that step, every `robust_every` steps, `robust_steps` Adam steps from the previous δ (their
 `latest` init; the first δ is a random vocabulary token's row, their `random`); the outer step is the
 method's own loss with E([δ; c]) where the student read E(c), its preservation terms untouched. The
@@ -56,11 +58,11 @@ class AdversarialPrefix:
     """The adversary of one training run: `condition(...)` gives the student's condition for a step."""
 
     def __init__(self, model, teacher: dict[str, torch.Tensor] | None, prompts: Sequence[str],
-                 options: RobustOptions, total_steps: int, seed: int = 0) -> None:
+                 options: RobustOptions, total_steps: int, seed: int = 0, concepts: Sequence[str] = ()) -> None:
         self.model, self.teacher, self.options = model, teacher, options
         tok = model.tokenizer
         self.slot_ids = free_placeholders(tok, options.robust_tokens, prompts)
-        self.texts = [f"{decode(tok, self.slot_ids)} {p}" for p in prompts]
+        self.texts = attacked_texts(prompts, decode(tok, self.slot_ids), concepts, options.robust_attack)
         self.slots = TokenSlots(model, self.slot_ids)
         self.start = int(options.robust_warmup * total_steps)
         gen = torch.Generator().manual_seed(seed + 7)
@@ -112,15 +114,31 @@ class AdversarialPrefix:
         return {"attacks": self.attacks, "inner_loss": self.last_loss, "warmup_steps": self.start}
 
 
-def adversary(model, session, config, prompts: Sequence[str], total_steps: int) -> AdversarialPrefix | None:
+def attacked_texts(prompts: Sequence[str], slots: str, concepts: Sequence[str], where: str) -> list[str]:
+    """The prompts as the adversary writes them: its slot tokens before each (prefix) or in the place of each
+    erased concept's word (replace)."""
+    if where == "prefix":
+        return [f"{slots} {p}" for p in prompts]
+    named = re.compile("|".join(rf"\b{re.escape(c)}\b" for c in concepts), re.IGNORECASE) if concepts else None
+    texts = [named.sub(slots, p) if named else p for p in prompts]
+    missing = [p for p, t in zip(prompts, texts, strict=True) if t == p]
+    if missing:
+        raise ErasekitError(f"robust_attack=replace puts the adversary in the concept word's place, but the training "
+                            f"prompt {missing[0]!r} does not name it; use --set robust_attack=prefix")
+    return texts
+
+
+def adversary(model, session, config, prompts: Sequence[str], total_steps: int,
+              concepts: Sequence[str]) -> AdversarialPrefix | None:
     """The run's adversary when `config.robust` is set (the frozen model: the session's teacher; without a
-    session, the live weights, which a method that passes its student's tensors leaves frozen)."""
+    session, the live weights, which a method that passes its student's tensors leaves frozen). concepts: the
+    erased concepts whose words `robust_attack=replace` replaces in `prompts`."""
     if not getattr(config, "robust", False):
         return None
     if processes().num_processes > 1:
         # each process would attack its own share of the batch and keep its own δ: not the one-process run
         raise ErasekitError("robust erasure runs in one process (each process would keep its own adversary)")
-    return AdversarialPrefix(model, _teacher(session), prompts, config, total_steps, config.seed)
+    return AdversarialPrefix(model, _teacher(session), prompts, config, total_steps, config.seed, concepts)
 
 
 def _teacher(session) -> dict[str, torch.Tensor] | None:

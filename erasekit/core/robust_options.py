@@ -12,6 +12,8 @@ ROBUST_HELP: dict[str, str] = {
     "robust_lr": "inner attack learning rate",
     "robust_warmup": "share of the outer steps trained without the adversary first",
     "robust_tokens": "adversarial prefix tokens",
+    "robust_attack": "where the adversary's tokens go: prefix (AdvUnlearn's default) or replace (in the concept "
+                     "word's place)",
     "robust_retain": "weight γ of the retain term: keep the frozen model's prediction on retain prompts (0: off)",
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
@@ -19,6 +21,8 @@ ROBUST_HELP: dict[str, str] = {
     "retain_encoding": "where a text encoder trains: weight keeping its retain-prompt outputs at the frozen ones "
                        "(0: off)",
 }
+
+ROBUST_ATTACKS = ("prefix", "replace")
 
 
 @dataclass
@@ -37,6 +41,9 @@ class RobustOptions:
     robust_lr: float = 1e-3
     robust_warmup: float = 0.2
     robust_tokens: int = 1
+    # AdvUnlearn's attack_type: prefix_k (their default) or replace_k. Ours replaces the concept's word and keeps
+    # the rest of the prompt, which is what Concept Inversion and the hard prompt attack (core.robust).
+    robust_attack: str = "prefix"
     robust_retain: float = 0.3
     robust_retain_prompts: list[str] = field(default_factory=list)
     # The same retain term without the adversary: a preservation term any training method can add (not in
@@ -52,6 +59,8 @@ class RobustOptions:
             raise ValueError("robust_every, robust_steps and robust_tokens must be >= 1")
         if not (math.isfinite(self.robust_lr) and self.robust_lr > 0):
             raise ValueError("robust_lr must be a positive finite number")
+        if self.robust_attack not in ROBUST_ATTACKS:
+            raise ValueError(f"robust_attack must be one of {', '.join(ROBUST_ATTACKS)}, got {self.robust_attack!r}")
         if not 0.0 <= self.robust_warmup < 1.0:
             raise ValueError("robust_warmup must be in [0, 1)")
         for name in ("robust_retain", "retain", "retain_encoding"):

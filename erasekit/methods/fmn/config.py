@@ -34,6 +34,9 @@ class FmnConfig(RobustOptions):
         if "{}" not in self.template:
             raise ValueError("template must contain {} for the concept")
         self.check_robust()
+        if self.robust_attack != "prefix":  # its loss reads the concept word's attention columns
+            raise ValueError("fmn steers the attention on the concept word, which robust_attack=replace removes; "
+                             "use robust_attack=prefix")
 
 
 FmnConfig.HELP = COMMON | ROBUST_HELP | {
