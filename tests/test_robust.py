@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from erasekit.core.edit import EditSession
-from erasekit.core.robust import AdversarialPrefix, RetainTerm, retain_prompts
+from erasekit.core.robust import AdversarialPrefix, RetainTerm, attacked_texts, retain_prompts
 from erasekit.core.robust_options import RobustOptions
+from erasekit.core.tokens import decode
 from erasekit.errors import ErasekitError
 
 
@@ -18,11 +19,16 @@ def _student_moved_off_the_concept(model, session):
             p.mul_(0.3)
 
 
-def test_the_adversary_finds_a_prefix_that_recovers_the_teacher_s_prediction(tiny_model):
+@pytest.mark.parametrize("where", ["prefix", "replace"])
+def test_the_adversary_finds_a_prefix_that_recovers_the_teacher_s_prediction(tiny_model, where):
     with EditSession(tiny_model, "xattn-kv") as session:
         _student_moved_off_the_concept(tiny_model, session)
-        options = RobustOptions(robust=True, robust_steps=25, robust_lr=0.05, robust_warmup=0.5)
-        adv = AdversarialPrefix(tiny_model, session.teacher_denoiser(), ["a red circle"], options, total_steps=10)
+        options = RobustOptions(robust=True, robust_steps=25, robust_lr=0.05, robust_warmup=0.5, robust_attack=where)
+        adv = AdversarialPrefix(tiny_model, session.teacher_denoiser(), ["a red circle"], options, total_steps=10,
+                                concepts=["circle"])
+        slot = decode(tiny_model.tokenizer, adv.slot_ids)
+        # prefix: [δ; c], AdvUnlearn's; replace: δ where the concept's word was, the rest of the prompt kept
+        assert adv.texts == [{"prefix": f"{slot} a red circle", "replace": f"a red {slot}"}[where]]
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(2, *tiny_model.latent_shape, generator=gen)
         t = torch.tensor([300, 700])
@@ -128,9 +134,14 @@ def test_robust_settings_are_checked_and_refused_where_they_cannot_run(tokenizer
     from erasekit.core.model import DiffusionModel
     from erasekit.registry import get_method
 
-    for bad in ({"robust_lr": float("nan")}, {"robust_steps": 0}, {"robust_warmup": 1.0}):
+    for bad in ({"robust_lr": float("nan")}, {"robust_steps": 0}, {"robust_warmup": 1.0}, {"robust_attack": "suffix"}):
         with pytest.raises(ValueError):
             RobustOptions(**bad).check_robust()
+    with pytest.raises(ValueError, match="fmn steers the attention on the concept word"):
+        get_method("fmn").config_class(robust=True, robust_attack="replace")
+    with pytest.raises(ErasekitError, match="does not name it") as exc:
+        attacked_texts(["circle", "a red square"], "<x>", ["circle"], "replace")
+    assert "\n" not in str(exc.value)
     model = DiffusionModel(build_tiny_flux_pipeline(tokenizer_dir))
     spec = get_method("esd")
     with pytest.raises(ErasekitError, match="robust erasure sets an adversarial prefix") as exc:
@@ -177,9 +188,15 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     assert robust.sources["robust_every"] == "model:toyworld" and robust.sources["robust"] == "set"
     kept = robust.config.robust_retain_prompts  # the other shapes, never the circle or its synonym
     assert kept and "a red square" in kept and not any("circle" in p or "disc" in p for p in kept)
+    assert "a square on snow" in kept  # a robust run holds every background word too
+    from erasekit.eval.suites import resolve_suite
+
+    evaluated = {p.prompt for group in resolve_suite("toyworld:shape=circle").groups.values() for p in group}
+    assert not evaluated & set(kept)  # the retain set shares the world's words, never an evaluation prompt
     assert plain.config.robust_retain_prompts == []
     retained = api.resolve_config("ca", "toyworld", request, {}, {"retain": "0.3"})  # a plain run's retain term
     assert not retained.config.robust and "a red square" in retained.config.robust_retain_prompts
+    assert not any(" on " in p for p in retained.config.robust_retain_prompts)  # as calibrated (ca.md)
     assert retained.sources["robust_retain_prompts"] == "model:toyworld"
 
 

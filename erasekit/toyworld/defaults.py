@@ -131,7 +131,7 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
         values.update(ROBUST_DEFAULTS[method])
     retained = any(_positive(requested.get(k, values.get(k))) for k in ("retain", "retain_encoding"))
     if method in ROBUST_DEFAULTS and (robust_run or retained):
-        values["robust_retain_prompts"] = retain_prompts(concepts)
+        values["robust_retain_prompts"] = retain_prompts(concepts, with_backgrounds=robust_run)
     if method in CAPTION_FIELDS:
         shared, per_concept = CAPTION_FIELDS[method]
         kinds = [domain.concept_kind(c) for c in concepts]
@@ -160,13 +160,19 @@ def _positive(value: Any) -> bool:
         return False
 
 
-def retain_prompts(concepts: Sequence[str]) -> list[str]:
+def retain_prompts(concepts: Sequence[str], with_backgrounds: bool = False) -> list[str]:
     """What the retain term (robust or plain) keeps on the toy world: "a <colour> <shape>" for every shape and
     colour the request does not erase (a shape's synonyms count as the shape; no pattern or context words,
-    so erasing the stripes keeps their implicit prompts out)."""
+    so erasing the stripes keeps their implicit prompts out); with_backgrounds (robust runs): also "a <shape>
+    on <background>", so that every word of the world's prompts is held in its place. A robust run's outer
+    step reads an adversarial condition that can move what any word reads, and the robust abo patch held on
+    "a <colour> <shape>" alone moved the other shapes on snow most (docs/methods/abo.md). No retain prompt is
+    an evaluation prompt: those name a colour and a background together."""
     erased = set(concepts)
-    return [f"a {color} {shape}" for shape, words in domain.SHAPES.items() if not erased & set(words)
-            for color in domain.COLORS if color not in erased]
+    shapes = [shape for shape, words in domain.SHAPES.items() if not erased & set(words)]
+    plain = [f"a {color} {shape}" for shape in shapes for color in domain.COLORS if color not in erased]
+    return plain + ([f"a {shape} on {bg}" for shape in shapes for bg in domain.BACKGROUNDS] if with_backgrounds
+                    else [])
 
 
 def check_suite(concept: str) -> str | None:
