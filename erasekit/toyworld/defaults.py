@@ -164,15 +164,19 @@ def retain_prompts(concepts: Sequence[str], with_backgrounds: bool = False) -> l
     """What the retain term (robust or plain) keeps on the toy world: "a <colour> <shape>" for every shape and
     colour the request does not erase (a shape's synonyms count as the shape; no pattern or context words,
     so erasing the stripes keeps their implicit prompts out); with_backgrounds (robust runs): also "a <shape>
-    on <background>", so that every word of the world's prompts is held in its place. A robust run's outer
-    step reads an adversarial condition that can move what any word reads, and the robust abo patch held on
-    "a <colour> <shape>" alone moved the other shapes on snow most (docs/methods/abo.md). No retain prompt is
-    an evaluation prompt: those name a colour and a background together."""
+    on <background>" and "a <pattern> <shape>" (patterns not erased), so that every word of the world's prompts
+    is held in its place. A robust run's outer step reads an adversarial condition that can move what any word
+    reads: held on "a <colour> <shape>" alone, the robust abo circle patch moved the other shapes on snow most,
+    the robust ca stripes patch the solid blue square (docs/attacks.md). No retain prompt is an evaluation
+    prompt: those name a colour and a background together."""
     erased = set(concepts)
     shapes = [shape for shape, words in domain.SHAPES.items() if not erased & set(words)]
     plain = [f"a {color} {shape}" for shape in shapes for color in domain.COLORS if color not in erased]
-    return plain + ([f"a {shape} on {bg}" for shape in shapes for bg in domain.BACKGROUNDS] if with_backgrounds
-                    else [])
+    if not with_backgrounds:
+        return plain
+    patterns = [p for p in domain.PATTERNS if p not in erased]
+    return (plain + [f"a {shape} on {bg}" for shape in shapes for bg in domain.BACKGROUNDS]
+            + [f"a {pattern} {shape}" for shape in shapes for pattern in patterns])
 
 
 def check_suite(concept: str) -> str | None:
