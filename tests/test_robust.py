@@ -102,6 +102,20 @@ def test_a_plain_erase_takes_the_retain_term_alone(tiny_model):
         RobustOptions(retain=float("nan")).check_robust()
 
 
+def test_the_retain_term_draws_an_image_of_every_retain_prompt_when_there_are_many(tiny_model):
+    from erasekit.core.edit import RunOptions
+    from erasekit.core.robust import RETAIN_IMAGES, retain_term
+    from erasekit.methods.abo.config import AboConfig
+
+    prompts = [f"a {c} {s} on {b}" for c in ("red", "blue", "green") for s in ("square", "cross", "triangle")
+               for b in ("snow", "sand", "slate", "grass")]
+    assert len(prompts) > RETAIN_IMAGES
+    config = AboConfig(robust=True, robust_retain_prompts=prompts)
+    with EditSession(tiny_model, "xattn-kv") as session:
+        term = retain_term(tiny_model, session, config, ["circle"], RunOptions(progress=False))
+    assert len(term.latents) == len(prompts)  # image i is prompt i mod P's: every prompt has one
+
+
 def test_the_retain_term_is_zero_on_the_frozen_model_and_pulls_a_moved_student_back(tiny_model):
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(4, *tiny_model.latent_shape, generator=gen)

@@ -22,13 +22,13 @@ reads ε(∅) alone).
 Where we differ: δ lives in every token table of the family (SDXL: both CLIP tables) through the
 attacks' slot hook, and only δ's gradient is taken in the inner loop (theirs accumulates without
 zeroing, a quirk we do not copy). Their z_r is a partial DDIM walk on the retain prompt at each
-iteration; ours is a forward-noised latent of one of 32 images the frozen model drew once for the retain
-prompts (25 DDIM steps, guidance 7.5: the images Ablating Concepts trains on are drawn the same way),
-the same distribution at a fraction of the cost. Their retain set is 243 "a photo of <COCO object>"
-rows; ours is the request's `robust_retain_prompts`, the model's own set (the toy world: its other
-shapes) or the 80 COCO categories (erasekit/data/retain_prompts.yaml), less any prompt that names an
-erased concept. The term is on from the end of the warm-up (theirs: every iteration), so the warm-up
-stays the plain method.
+iteration; ours is a forward-noised latent of one of 32 images (at least one per prompt) the frozen
+model drew once for the retain prompts (25 DDIM steps, guidance 7.5: the images Ablating Concepts trains
+on are drawn the same way), the same distribution at a fraction of the cost. Their retain set is 243
+"a photo of <COCO object>" rows; ours is the request's `robust_retain_prompts`, the model's own set
+(the toy world: its other shapes, and in a robust run every word of its world) or the 80 COCO categories
+(erasekit/data/retain_prompts.yaml), less any prompt that names an erased concept. The term is on from
+the end of the warm-up (theirs: every iteration), so the warm-up stays the plain method.
 
 The same term serves a plain erase as a preservation term (`retain` > 0, off in every paper's layer): on
 from the first step, without any adversary, for a method whose own loss leaves other prompts free to move
@@ -252,8 +252,10 @@ def retain_term(model, session, config, concepts: Sequence[str], run, total_step
         raise ErasekitError("retain_encoding keeps a trained text encoder's outputs, but this run trains no text "
                             "encoder (e.g. --set scope=text-encoder), or --set retain_encoding=0")
     prompts = retain_prompts(config.robust_retain_prompts, concepts)
-    latents = (concept_latents(model, prompts, RETAIN_IMAGES, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE,
-                               config.seed, run.cache_dir, run.progress) if weight else None)
+    # image i is drawn from prompt i mod P: at least one image per prompt, or the later prompts are never held
+    n_images = max(RETAIN_IMAGES, len(prompts))
+    latents = (concept_latents(model, prompts, n_images, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE, config.seed,
+                               run.cache_dir, run.progress) if weight else None)
     return RetainTerm(model, session, prompts, latents, weight, start, student, encoding)
 
 
