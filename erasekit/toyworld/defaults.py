@@ -82,21 +82,26 @@ FAMILY_VARIANT_DEFAULTS: dict[str, dict[tuple[str, str, str], dict[str, Any]]] =
 # 0.873 / 0.809 / 0.817 against the robust rule's 0.90), so the rule takes the best-preserving one, 0.3; a larger γ
 # takes the recovery down (0.23 / 0.08 / 0.03) but moves the other images more, not less.
 ADVERSARY_SIZE = {"robust_every": 10, "robust_steps": 10}
-# Which module a robust abo trains, by the robust rule over the union of its robust grids (seeds 10–13, circle and
-# stripes, Concept Inversion at 500 steps): calibration_abo_toyworld_robust_retain.json (to_out, γ 0.3 / 1 / 3: mean
-# ssim_other 0.698 / 0.700 / 0.709, recovery 0.22 / 0.22 / 0.19), _robust_text-encoder.json (AdvUnlearn's module,
-# lr 1e-4 / 1e-3: 0.771 / 0.405, recovery 0.66 / 0.13) and _robust_retain-encoding.json (the text encoder at 1e-3
-# with its retain prompts' encodings held, retain_encoding 10 / 100: 0.856 / 0.878, recovery 0.50 / 0.48). None is
-# admissible (0.90), so the best-preserving point: the text encoder at 1e-3 with retain_encoding 100, which holds
-# on the stripes and not on the circle (docs/methods/abo.md).
+# Which module a robust abo trains, by the robust rule (seeds 10–13, circle and stripes, Concept Inversion, 500 steps).
+# With "a <colour> <shape>" alone held (retain_prompts without backgrounds), no grid was admissible:
+# calibration_abo_toyworld_robust_retain.json (to_out, γ 0.3 / 1 / 3: mean ssim_other 0.70–0.71, recovery 0.19–0.22),
+# _robust_text-encoder.json (AdvUnlearn's module, lr 1e-4 / 1e-3: 0.771 / 0.405), _robust_retain-encoding.json and
+# _robust_replace.json (the text encoder at 1e-3 holding the retain prompts' encodings, retain_encoding 10 / 100, and
+# 100 with the adversary in the word's place: 0.856 / 0.878 / 0.846; the circle's other images on snow moved most).
+# With every word held (a robust run's retain set), _robust_retain-words.json (the text encoder at 1e-3,
+# retain_encoding 0.3 / 0.5 / 1 re-attacked every 10 steps, 0.3 every step): admissible 0.3 / 0.5 / 1 (mean ssim_other
+# 0.961 / 0.970 / 0.963, recovery 0.53 / 0.56 / 0.63); every step moves the stripes' other images (0.746). The lowest
+# recovery among the admissible: retain_encoding 0.3, which holds the circle (0.06) and not the stripes (1.00).
 # Chosen on the UNet world; the MMDiT world's robust runs take the same (not calibrated there).
-ROBUST_ABO = {"scope": "text-encoder", "lr": 1e-3, "retain_encoding": 100.0}
+ROBUST_ABO = {"scope": "text-encoder", "lr": 1e-3, "retain_encoding": 0.3}
 # A robust ca, by the same rule over its robust grids: calibration_ca_toyworld_robust_retain.json (xattn-kv, none
 # admissible, above), _robust_text-encoder.json and _robust_text-encoder_strong.json (the text encoder at lr 1e-4 /
-# 1e-3 / 3e-3, re-attacked every 10 or every step). Admissible: 1e-4 / every 10 (mean recovery 0.95, ssim_other
-# 0.970), 1e-3 / every 10 (0.36, 0.955), 1e-3 / every step (0.19, 0.917); 3e-3 erases the recovery (≤ 0.09) but
-# moves the other images (0.82 / 0.77). The lowest recovery among the admissible: the text encoder at 1e-3,
-# re-attacked every step (10 inner steps each: about 3× a plain erase's time).
+# 1e-3 / 3e-3, re-attacked every 10 or every step), with "a <colour> <shape>" alone held. Admissible: 1e-4 / every 10
+# (mean recovery 0.95, ssim_other 0.970), 1e-3 / every 10 (0.36, 0.955), 1e-3 / every step (0.19, 0.917); 3e-3 erases
+# the recovery (≤ 0.09) but moves the other images (0.82 / 0.77). With every word held: _robust_retain-words.json
+# (1e-3 every step: 0.19 at 0.951; retain_encoding 1 on the circle: 0.72) and _robust_retain-words2.json (3e-3 every 10:
+# 0.02 at 0.714; 2e-3 every step on the circle: 0.782), so the same point: the text encoder at 1e-3, re-attacked
+# every step (10 inner steps each: about 3× a plain erase's time).
 ROBUST_CA = {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1}
 ROBUST_DEFAULTS: dict[str, dict[str, Any]] = {**{m: ADVERSARY_SIZE for m in ("esd", "sdd", "fmn", "sepme")},
                                               "abo": {**ADVERSARY_SIZE, **ROBUST_ABO},
