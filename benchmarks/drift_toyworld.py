@@ -79,7 +79,7 @@ def main() -> None:
                      *[r["details"]["by_background"].get(bg) for bg in ("snow", "slate", "sand")],
                      "; ".join(list(r["details"]["worst_prompts"])[:3])] for r in runs]
             write_result(args.name, runs, out_dir=args.out,
-                         extra={"calibration_seeds": seeds, "steps": args.steps,
+                         extra={"diagnosis_seeds": seeds, "steps": args.steps,
                                 "tables": [{"title": "other prompts' SSIM under robust erasure, by retain set "
                                                      "(calibration seeds)",
                                             "columns": ["method", "case", "retain_set", "retain_prompts",
