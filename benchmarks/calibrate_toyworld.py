@@ -22,6 +22,9 @@ trajectory pool's size and refresh, the batch): among admissible points (as abov
 every-concept bars (mean target_rate ≤ 0.15, worst ≤ 0.30), the lowest mean erase seconds, then the
 lowest mean target_rate, then the first in grid order. With none meeting them, the first rule.
 
+Per kind (with --per-kind): the same rule applied to each kind of concept's cases alone (shape, pattern,
+colour), for settings the toy world's defaults layer keys by kind; `chosen` then names a point per kind.
+
 Preservation rule (with --rule preservation, for terms that trade erasure for preservation, such as a prior
 or retain weight): among admissible points that meet the every-concept bars, the highest mean ssim_other,
 then the lowest mean target_rate, then the first in grid order. With none meeting them, the first rule.
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--rule", choices=("erasure", "cost", "preservation"), default="erasure",
                         help="cost: the cheapest point meeting the bars (for pool and batch settings); "
                              "preservation: the best-preserving point meeting them (for prior/retain weights)")
+    parser.add_argument("--per-kind", action="store_true",
+                        help="choose per kind of concept (shape, pattern, colour) by the same rule")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     import torch
@@ -187,24 +192,42 @@ def main() -> None:
                   flush=True)
             whole = len(points) == len(grid) and len(runs) == len(cases)
             write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out,
-                         recovery=recovery, attack_steps=args.attack_steps, rule=args.rule)
+                         recovery=recovery, attack_steps=args.attack_steps, rule=args.rule,
+                         per_kind=args.per_kind)
 
 
-def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
-                 out_dir: str, recovery: str | None = None, attack_steps: int = 0, rule: str = "erasure") -> None:
-    """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
+def summarized(points: list[dict], recovery: str | None) -> list[dict]:
+    """The points with their summary over the cases each has."""
     keys = ("target_rate", "ssim_other", "other_accuracy") + ((recovery,) if recovery else ())
     for p in points:
         p["summary"] = common.summarize(p["runs"], keys)
         p["summary"]["accuracy_drop_mean"] = sum(r["metrics"]["other_accuracy_base"] - r["metrics"]["other_accuracy"]
                                                  for r in p["runs"]) / len(p["runs"])
         p["summary"]["seconds_mean"] = sum(r["seconds"] for r in p["runs"]) / len(p["runs"])
+    return points
+
+
+def chosen_point(points: list[dict], recovery: str | None, rule: str, per_kind: bool) -> dict:
+    """The chosen grid point among the whole points, or one per kind of concept (`per_kind`)."""
     whole = [p for p in points if len(p["runs"]) == len(points[0]["runs"])] if len(points) > 1 else points
+    if not per_kind:
+        return whole[choose(summarized(whole, recovery), recovery, rule)]["grid"]
+    kinds = sorted({r["kind"] for p in whole for r in p["runs"]})
+    per = {k: summarized([{"grid": p["grid"], "runs": [r for r in p["runs"] if r["kind"] == k]} for p in whole],
+                         recovery) for k in kinds}
+    return {k: ps[choose(ps, recovery, rule)]["grid"] for k, ps in per.items()}
+
+
+def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
+                 out_dir: str, recovery: str | None = None, attack_steps: int = 0, rule: str = "erasure",
+                 per_kind: bool = False) -> None:
+    """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
+    summarized(points, recovery)
     write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
                          "cases": len(p["runs"]), "summary": p["summary"], "per_concept": p["runs"]} for p in points],
                  out_dir=out_dir,
                  extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery), rule),
-                        "chosen": whole[choose(whole, recovery, rule)]["grid"], "complete": complete,
+                        "chosen": chosen_point(points, recovery, rule, per_kind), "complete": complete,
                         **({"attack": recovery, "attack_steps": attack_steps} if recovery else {})})
 
 

@@ -83,6 +83,26 @@ def test_the_preservation_rule_takes_the_best_preserving_point_that_meets_the_ba
     assert choose([point([0.2, 0.4], 0.9, 0.0), point([0.4, 0.4], 0.95, 0.0)], rule="preservation") == 0
 
 
+def test_the_per_kind_choice_applies_the_rule_to_each_kinds_cases_alone():
+    from calibrate_toyworld import chosen_point
+
+    def run(kind, target, recovery, ssim=0.95):
+        metrics = {"target_rate": target, "ssim_other": ssim, "other_accuracy": 1.0, "other_accuracy_base": 1.0,
+                   "recovery_rate": recovery}
+        return {"kind": kind, "seconds": 1.0, "metrics": metrics}
+
+    # a holds the shape and not the pattern, b the reverse; a is best on the mean over both
+    a = {"grid": {"x": "a"}, "runs": [run("shape", 0.0, 0.0), run("pattern", 0.0, 0.5)]}
+    b = {"grid": {"x": "b"}, "runs": [run("shape", 0.0, 0.6), run("pattern", 0.0, 0.1)]}
+    assert chosen_point([a, b], "recovery_rate", "erasure", per_kind=False) == {"x": "a"}
+    assert chosen_point([a, b], "recovery_rate", "erasure", per_kind=True) == {"pattern": {"x": "b"},
+                                                                               "shape": {"x": "a"}}
+    # admissibility too is judged on the kind's own cases
+    c = {"grid": {"x": "c"}, "runs": [run("shape", 0.0, 0.0, ssim=0.5), run("pattern", 0.0, 0.0)]}
+    assert chosen_point([a, b, c], "recovery_rate", "erasure", per_kind=True) == {"pattern": {"x": "c"},
+                                                                                  "shape": {"x": "a"}}
+
+
 def test_summary_takes_mean_and_worst_in_each_metrics_direction():
     import common
 
