@@ -54,7 +54,7 @@ def table(doc: dict) -> str:
         lines += ["| grid | " + " | ".join(keys) + " | chosen |", "|---" * (len(keys) + 2) + "|"]
         for r in runs:
             grid = ", ".join(f"{k}={v}" for k, v in r["grid"].items()) or "defaults"
-            mark = "yes" if r["grid"] == doc.get("chosen") else ""
+            mark = _chosen_mark(r["grid"], doc.get("chosen"))
             lines.append(f"| {grid} | " + " | ".join(_fmt(r["summary"].get(k, "")) for k in keys) + f" | {mark} |")
         cases = list(dict.fromkeys(c["case"] for r in runs for c in r["per_concept"]))
         lines += ["", "target_rate / ssim_other per concept:", "", "| grid | " + " | ".join(cases) + " |",
@@ -102,6 +102,13 @@ def _comparisons(doc: dict) -> list[dict]:
     spec.loader.exec_module(module)
     reference = json.loads((ROOT / "benchmarks" / "results" / f"{doc['compare_to']}.json").read_text())
     return [module.comparison(doc["runs"], reference)]
+
+
+def _chosen_mark(grid: dict, chosen: dict | None) -> str:
+    """'yes' for the chosen point; with a choice per kind of concept (--per-kind), the kinds that chose it."""
+    if chosen and all(isinstance(v, dict) for v in chosen.values()):
+        return ", ".join(kind for kind, point in chosen.items() if point == grid)
+    return "yes" if grid == chosen else ""
 
 
 def _seed_text(seeds: list[int]) -> str:

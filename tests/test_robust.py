@@ -212,6 +212,12 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     assert not retained.config.robust and "a red square" in retained.config.robust_retain_prompts
     assert not any(" on " in p for p in retained.config.robust_retain_prompts)  # as calibrated (ca.md)
     assert retained.sources["robust_retain_prompts"] == "model:toyworld"
+    # the robust values are keyed by kind: the stripes take their own hold and re-attack, a shape the shared ones
+    stripes = api.resolve_config("abo", "toyworld", EraseRequest(concepts=["striped"], anchors=["solid"]), {},
+                                 {"robust": "true"})
+    assert (stripes.config.robust_every, stripes.config.retain_encoding) == (1, 3.0)
+    assert (robust.config.robust_every, robust.config.retain_encoding) == (10, 0.3)
+    assert stripes.config.scope == robust.config.scope == "text-encoder"
 
 
 @pytest.mark.parametrize("method", ["fmn", "sepme"])
