@@ -218,6 +218,10 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     assert (stripes.config.robust_every, stripes.config.retain_encoding) == (1, 3.0)
     assert (robust.config.robust_every, robust.config.retain_encoding) == (10, 0.3)
     assert stripes.config.scope == robust.config.scope == "text-encoder"
+    ca = {c: api.resolve_config("ca", "toyworld", EraseRequest(concepts=[c], anchors=[a]), {}, {"robust": "true"})
+          for c, a in (("circle", "square"), ("striped", "solid"))}
+    assert (ca["circle"].config.lr, ca["circle"].config.retain_encoding) == (2e-3, 0.3)
+    assert (ca["striped"].config.lr, ca["striped"].config.retain_encoding) == (1e-3, 0.0)
 
 
 @pytest.mark.parametrize("method", ["fmn", "sepme"])

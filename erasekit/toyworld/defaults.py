@@ -108,12 +108,16 @@ ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "retain_encoding": 0.3}
 # (1e-3 every step: 0.19 at 0.951; retain_encoding 1 on the circle: 0.72) and _robust_retain-words2.json (3e-3 every 10:
 # 0.02 at 0.714; 2e-3 every step on the circle: 0.782), so the same point: the text encoder at 1e-3, re-attacked
 # every step (10 inner steps each: about 3× a plain erase's time).
-ROBUST_CA = {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1}
+# Shapes, by the rule per kind (_robust_per-kind.json, the circle: the point above and _robust_circle*.json):
+# 2e-3 holding the retain prompts' encodings at 0.3 (0.22 at 0.991); 30 inner steps close the circle (0.00) but
+# move the other images (0.852), and with the encodings held they come back (0.59 / 0.66).
+ROBUST_CA = {"*": {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1},
+             "shape": {"lr": 2e-3, "retain_encoding": 0.3}}
 # method -> kind of concept ("*": every kind) -> a robust run's values, as METHOD_DEFAULTS
 ROBUST_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     **{m: {"*": ADVERSARY_SIZE} for m in ("esd", "sdd", "fmn", "sepme")},
     "abo": {"*": {**ADVERSARY_SIZE, **ROBUST_ABO["*"]}, "pattern": ROBUST_ABO["pattern"]},
-    "ca": {"*": {**ADVERSARY_SIZE, **ROBUST_CA}}}
+    "ca": {"*": {**ADVERSARY_SIZE, **ROBUST_CA["*"]}, "shape": ROBUST_CA["shape"]}}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
 # method -> (templates shared by every concept, templates per concept: concepts of different kinds at once)
