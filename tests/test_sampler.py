@@ -122,3 +122,15 @@ def test_ddim_inversion_on_toyworld():
         back = sampler.sample(x_T, cond, cond).latents
     assert float((x_T - x0).norm() / x0.norm()) > 0.5
     assert float((back - x0).norm() / x0.norm()) < 0.1
+
+
+def test_cached_images_are_the_same_tensor_whether_drawn_or_read_back(tiny_model, tmp_path):
+    """A run must not depend on a warm cache: drawn and cached images match bitwise, in layout, and
+    through the VAE (a channels-last tensor encodes to last-bit different latents)."""
+    from erasekit.core.data import SamplingSettings, cached_images
+
+    settings = SamplingSettings(seeds=[0, 1], steps=2, guidance=7.5)
+    drawn = cached_images(tiny_model, ["a red circle", "a blue square"], settings, tmp_path, progress=False)
+    read = cached_images(tiny_model, ["a red circle", "a blue square"], settings, tmp_path, progress=False)
+    assert torch.equal(drawn, read) and drawn.stride() == read.stride()
+    assert torch.equal(tiny_model.encode_images(drawn), tiny_model.encode_images(read))

@@ -87,7 +87,10 @@ def cached_images(
     key = cache.key(model_fingerprint(model), prompts, settings) if cache else None
     images = cache.get(key) if cache else None
     if images is None:
-        images = distributed_generate(model, prompts, settings, progress)
+        # The sampler's images come channels-last; the cache gives them back contiguous. Convolutions pick other
+        # kernels by layout (last-bit differences, which adversarial training amplifies), so a run must not
+        # depend on whether the cache was warm: both paths hand on the contiguous tensor.
+        images = distributed_generate(model, prompts, settings, progress).contiguous()
         if cache and _is_main_process():
             cache.put(key, images)
     return images
