@@ -54,12 +54,12 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"sd3": {
     # calibration_abo_toyworld-mmdit.json (scope to_out / xattn × lr 1e-3 / 3e-4 / 1e-4), _retain.json (xattn,
     # retain 0 / 1 / 10) and _xattn-kv.json (xattn-kv, retain 1, the same rates): none admissible, so the
-    # best-preserving point, xattn-kv at lr 1e-4 (mean ssim_other 0.81 against xattn's best 0.80), which leaves the
-    # circle in 0.79 of the calibration images; the rates that erase it (1e-3: 0.008–0.04) keep 0.68–0.78 on
-    # either scope (xattn-kv 0.71).
+    # best-preserving point, xattn-kv at lr 1e-4 (mean ssim_other 0.77 against xattn's best 0.76), which leaves the
+    # circle in 0.79 of the calibration images; the rates that erase it (1e-3: 0.00–0.03) keep 0.65–0.76 on
+    # either scope (xattn-kv 0.67). Re-measured on the shipped (annealed) weights: the same points chosen.
     "abo": {"scope": "xattn-kv", "lr": 1e-4, "retain": 1.0},
-    # calibration_ca_toyworld-mmdit.json (3e-3 / 1e-3 / 3e-4): none admissible (mean ssim_other 0.836 / 0.837 /
-    # 0.846), so 3e-4 (mean target 0.07).
+    # calibration_ca_toyworld-mmdit.json (3e-3 / 1e-3 / 3e-4): none admissible (mean ssim_other 0.782 / 0.783 /
+    # 0.795), so 3e-4 (mean target 0.08).
     "ca": {"lr": 3e-4},
     # calibration_esd-x / sdd / fmn_toyworld-mmdit.json: the UNet's rates kept (1.5e-4, 5e-5, 1e-5), the only
     # admissible points; the higher ones (to 1.5e-3 / 5e-4 / 1e-3) move the other images before the target.
@@ -69,7 +69,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"sd3": {
 # 0.850 at the bar, accuracy drop 0.007); no one rate erases most shapes without moving the other images.
 VARIANT_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {("esd", "variant", "u"): {"lr": 1e-4}}
 # family -> variant values over FAMILY_DEFAULTS (ESD-u's rate on the MMDiT)
-# calibration_esd-u_toyworld-mmdit.json (3e-5 / 1e-4): none admissible, 3e-5 (mean ssim_other 0.79).
+# calibration_esd-u_toyworld-mmdit.json (3e-5 / 1e-4): none admissible, 3e-5 (mean ssim_other 0.76).
 FAMILY_VARIANT_DEFAULTS: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {
     "sd3": {("esd", "variant", "u"): {"lr": 3e-5}}}
 # Robust erasure's inner attack on the toy world, applied only when a request turns `robust` on (so the
