@@ -54,6 +54,33 @@ def test_the_adversary_finds_a_prefix_that_recovers_the_teacher_s_prediction(tin
         assert adv.attacks == 2  # robust_every = 1: a re-attack every step after the warm-up
 
 
+def test_the_adversary_can_attack_on_the_concept_s_own_latents_instead_of_the_method_s_batch(tiny_model):
+    from erasekit.core.edit import RunOptions
+    from erasekit.core.robust import adversary
+    from erasekit.methods.abo.config import AboConfig
+
+    config = AboConfig(robust=True, robust_latents="concept", robust_steps=3, robust_lr=0.05, robust_warmup=0.0)
+    with EditSession(tiny_model, "xattn-kv") as session:
+        _student_moved_off_the_concept(tiny_model, session)
+        adv = adversary(tiny_model, session, config, ["a red circle", "a blue circle"], 10, ["circle"],
+                        RunOptions(progress=False))
+        # the frozen model's images of each prompt, an equal number (≥ 32 in all)
+        assert adv.latents is not None and len(adv.latents) == 32
+        rows = torch.tensor([0, 1])
+        plain = tiny_model.encode(["a red circle", "a blue circle"])
+        # the method's batch is not read: a batch of NaNs leaves the attack finite
+        poisoned = torch.full((2, *tiny_model.latent_shape), float("nan"))
+        adv.condition(0, poisoned, torch.tensor([300, 700]), rows, plain)
+        assert adv.attacks == 1 and adv.last_loss is not None and torch.isfinite(torch.tensor(adv.last_loss))
+        assert all(torch.isfinite(d).all() for d in adv.delta.values())
+    batch = AdversarialPrefix(tiny_model, None, ["a red circle"], RobustOptions(robust=True, robust_steps=1),
+                              total_steps=10)
+    batch._attack(poisoned[:1], torch.tensor([300]), rows[:1], plain[:1], None)
+    assert not torch.isfinite(torch.tensor(batch.last_loss))  # the default attacks on the batch it is given
+    with pytest.raises(ValueError, match="same number of images"):
+        AdversarialPrefix(tiny_model, None, ["a", "b"], RobustOptions(robust=True), 10, latents=adv.latents[:3])
+
+
 @pytest.mark.parametrize("method", ["abo", "ca", "esd", "sdd", "fmn"])
 def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_model, method):
     from erasekit import api
@@ -148,7 +175,8 @@ def test_robust_settings_are_checked_and_refused_where_they_cannot_run(tokenizer
     from erasekit.core.model import DiffusionModel
     from erasekit.registry import get_method
 
-    for bad in ({"robust_lr": float("nan")}, {"robust_steps": 0}, {"robust_warmup": 1.0}, {"robust_attack": "suffix"}):
+    for bad in ({"robust_lr": float("nan")}, {"robust_steps": 0}, {"robust_warmup": 1.0}, {"robust_attack": "suffix"},
+                {"robust_latents": "anchor"}):
         with pytest.raises(ValueError):
             RobustOptions(**bad).check_robust()
     with pytest.raises(ValueError, match="fmn steers the attention on the concept word"):

@@ -13,6 +13,13 @@ of that step, every `robust_every` steps, `robust_steps` Adam steps from the pre
 method's own loss with E([δ; c]) where the student read E(c), its preservation terms untouched. The
 first `robust_warmup` share of steps trains plainly (theirs: 200 of 1,000).
 
+Their z_t are the concept prompt's (partial DDIM walks on c), which is also ESD's, SDD's and FMN's own
+batch. abo's batch is the anchor's trajectories and CA's noised anchor images, on which the concept
+never forms; `robust_latents=concept` moves the inner attack onto the concept's own latents, as
+Concept Inversion learns its embedding: forward-noised latents (t uniform) of 32 or more images the
+frozen model drew once for the adversary's prompts (drawn as the retain images below), the outer step
+staying on the method's batch.
+
 While the adversary is on, AdvUnlearn's utility-retain term γ·ℓ_r is added to the method's loss
 (RetainTerm): ℓ_r = ‖ε_θ(z_r, t, E_θ(c_r)) − ε*(z_r, t, E*(c_r))‖² over a batch of 5 retain prompts
 c_r, γ `robust_retain` (0.3, their README). Without it the outer step on [δ; c] is free to move
@@ -58,8 +65,15 @@ class AdversarialPrefix:
     """The adversary of one training run: `condition(...)` gives the student's condition for a step."""
 
     def __init__(self, model, teacher: dict[str, torch.Tensor] | None, prompts: Sequence[str],
-                 options: RobustOptions, total_steps: int, seed: int = 0, concepts: Sequence[str] = ()) -> None:
+                 options: RobustOptions, total_steps: int, seed: int = 0, concepts: Sequence[str] = (),
+                 latents: torch.Tensor | None = None) -> None:
+        """latents: where the attack runs when not on the method's batch (`robust_latents=concept`): clean
+        latents, image i of prompt i mod len(prompts), an equal number per prompt."""
         self.model, self.teacher, self.options = model, teacher, options
+        if latents is not None and len(latents) % len(prompts):
+            raise ValueError("the attack's latents must hold the same number of images for every prompt")
+        self.latents = latents
+        self.noise_gen = torch.Generator().manual_seed(seed + 11)
         tok = model.tokenizer
         self.slot_ids = free_placeholders(tok, options.robust_tokens, prompts)
         self.texts = attacked_texts(prompts, decode(tok, self.slot_ids), concepts, options.robust_attack)
@@ -82,8 +96,20 @@ class AdversarialPrefix:
             self.slots.set({name: d[None] for name, d in delta.items()}, torch.zeros(len(rows), dtype=torch.long))
             return self.model.encode([self.texts[int(r)] for r in rows])
 
+    def _concept_batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, t): for each row, one of its prompt's images noised to a uniform timestep."""
+        per_prompt = len(self.latents) // len(self.texts)
+        k = torch.randint(per_prompt, (len(rows),), generator=self.noise_gen)
+        z0 = self.latents[(rows.cpu() + len(self.texts) * k).to(self.latents.device)]
+        n_train = self.model.scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_train, (len(rows),), generator=self.noise_gen).to(z0.device)
+        noise = torch.randn(z0.shape, generator=self.noise_gen).to(z0.device, z0.dtype)
+        return add_noise(self.model.scheduler, z0, noise, t), t
+
     def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, frozen: Conditioning,
                 student: dict[str, torch.Tensor] | None) -> None:
+        if self.latents is not None:
+            x, t = self._concept_batch(rows)
         with torch.no_grad():
             wanted = self.model.eps(x, t, frozen[None], self.teacher)[0]
         params = list(self.delta.values())
@@ -129,16 +155,23 @@ def attacked_texts(prompts: Sequence[str], slots: str, concepts: Sequence[str], 
 
 
 def adversary(model, session, config, prompts: Sequence[str], total_steps: int,
-              concepts: Sequence[str]) -> AdversarialPrefix | None:
+              concepts: Sequence[str], run) -> AdversarialPrefix | None:
     """The run's adversary when `config.robust` is set (the frozen model: the session's teacher; without a
     session, the live weights, which a method that passes its student's tensors leaves frozen). concepts: the
-    erased concepts whose words `robust_attack=replace` replaces in `prompts`."""
+    erased concepts whose words `robust_attack=replace` replaces in `prompts`; run: the RunOptions (where the
+    frozen model's images of `prompts` are cached, for `robust_latents=concept`). Built before any step trains,
+    so the live weights that draw those images are still the frozen model's."""
     if not getattr(config, "robust", False):
         return None
     if processes().num_processes > 1:
         # each process would attack its own share of the batch and keep its own δ: not the one-process run
         raise ErasekitError("robust erasure runs in one process (each process would keep its own adversary)")
-    return AdversarialPrefix(model, _teacher(session), prompts, config, total_steps, config.seed, concepts)
+    latents = None
+    if config.robust_latents == "concept":
+        n_images = len(prompts) * -(-RETAIN_IMAGES // len(prompts))  # an equal number per prompt
+        latents = concept_latents(model, prompts, n_images, RETAIN_IMAGE_STEPS, RETAIN_IMAGE_GUIDANCE, config.seed,
+                                  run.cache_dir, run.progress)
+    return AdversarialPrefix(model, _teacher(session), prompts, config, total_steps, config.seed, concepts, latents)
 
 
 def _teacher(session) -> dict[str, torch.Tensor] | None:

@@ -14,6 +14,8 @@ ROBUST_HELP: dict[str, str] = {
     "robust_tokens": "adversarial prefix tokens",
     "robust_attack": "where the adversary's tokens go: prefix (AdvUnlearn's default) or replace (in the concept "
                      "word's place)",
+    "robust_latents": "where the inner attack runs: batch (the method's own training latents) or concept (noised "
+                      "latents of the frozen model's own images of the concept prompts, AdvUnlearn's)",
     "robust_retain": "weight γ of the retain term: keep the frozen model's prediction on retain prompts (0: off)",
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
@@ -23,6 +25,7 @@ ROBUST_HELP: dict[str, str] = {
 }
 
 ROBUST_ATTACKS = ("prefix", "replace")
+ROBUST_LATENTS = ("batch", "concept")
 
 
 @dataclass
@@ -44,6 +47,10 @@ class RobustOptions:
     # AdvUnlearn's attack_type: prefix_k (their default) or replace_k. Ours replaces the concept's word and keeps
     # the rest of the prompt, which is what Concept Inversion and the hard prompt attack (core.robust).
     robust_attack: str = "prefix"
+    # AdvUnlearn attacks on z_t of the concept prompt, which is also ESD's, SDD's and FMN's own batch; abo trains
+    # on the anchor's trajectories and CA on noised anchor images, so their batch never shows the concept, while
+    # Concept Inversion learns its embedding on the concept's images (core.robust).
+    robust_latents: str = "batch"
     robust_retain: float = 0.3
     robust_retain_prompts: list[str] = field(default_factory=list)
     # The same retain term without the adversary: a preservation term any training method can add (not in
@@ -61,6 +68,8 @@ class RobustOptions:
             raise ValueError("robust_lr must be a positive finite number")
         if self.robust_attack not in ROBUST_ATTACKS:
             raise ValueError(f"robust_attack must be one of {', '.join(ROBUST_ATTACKS)}, got {self.robust_attack!r}")
+        if self.robust_latents not in ROBUST_LATENTS:
+            raise ValueError(f"robust_latents must be one of {', '.join(ROBUST_LATENTS)}, got {self.robust_latents!r}")
         if not 0.0 <= self.robust_warmup < 1.0:
             raise ValueError("robust_warmup must be in [0, 1)")
         for name in ("robust_retain", "retain", "retain_encoding"):

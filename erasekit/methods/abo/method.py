@@ -127,7 +127,7 @@ def erase(
                               size=config.pool_size, refresh=config.pool_refresh, seed=config.seed,
                               n_groups=len(request.concepts))
 
-        adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts)
+        adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts, run)
         retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:

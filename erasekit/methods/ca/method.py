@@ -73,7 +73,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: CaConfig, run: R
             x_t, target = noised(model.scheduler, z0, noise, t)
             return share(x_t, t, target, prompt_idx)
 
-        adv = [robust.adversary(model, session, config, [c for _, c in p], config.steps, [concept])
+        adv = [robust.adversary(model, session, config, [c for _, c in p], config.steps, [concept], run)
                for p, concept in zip(pairs, request.concepts, strict=True)]
         retain = robust.retain_term(model, session, config, request.concepts, run)
 

@@ -73,7 +73,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: EsdConfig, run: 
                 x = run_steps(schedule, initial_latents(model, gen), n, student_eps)
                 return x, timesteps[n], k, esd_target(*frozen(x, timesteps[n], k), config.eta)
 
-        adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts)
+        adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts, run)
         retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:

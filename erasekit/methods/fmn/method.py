@@ -64,7 +64,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: FmnConfig, run: 
         embeds = model.encode(prompts)
 
     with EditSession(model, config.scope) as session:
-        adv = robust.adversary(model, session, config, prompts, config.steps, request.concepts)
+        adv = robust.adversary(model, session, config, prompts, config.steps, request.concepts, run)
         attacked_columns = prefix_columns(model, adv, request.concepts, config.use_pooler) if adv else []
         retain = robust.retain_term(model, session, config, request.concepts, run)
 

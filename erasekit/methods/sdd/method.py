@@ -78,7 +78,7 @@ def erase(model: DiffusionModel, request: EraseRequest, config: SddConfig, run: 
 
         examples = sampled_by_base() if config.pooled() else sampled_by_teacher
 
-        adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts)
+        adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts, run)
         retain = robust.retain_term(model, session, config, request.concepts, run)
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:

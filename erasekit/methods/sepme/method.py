@@ -217,7 +217,7 @@ def train_stage(model: DiffusionModel, concepts: list[str], bases: list[torch.Te
     for group in groups:
         latest: dict[int, float] = {}
         weights = balance_weights({k: scales[k] for k in group})
-        adv = robust.adversary(model, None, config, adversary_prompts, config.max_steps, concepts)
+        adv = robust.adversary(model, None, config, adversary_prompts, config.max_steps, concepts, run)
         retain = robust.retain_term(model, None, config, concepts, run, config.max_steps,
                                     student=lambda group=group: edited_weights(group))
 
