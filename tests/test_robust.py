@@ -75,10 +75,38 @@ def test_the_adversary_can_attack_on_the_concept_s_own_latents_instead_of_the_me
         assert all(torch.isfinite(d).all() for d in adv.delta.values())
     batch = AdversarialPrefix(tiny_model, None, ["a red circle"], RobustOptions(robust=True, robust_steps=1),
                               total_steps=10)
-    batch._attack(poisoned[:1], torch.tensor([300]), rows[:1], plain[:1], None)
+    batch._attack(poisoned[:1], torch.tensor([300]), rows[:1], rows[:1], plain[:1], None)
     assert not torch.isfinite(torch.tensor(batch.last_loss))  # the default attacks on the batch it is given
     with pytest.raises(ValueError, match="same number of images"):
         AdversarialPrefix(tiny_model, None, ["a", "b"], RobustOptions(robust=True), 10, latents=adv.latents[:3])
+
+
+def test_with_contexts_the_adversary_attacks_the_prompt_inside_sentences_toward_the_frozen_sentence(tiny_model):
+    options = RobustOptions(robust=True, robust_steps=2, robust_lr=0.05, robust_warmup=0.0,
+                            robust_contexts=["a red {} on snow", "{}", "a photo of a {}"])
+    with EditSession(tiny_model, "xattn-kv") as session:
+        _student_moved_off_the_concept(tiny_model, session)
+        adv = AdversarialPrefix(tiny_model, session.teacher_denoiser(), ["circle", "square"], options, 10,
+                                concepts=["circle", "square"])
+        slot = decode(tiny_model.tokenizer, adv.slot_ids)
+        # prompt p in context j is variant 3p + j, the adversary's slot before it
+        assert adv.texts == [f"{slot} {c}" for p in ("circle", "square")
+                             for c in (f"a red {p} on snow", p, f"a photo of a {p}")]
+        torch.testing.assert_close(adv.frozen.hidden[0], tiny_model.encode(["a red circle on snow"]).hidden[0])
+        seen = set()
+        rows = torch.tensor([0, 1, 1, 0])
+        x = torch.randn(4, *tiny_model.latent_shape, generator=torch.Generator().manual_seed(0))
+        plain = tiny_model.encode(["circle", "square", "square", "circle"])
+        for step in range(6):
+            cond = adv.condition(step, x, torch.full((4,), 500), rows, plain)
+            with torch.no_grad():
+                every = adv._encode(torch.arange(6), adv.delta).hidden
+            for i, r in enumerate(rows.tolist()):  # each row reads one of its own prompt's sentences
+                gaps = (every - cond.hidden[i]).abs().amax(dim=(1, 2))
+                nearest = int(gaps.argmin())
+                assert nearest // 3 == r and float(gaps[nearest]) < 1e-5
+                seen.add(nearest)
+        assert seen == set(range(6))  # every sentence of both prompts is drawn
 
 
 @pytest.mark.parametrize("method", ["abo", "ca", "esd", "sdd", "fmn"])
@@ -176,7 +204,7 @@ def test_robust_settings_are_checked_and_refused_where_they_cannot_run(tokenizer
     from erasekit.registry import get_method
 
     for bad in ({"robust_lr": float("nan")}, {"robust_steps": 0}, {"robust_warmup": 1.0}, {"robust_attack": "suffix"},
-                {"robust_latents": "anchor"}):
+                {"robust_latents": "anchor"}, {"robust_contexts": ["a photo of a circle"]}):
         with pytest.raises(ValueError):
             RobustOptions(**bad).check_robust()
     with pytest.raises(ValueError, match="fmn steers the attention on the concept word"):
@@ -250,6 +278,11 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
           for c, a in (("circle", "square"), ("striped", "solid"))}
     assert (ca["circle"].config.lr, ca["circle"].config.retain_encoding) == (2e-3, 0.3)
     assert (ca["striped"].config.lr, ca["striped"].config.retain_encoding) == (1e-3, 0.0)
+    # abo's own prompt is the bare word: its adversary also goes in the kind's caption styles (CA has its own)
+    contexts = robust.config.robust_contexts
+    assert len(contexts) > 10 and "{}" in contexts[0] and any(" on " in c for c in contexts)
+    assert stripes.config.robust_contexts != contexts and plain.config.robust_contexts == []
+    assert ca["circle"].config.robust_contexts == []
 
 
 @pytest.mark.parametrize("method", ["fmn", "sepme"])

@@ -72,11 +72,20 @@ class AdversarialPrefix:
         self.model, self.teacher, self.options = model, teacher, options
         if latents is not None and len(latents) % len(prompts):
             raise ValueError("the attack's latents must hold the same number of images for every prompt")
-        self.latents = latents
+        self.latents, self.n_prompts = latents, len(prompts)
         self.noise_gen = torch.Generator().manual_seed(seed + 11)
+        self.context_gen = torch.Generator().manual_seed(seed + 13)
+        # prompt p in context j is variant p·C + j (C = 1 without robust_contexts: the prompt itself)
+        contexts = list(options.robust_contexts) or ["{}"]
+        self.n_contexts = len(contexts)
+        variants = [context.replace("{}", p) for p in prompts for context in contexts]
         tok = model.tokenizer
-        self.slot_ids = free_placeholders(tok, options.robust_tokens, prompts)
-        self.texts = attacked_texts(prompts, decode(tok, self.slot_ids), concepts, options.robust_attack)
+        self.slot_ids = free_placeholders(tok, options.robust_tokens, variants)
+        self.texts = attacked_texts(variants, decode(tok, self.slot_ids), concepts, options.robust_attack)
+        self.frozen = None
+        if options.robust_contexts:
+            with torch.no_grad():  # E*(c in its context): what the attack brings the student's prediction to
+                self.frozen = model.encode(variants)
         self.slots = TokenSlots(model, self.slot_ids)
         self.start = int(options.robust_warmup * total_steps)
         gen = torch.Generator().manual_seed(seed + 7)
@@ -91,30 +100,31 @@ class AdversarialPrefix:
     def active(self, step: int) -> bool:
         return self.options.robust and step >= self.start
 
-    def _encode(self, rows: torch.Tensor, delta: dict[str, torch.Tensor]) -> Conditioning:
+    def _encode(self, variants: torch.Tensor, delta: dict[str, torch.Tensor]) -> Conditioning:
         with self.slots:
-            self.slots.set({name: d[None] for name, d in delta.items()}, torch.zeros(len(rows), dtype=torch.long))
-            return self.model.encode([self.texts[int(r)] for r in rows])
+            self.slots.set({name: d[None] for name, d in delta.items()},
+                           torch.zeros(len(variants), dtype=torch.long))
+            return self.model.encode([self.texts[int(v)] for v in variants])
 
     def _concept_batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, t): for each row, one of its prompt's images noised to a uniform timestep."""
-        per_prompt = len(self.latents) // len(self.texts)
+        """(x_t, t): for each row (a prompt), one of its prompt's images noised to a uniform timestep."""
+        per_prompt = len(self.latents) // self.n_prompts
         k = torch.randint(per_prompt, (len(rows),), generator=self.noise_gen)
-        z0 = self.latents[(rows.cpu() + len(self.texts) * k).to(self.latents.device)]
+        z0 = self.latents[(rows.cpu() + self.n_prompts * k).to(self.latents.device)]
         n_train = self.model.scheduler.config.num_train_timesteps
         t = torch.randint(0, n_train, (len(rows),), generator=self.noise_gen).to(z0.device)
         noise = torch.randn(z0.shape, generator=self.noise_gen).to(z0.device, z0.dtype)
         return add_noise(self.model.scheduler, z0, noise, t), t
 
-    def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, frozen: Conditioning,
-                student: dict[str, torch.Tensor] | None) -> None:
+    def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, variants: torch.Tensor,
+                frozen: Conditioning, student: dict[str, torch.Tensor] | None) -> None:
         if self.latents is not None:
             x, t = self._concept_batch(rows)
         with torch.no_grad():
             wanted = self.model.eps(x, t, frozen[None], self.teacher)[0]
         params = list(self.delta.values())
         for _ in range(self.options.robust_steps):
-            loss = F.mse_loss(self.model.eps(x, t, self._encode(rows, self.delta)[None], student)[0], wanted)
+            loss = F.mse_loss(self.model.eps(x, t, self._encode(variants, self.delta)[None], student)[0], wanted)
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
@@ -126,15 +136,23 @@ class AdversarialPrefix:
                   plain: Conditioning, student: dict[str, torch.Tensor] | None = None,
                   frozen: Conditioning | None = None) -> Conditioning:
         """What the student reads for the concept prompts `rows` at this step: `plain` (E(c) of those
-        rows) before the warm-up ends, E([δ; c]) after it, δ re-attacked on (x, t) every robust_every steps.
+        rows) before the warm-up ends, E([δ; c]) after it, δ re-attacked on (x, t) every robust_every steps;
+        with robust_contexts, [δ; c] in a context drawn per row each step (the attack then brings the
+        student to the frozen model's prediction for c in that context).
         student: the student's denoiser tensors where they are not the live ones (SepME's increments);
         frozen: E*(c), what the frozen model reads, where the trained text encoder's `plain` is not it."""
         if not self.active(step):
             return plain
+        rows = rows.cpu()
+        variants = rows * self.n_contexts
+        if self.n_contexts > 1:
+            variants = variants + torch.randint(self.n_contexts, (len(rows),), generator=self.context_gen)
         if (step - self.start) % self.options.robust_every == 0:
-            self._attack(x.detach(), t, rows, plain if frozen is None else frozen, student)
+            wanted = self.frozen[variants.to(self.frozen.device)] if self.frozen is not None else (
+                plain if frozen is None else frozen)
+            self._attack(x.detach(), t, rows, variants, wanted, student)
         # δ is fixed for the outer step; the encoder stays in the graph for methods that train it (CA's rows)
-        return self._encode(rows, {name: d.detach() for name, d in self.delta.items()})
+        return self._encode(variants, {name: d.detach() for name, d in self.delta.items()})
 
     def summary(self) -> dict:
         return {"attacks": self.attacks, "inner_loss": self.last_loss, "warmup_steps": self.start}

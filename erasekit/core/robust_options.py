@@ -16,6 +16,8 @@ ROBUST_HELP: dict[str, str] = {
                      "word's place)",
     "robust_latents": "where the inner attack runs: batch (the method's own training latents) or concept (noised "
                       "latents of the frozen model's own images of the concept prompts, AdvUnlearn's)",
+    "robust_contexts": "prompt templates ('{}': the method's prompt) the adversary's prompt is also put in, one drawn "
+                       "per example (empty: the method's prompts alone)",
     "robust_retain": "weight γ of the retain term: keep the frozen model's prediction on retain prompts (0: off)",
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
@@ -51,6 +53,10 @@ class RobustOptions:
     # on the anchor's trajectories and CA on noised anchor images, so their batch never shows the concept, while
     # Concept Inversion learns its embedding on the concept's images (core.robust).
     robust_latents: str = "batch"
+    # Not in AdvUnlearn (its prompt is the bare concept, as abo's and ESD's are): Concept Inversion and the prompt
+    # attacks put their tokens in sentences ("a photo of a red <z> on snow"), which the text encoder reads
+    # differently from the word alone; templates here train the student against δ in such sentences too.
+    robust_contexts: list[str] = field(default_factory=list)
     robust_retain: float = 0.3
     robust_retain_prompts: list[str] = field(default_factory=list)
     # The same retain term without the adversary: a preservation term any training method can add (not in
@@ -70,6 +76,8 @@ class RobustOptions:
             raise ValueError(f"robust_attack must be one of {', '.join(ROBUST_ATTACKS)}, got {self.robust_attack!r}")
         if self.robust_latents not in ROBUST_LATENTS:
             raise ValueError(f"robust_latents must be one of {', '.join(ROBUST_LATENTS)}, got {self.robust_latents!r}")
+        if not all(isinstance(c, str) and c.count("{}") == 1 for c in self.robust_contexts):
+            raise ValueError("robust_contexts must be prompt templates with one '{}' where the method's prompt goes")
         if not 0.0 <= self.robust_warmup < 1.0:
             raise ValueError("robust_warmup must be in [0, 1)")
         for name in ("robust_retain", "retain", "retain_encoding"):

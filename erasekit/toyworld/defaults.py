@@ -124,6 +124,9 @@ ROBUST_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 CAPTION_FIELDS: dict[str, tuple[str, str]] = {"ca": ("prompt_templates", "concept_templates")}
 CAPTION_KINDS = ("shape", "pattern", "color")
 N_CAPTIONS = 50
+# Robust runs of methods that train on the bare concept word put the adversary in the same caption styles too
+# (robust_contexts): Concept Inversion's and the prompt attacks' tokens sit in sentences.
+ROBUST_CONTEXT_METHODS = ("abo",)
 
 
 def concepts_kind(concepts: Sequence[str]) -> str | None:
@@ -147,6 +150,8 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     if method in ROBUST_DEFAULTS and robust_run:
         robust = ROBUST_DEFAULTS[method]
         values.update({**robust.get("*", {}), **robust.get(kind or "", {})})
+        if method in ROBUST_CONTEXT_METHODS and kind in CAPTION_KINDS:
+            values["robust_contexts"] = domain.caption_templates(N_CAPTIONS, kind)
     retained = any(_positive(requested.get(k, values.get(k))) for k in ("retain", "retain_encoding"))
     if method in ROBUST_DEFAULTS and (robust_run or retained):
         values["robust_retain_prompts"] = retain_prompts(concepts, with_backgrounds=robust_run)

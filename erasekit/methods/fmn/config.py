@@ -37,6 +37,9 @@ class FmnConfig(RobustOptions):
         if self.robust_attack != "prefix":  # its loss reads the concept word's attention columns
             raise ValueError("fmn steers the attention on the concept word, which robust_attack=replace removes; "
                              "use robust_attack=prefix")
+        if self.robust_contexts:  # its attention columns are located in its own prompts
+            raise ValueError("fmn steers the attention columns of its own prompts; robust_contexts does not apply "
+                             "(its template sets the prompt)")
 
 
 FmnConfig.HELP = COMMON | ROBUST_HELP | {
