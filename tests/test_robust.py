@@ -109,6 +109,32 @@ def test_with_contexts_the_adversary_attacks_the_prompt_inside_sentences_toward_
         assert seen == set(range(6))  # every sentence of both prompts is drawn
 
 
+def test_robust_abo_in_sentences_aims_at_the_anchor_in_the_same_sentence(tiny_model, monkeypatch):
+    from erasekit import api
+    from erasekit.methods.abo import method as abo
+    from erasekit.request import EraseRequest
+
+    contexts = ["a red {} on snow", "a photo of a {}"]
+    aimed = []
+    original = abo._Teacher.guidance_toward
+
+    def recording(self, x, t, anchors, eps_u):
+        aimed.append(anchors.hidden.clone())
+        return original(self, x, t, anchors, eps_u)
+
+    monkeypatch.setattr(abo._Teacher, "guidance_toward", recording)
+    config = {"steps": 4, "robust": True, "robust_steps": 1, "robust_warmup": 0.5, "robust_contexts": contexts,
+              "sampling_steps": 6, "batch_size": 3, "pool_size": 3}
+    patch = api.erase(tiny_model, "abo", EraseRequest(concepts=["circle"], anchors=["square"]), config, progress=False)
+    assert len(aimed) == 2 and patch.info["robust"]["attacks"] == 2  # the steps after the warm-up
+    sentences = tiny_model.encode(["a red square on snow", "a photo of a square"]).hidden
+    for hidden in aimed:  # every example's target: the anchor in one of the drawn sentences
+        for row in hidden:
+            assert min(float((row - s).abs().max()) for s in sentences) < 1e-5
+    with pytest.raises(ValueError, match="robust_contexts re-aims"):
+        abo.AboConfig(robust=True, robust_contexts=contexts, preset="nudity")
+
+
 @pytest.mark.parametrize("method", ["abo", "ca", "esd", "sdd", "fmn"])
 def test_every_training_method_takes_the_option_and_records_its_adversary(tiny_model, method):
     from erasekit import api

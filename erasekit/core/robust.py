@@ -77,7 +77,8 @@ class AdversarialPrefix:
         self.context_gen = torch.Generator().manual_seed(seed + 13)
         # prompt p in context j is variant p·C + j (C = 1 without robust_contexts: the prompt itself)
         contexts = list(options.robust_contexts) or ["{}"]
-        self.n_contexts = len(contexts)
+        self.contexts, self.n_contexts = contexts, len(contexts)
+        self.last_variants: torch.Tensor | None = None  # the variants the last active step read
         variants = [context.replace("{}", p) for p in prompts for context in contexts]
         tok = model.tokenizer
         self.slot_ids = free_placeholders(tok, options.robust_tokens, variants)
@@ -147,12 +148,18 @@ class AdversarialPrefix:
         variants = rows * self.n_contexts
         if self.n_contexts > 1:
             variants = variants + torch.randint(self.n_contexts, (len(rows),), generator=self.context_gen)
+        self.last_variants = variants
         if (step - self.start) % self.options.robust_every == 0:
             wanted = self.frozen[variants.to(self.frozen.device)] if self.frozen is not None else (
                 plain if frozen is None else frozen)
             self._attack(x.detach(), t, rows, variants, wanted, student)
         # δ is fixed for the outer step; the encoder stays in the graph for methods that train it (CA's rows)
         return self._encode(variants, {name: d.detach() for name, d in self.delta.items()})
+
+    def variant_texts(self, words: Sequence[str]) -> list[str]:
+        """Every variant's sentence with prompt p's place taken by words[p] (e.g. the anchors in the sentences
+        the adversary draws), in variant order."""
+        return [context.replace("{}", w) for w in words for context in self.contexts]
 
     def summary(self) -> dict:
         return {"attacks": self.attacks, "inner_loss": self.last_loss, "warmup_steps": self.start}

@@ -87,6 +87,9 @@ class AboConfig(PoolOptions, RobustOptions):
             self.delta = "explicit"
         if self.delta == "explicit" and not (self.preset or self.instructions):
             raise ValueError("delta 'explicit' needs a preset or instructions")
+        if self.robust_contexts and self.delta != "none":
+            raise ValueError("robust_contexts re-aims abo's anchor guidance in each sentence, which a δ term does not "
+                             "follow; use delta=none or no robust_contexts")
         self.instruction_concepts()  # validates windows and κ
 
     def instruction_concepts(self) -> list[InstructionConcept]:

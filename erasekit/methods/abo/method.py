@@ -74,9 +74,9 @@ class _Teacher:
         with torch.no_grad():
             self.uncond = model.encode([""])[0]
             # The implicit δ is the teacher's own guidance toward c with c's tokens suppressed: no anchor.
-            anchors = [c if config.delta == "implicit" or not a else a
-                       for c, a in zip(request.concepts, request.anchor_list(), strict=True)]
-            self.anchors = model.encode(anchors)
+            self.anchor_words = [c if config.delta == "implicit" or not a else a
+                                 for c, a in zip(request.concepts, request.anchor_list(), strict=True)]
+            self.anchors = model.encode(self.anchor_words)
             self.instruction_embeds = model.encode([i.text for i in self.instructions]) if self.instructions else None
         self.scales = None
         if config.delta == "implicit":
@@ -109,6 +109,11 @@ class _Teacher:
             guidance = guidance + bottlenecked_delta(eps_u, eps[2:], self.instructions, tau, self.config.t_warmup)
         return eps_u + guidance, guidance, eps_u
 
+    @torch.no_grad()
+    def guidance_toward(self, x: torch.Tensor, t: torch.Tensor, anchors, eps_u: torch.Tensor) -> torch.Tensor:
+        """γ1(ε*(x, a) − ε*(x, ∅)) for one anchor condition per latent (δ = none: the config refuses the others)."""
+        return self.config.gamma1 * (self.model.eps(x, t, anchors[None], self.weights)[0] - eps_u)
+
 
 def erase(
     model: DiffusionModel, request: EraseRequest, config: AboConfig, run: RunOptions | None = None
@@ -129,6 +134,12 @@ def erase(
 
         adv = robust.adversary(model, session, config, request.concepts, config.steps, request.concepts, run)
         retain = robust.retain_term(model, session, config, request.concepts, run)
+        # With the adversary in sentences, the target is the anchor's guidance in the same sentence: toward the
+        # bare anchor, every sentence would be taught to lose its other words.
+        anchors_in_context = None
+        if adv and config.robust_contexts:
+            with torch.no_grad():
+                anchors_in_context = model.encode(adv.variant_texts(teacher.anchor_words))
 
         def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
             entries, index, x, (target, teacher_uncond) = pool.draw(step, gen, config.batch_size)
@@ -139,6 +150,9 @@ def erase(
             concept = session.student_condition([request.concepts[int(i)] for i in k], concept_embeds[k])
             if adv:
                 concept = adv.condition(step, x, t, k, concept, frozen=concept_embeds[k])
+                if anchors_in_context is not None and adv.active(step):
+                    target = teacher.guidance_toward(
+                        x, t, anchors_in_context[adv.last_variants.to(anchors_in_context.device)], teacher_uncond)
             student = model.eps(x, t, torch.stack([uncond.expand(len(k), *uncond.shape), concept]))
             concept, penalty = abo_losses(student[1], student[0], teacher_uncond, target, config.gamma2)
             return concept + config.lam * penalty
