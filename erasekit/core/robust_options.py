@@ -14,10 +14,8 @@ ROBUST_HELP: dict[str, str] = {
     "robust_tokens": "adversarial prefix tokens",
     "robust_attack": "where the adversary's tokens go: prefix (AdvUnlearn's default) or replace (in the concept "
                      "word's place)",
-    "robust_latents": "where the inner attack runs: batch (the method's own training latents) or concept (noised "
-                      "latents of the frozen model's own images of the concept prompts, AdvUnlearn's)",
-    "robust_contexts": "prompt templates ('{}': the method's prompt) the adversary's prompt is also put in, one drawn "
-                       "per example (empty: the method's prompts alone)",
+    "robust_latents": "where the inner attack runs: batch (the method's) or concept (the concept's own images)",
+    "robust_contexts": "sentence templates ('{}': the method's prompt) the adversary is also put in",
     "robust_retain": "weight γ of the retain term: keep the frozen model's prediction on retain prompts (0: off)",
     "robust_retain_prompts": "what the retain term keeps (empty: the model's set, else COCO objects; "
                              "erased ones left out)",
