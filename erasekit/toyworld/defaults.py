@@ -59,7 +59,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"sd3": {
     # retain 0 / 1 / 10) and _xattn-kv.json (xattn-kv, retain 1, the same rates): none admissible, so the
     # best-preserving point, xattn-kv at lr 1e-4 (mean ssim_other 0.77 against xattn's best 0.76), which leaves the
     # circle in 0.79 of the calibration images; the rates that erase it (1e-3: 0.00–0.03) keep 0.65–0.76 on
-    # either scope (xattn-kv 0.67). Re-measured on the shipped (annealed) weights: the same points chosen. All at 300 steps.
+    # either scope (xattn-kv 0.67). Re-measured on the shipped (annealed) weights: the same points. All at 300 steps.
     "abo": {"scope": "xattn-kv", "lr": 1e-4, "retain": 1.0, "steps": 300},
     # calibration_ca_toyworld-mmdit.json (3e-3 / 1e-3 / 3e-4): none admissible (mean ssim_other 0.782 / 0.783 /
     # 0.795), so 3e-4 (mean target 0.08).
