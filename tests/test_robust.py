@@ -280,7 +280,7 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     plain = api.resolve_config("abo", "toyworld", request, {})
     robust = api.resolve_config("abo", "toyworld", request, {}, {"robust": "true"})
     assert (plain.config.robust, plain.config.robust_every) == (False, 1)  # the paper's, untouched
-    assert robust.config.robust and robust.config.robust_every == 10
+    assert robust.config.robust and robust.config.robust_every == 1 and robust.config.robust_steps == 10
     assert robust.sources["robust_every"] == "model:toyworld" and robust.sources["robust"] == "set"
     kept = robust.config.robust_retain_prompts  # the other shapes, never the circle or its synonym
     assert kept and "a red square" in kept and not any("circle" in p or "disc" in p for p in kept)
@@ -294,11 +294,11 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     assert not retained.config.robust and "a red square" in retained.config.robust_retain_prompts
     assert not any(" on " in p for p in retained.config.robust_retain_prompts)  # as calibrated (ca.md)
     assert retained.sources["robust_retain_prompts"] == "model:toyworld"
-    # the robust values are keyed by kind: the stripes take their own hold and re-attack, a shape the shared ones
+    # the robust values are keyed by kind (CA's stripes and shapes differ; abo's are shared), its captions by kind too
     stripes = api.resolve_config("abo", "toyworld", EraseRequest(concepts=["striped"], anchors=["solid"]), {},
                                  {"robust": "true"})
     assert (stripes.config.robust_every, stripes.config.retain_encoding) == (1, 3.0)
-    assert (robust.config.robust_every, robust.config.retain_encoding) == (10, 0.3)
+    assert (robust.config.robust_every, robust.config.retain_encoding, robust.config.steps) == (1, 3.0, 300)
     assert stripes.config.scope == robust.config.scope == "text-encoder"
     ca = {c: api.resolve_config("ca", "toyworld", EraseRequest(concepts=[c], anchors=[a]), {}, {"robust": "true"})
           for c, a in (("circle", "square"), ("striped", "solid"))}

@@ -99,10 +99,17 @@ ADVERSARY_SIZE = {"robust_every": 10, "robust_steps": 10}
 # (_robust_per-kind.json: the same runs and _robust_every-step.json, retain_encoding 1 / 3 re-attacked every
 # step): the shapes keep 0.3 every 10 steps (circle 0.06 at 0.938); the stripes take 3 re-attacked every step
 # (0.125 at 0.968; 1 every step: 0.00 at 0.891, under the bar). Every step with a strong hold leaves the
-# circle (0.91 / 0.78).
+# circle (0.91 / 0.78). Those ran before the cache-layout fix (8ef76a0); after it the circle's 0.06 was 0.94 on the
+# evaluation seeds (robust_toyworld.json) and 0.75–0.94 over four attack seeds (restarts_toyworld.json).
+# Then the adversary in sentences (robust_contexts: the kind's 50 caption styles, the outer target the anchor's
+# guidance in the same sentence; abo's own prompt is the bare word, Concept Inversion's are sentences):
+# _robust_contexts.json (retain_encoding / re-attack 0.3 / 10, 3 / 1, 1 / 10): circle 0.00 / 0.62 / 0.72, stripes
+# 0.38 / 0.00 / 0.12; 0.3 / 10 moves the other images (circle's ssim_other 0.854, accuracy 0.953), so by the rule,
+# over both cases and per kind alike, 3 re-attacked every step (mean recovery 0.31 at ssim_other 0.967).
+# _robust_concept-latents.json (the attack on the concept's own images, without sentences): circle 0.78 / 0.94 at
+# 0.3 / 10 and 3 / 1, so not taken.
 # Chosen on the UNet world; the MMDiT world's robust runs take the same (not calibrated there).
-ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_encoding": 0.3},
-              "pattern": {"retain_encoding": 3.0, "robust_every": 1}}
+ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_encoding": 3.0, "robust_every": 1}}
 # A robust ca, by the same rule over its robust grids: calibration_ca_toyworld_robust_retain.json (xattn-kv, none
 # admissible, above), _robust_text-encoder.json and _robust_text-encoder_strong.json (the text encoder at lr 1e-4 /
 # 1e-3 / 3e-3, re-attacked every 10 or every step), with "a <colour> <shape>" alone held. Admissible: 1e-4 / every 10
@@ -119,7 +126,7 @@ ROBUST_CA = {"*": {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1},
 # method -> kind of concept ("*": every kind) -> a robust run's values, as METHOD_DEFAULTS
 ROBUST_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     **{m: {"*": ADVERSARY_SIZE} for m in ("esd", "sdd", "fmn", "sepme")},
-    "abo": {"*": {**ADVERSARY_SIZE, **ROBUST_ABO["*"]}, "pattern": ROBUST_ABO["pattern"]},
+    "abo": {"*": {**ADVERSARY_SIZE, **ROBUST_ABO["*"]}},
     "ca": {"*": {**ADVERSARY_SIZE, **ROBUST_CA["*"]}, "shape": ROBUST_CA["shape"]}}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
