@@ -5,7 +5,8 @@ sampling (train-esd.py), SDD's EMA-teacher sampling (train_sdd.py). pooled: traj
 model drawn in batches into a pool of --pool-size, refreshed every --pool-refresh steps, --batch-size
 examples a step (abo's toy defaults; ESD and SDD sample from the frozen base for it, `sample_from=base`).
 Every other setting is the method's toy default (erasekit/toyworld/defaults.py, chosen on the
-calibration seeds); nothing here is tuned. Both loops are evaluated on the same suite and seeds.
+calibration seeds), but the reference's steps and lr where the cost rule chose its own on the calibration
+seeds (REFERENCE_CALIBRATION); nothing here is tuned. Both loops are evaluated on the same suite and seeds.
 
 Cost: wall seconds of the erase (no patch cache), and per training example against the floor — the
 student's own forward + backward + optimizer step, the median time of the pooled run's steps that
@@ -16,6 +17,7 @@ benchmarks/results/perf_<method>_toyworld.json (format: ../shared/BENCHMARKS.md)
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -46,6 +48,21 @@ POOL_CHOICE = ("the command line's, from the cost budget (see POOL_CHOICE in the
 DEFAULT_CHOICE = ("the toy defaults (erasekit/toyworld/defaults.py); abo's pool chosen by the cost rule on calibration "
                   "seeds 10-13 (calibration_abo_toyworld_pool32.json); not tuned on the evaluation seeds")
 POOLED_FROM = {"abo": {}, "esd-x": {"sample_from": "base"}, "sdd": {"sample_from": "base"}}
+# Each loop runs at its own cheapest setting that meets the every-concept bars on the calibration seeds: the
+# pooled one at the toy defaults, the reference at the point the same cost rule chose for it (steps and lr, one
+# fresh walk a step), where such a calibration exists. A loop that needs fewer examples at a higher lr is cheaper
+# for it, whichever loop it is, so both are given that chance.
+REFERENCE_CALIBRATION = {"abo": "calibration_abo_toyworld_reference-loop.json"}
+
+
+def reference_values(method: str) -> tuple[dict, str]:
+    """The reference loop's values and where they come from: its calibrated point, else the toy defaults'."""
+    values = dict(REFERENCE[method])
+    name = REFERENCE_CALIBRATION.get(method)
+    if name is None or not (RESULTS / name).is_file():
+        return values, "the toy defaults (as the pooled loop's) with one fresh walk per step"
+    chosen = json.loads((RESULTS / name).read_text())["chosen"]
+    return {**values, **chosen}, f"the cost rule's point for it on calibration seeds 10-13 ({name})"
 
 
 def timed_erase(model, method: str, request, config: dict) -> tuple[object, float, list[float], object]:
@@ -81,8 +98,9 @@ def main() -> None:
              "steps": args.pooled_steps}
     given = {k: v for k, v in given.items() if v is not None}
     pooled = {**POOLED_FROM[args.method], **given}
+    reference, reference_choice = reference_values(args.method)
     runs: list[dict] = []
-    for loop, values in (("pooled", pooled), ("reference", REFERENCE[args.method])):
+    for loop, values in (("pooled", pooled), ("reference", reference)):
         patch, seconds, steps, resolved = timed_erase(model, args.method, request, {**fixed, **values})
         cfg = resolved.config
         run = common.evaluation_run(model, [patch], case["suite"], seed_sets[0], args.steps,
@@ -106,7 +124,7 @@ def main() -> None:
                  out_dir=args.out,
                  extra={**common.protocol({"pool_size, pool_refresh, batch_size, steps":
                                            POOL_CHOICE if given else DEFAULT_CHOICE, "rest": "the toy defaults"}),
-                        "load_average": os.getloadavg()[0]})
+                        "reference_settings": reference_choice, "load_average": os.getloadavg()[0]})
 
 
 if __name__ == "__main__":
