@@ -309,6 +309,9 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     assert len(contexts) > 10 and "{}" in contexts[0] and any(" on " in c for c in contexts)
     assert stripes.config.robust_contexts != contexts and plain.config.robust_contexts == []
     assert ca["circle"].config.robust_contexts == []
+    with_delta = api.resolve_config("abo", "toyworld", EraseRequest(concepts=["striped"], anchors=["solid"]),
+                                    {"preset": "toyworld-striped"}, {"robust": "true"})
+    assert with_delta.config.robust_contexts == [] and with_delta.config.delta == "explicit"
 
 
 @pytest.mark.parametrize("method", ["fmn", "sepme"])

@@ -160,7 +160,10 @@ def method_defaults(method: str, concepts: Sequence[str], requested: Mapping[str
     if method in ROBUST_DEFAULTS and robust_run:
         robust = ROBUST_DEFAULTS[method]
         values.update({**robust.get("*", {}), **robust.get(kind or "", {})})
-        if method in ROBUST_CONTEXT_METHODS and kind in CAPTION_KINDS:
+        # a δ term has no sentence to follow (the config refuses both): such a run keeps the bare word
+        with_delta = str(requested.get("delta", "none")) != "none" or any(
+            requested.get(k) for k in ("preset", "instructions"))
+        if method in ROBUST_CONTEXT_METHODS and kind in CAPTION_KINDS and not with_delta:
             values["robust_contexts"] = domain.caption_templates(N_CAPTIONS, kind)
     retained = any(_positive(requested.get(k, values.get(k))) for k in ("retain", "retain_encoding"))
     if method in ROBUST_DEFAULTS and (robust_run or retained):
