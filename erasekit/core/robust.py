@@ -111,11 +111,8 @@ class AdversarialPrefix:
         """(x_t, t): for each row (a prompt), one of its prompt's images noised to a uniform timestep."""
         per_prompt = len(self.latents) // self.n_prompts
         k = torch.randint(per_prompt, (len(rows),), generator=self.noise_gen)
-        z0 = self.latents[(rows.cpu() + self.n_prompts * k).to(self.latents.device)]
-        n_train = self.model.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_train, (len(rows),), generator=self.noise_gen).to(z0.device)
-        noise = torch.randn(z0.shape, generator=self.noise_gen).to(z0.device, z0.dtype)
-        return add_noise(self.model.scheduler, z0, noise, t), t
+        return forward_noised(self.model, self.latents[(rows.cpu() + self.n_prompts * k).to(self.latents.device)],
+                              self.noise_gen)
 
     def _attack(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, variants: torch.Tensor,
                 frozen: Conditioning, student: dict[str, torch.Tensor] | None) -> None:
@@ -163,6 +160,14 @@ class AdversarialPrefix:
 
     def summary(self) -> dict:
         return {"attacks": self.attacks, "inner_loss": self.last_loss, "warmup_steps": self.start}
+
+
+def forward_noised(model, z0: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, t): clean latents z0 noised to uniform timesteps (t, then the noise, drawn from gen)."""
+    n_train = model.scheduler.config.num_train_timesteps
+    t = torch.randint(0, n_train, (len(z0),), generator=gen).to(z0.device)
+    noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
+    return add_noise(model.scheduler, z0, noise, t), t
 
 
 def attacked_texts(prompts: Sequence[str], slots: str, concepts: Sequence[str], where: str) -> list[str]:
@@ -273,11 +278,7 @@ class RetainTerm:
         return total
 
     def _prediction_loss(self, idx: torch.Tensor, frozen, encoded, gen: torch.Generator) -> torch.Tensor:
-        n_train = self.model.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_train, (RETAIN_BATCH,), generator=gen).to(self.model.device)
-        z0 = self.latents[idx]
-        noise = torch.randn(z0.shape, generator=gen).to(z0.device, z0.dtype)
-        x = add_noise(self.model.scheduler, z0, noise, t)
+        x, t = forward_noised(self.model, self.latents[idx], gen)
         with torch.no_grad():
             wanted = self.model.eps(x, t, frozen[None], self.teacher)[0]
         weights = self.student() if self.student is not None else None
