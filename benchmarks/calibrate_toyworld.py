@@ -101,17 +101,22 @@ def measured_cases(paths: list[Path]) -> list[dict]:
     return [run for path in paths for point in json.loads(path.read_text())["runs"] for run in point["per_concept"]]
 
 
+def admissible(summary: dict, ssim_min: float = SSIM_MIN) -> bool:
+    """The preservation bars every rule asks first."""
+    return summary["ssim_other_mean"] >= ssim_min and summary["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
+
+
+def meets_bars(summary: dict, ssim_min: float = SSIM_MIN) -> bool:
+    """Admissible and within the every-concept bars (mean and worst target rate)."""
+    return (admissible(summary, ssim_min) and summary["target_rate_mean"] <= MEAN_MAX
+            and summary["target_rate_worst"] <= WORST_MAX)
+
+
 def choose(points: list[dict], recovery: str | None = None, rule: str = "erasure") -> int:
     """The index of the chosen grid point (the module docstring's rule; its robust rule when `recovery`
     names the attack's metric; its cost or preservation rule by `rule`)."""
     ssim_min = ROBUST_SSIM_MIN if recovery else SSIM_MIN
-
-    def admissible(p):
-        s = p["summary"]
-        return s["ssim_other_mean"] >= ssim_min and s["accuracy_drop_mean"] <= ACCURACY_DROP_MAX
-
-    good = [i for i, p in enumerate(points) if admissible(p) and p["summary"]["target_rate_mean"] <= MEAN_MAX
-            and p["summary"]["target_rate_worst"] <= WORST_MAX]
+    good = [i for i, p in enumerate(points) if meets_bars(p["summary"], ssim_min)]
     first = {"cost": lambda s: s["seconds_mean"], "preservation": lambda s: -s["ssim_other_mean"]}.get(rule)
     if first and good:
         return min(good, key=lambda i: (first(points[i]["summary"]), points[i]["summary"]["target_rate_mean"], i))
@@ -122,7 +127,7 @@ def choose(points: list[dict], recovery: str | None = None, rule: str = "erasure
             return s[f"{recovery}_mean"], s["target_rate_mean"], i
         return s["target_rate_mean"], s["target_rate_worst"], i
 
-    ok = [i for i, p in enumerate(points) if admissible(p)]
+    ok = [i for i, p in enumerate(points) if admissible(p["summary"], ssim_min)]
     if not ok:
         return max(range(len(points)), key=lambda i: points[i]["summary"]["ssim_other_mean"])
     return min(ok, key=order)

@@ -1,5 +1,6 @@
 """The benchmark protocol's fixed rules: anchors, seed sets, the calibration choice, summaries."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -70,6 +71,23 @@ def test_the_cost_rule_takes_the_cheapest_point_that_meets_the_bars():
     assert choose([slow, cheap, cheaper_but_short], rule="cost") == 1  # worst 0.4 misses the bar
     assert choose([slow, cheap, cheaper_but_short]) == 0  # the erasure rule ignores cost
     assert choose([timed([0.1, 0.5], 0.9, 90), timed([0.0, 0.4], 0.9, 200)], rule="cost") == 1  # none meets: first rule
+
+
+def test_the_reference_loop_is_timed_at_its_own_point_only_where_that_meets_the_bars(tmp_path, monkeypatch):
+    import perf_pool_toyworld as perf
+
+    def calibration(target):
+        grid = {"steps": "300", "lr": "8e-4"}
+        return {"chosen": grid, "runs": [{"grid": grid, **point(target, 0.9, 0.0)}]}
+
+    monkeypatch.setattr(perf, "RESULTS", tmp_path)
+    name = perf.REFERENCE_CALIBRATION["abo"]
+    (tmp_path / name).write_text(json.dumps(calibration([0.0, 0.2])))
+    values, why = perf.reference_values("abo")
+    assert values == {**perf.REFERENCE["abo"], "steps": "300", "lr": "8e-4"} and "meets" in why
+    (tmp_path / name).write_text(json.dumps(calibration([0.0, 0.4])))  # the worst concept misses the bar
+    values, why = perf.reference_values("abo")
+    assert values == perf.REFERENCE["abo"] and "no point" in why
 
 
 def test_the_preservation_rule_takes_the_best_preserving_point_that_meets_the_bars():
