@@ -107,7 +107,9 @@ ADVERSARY_SIZE = {"robust_every": 10, "robust_steps": 10}
 # 0.38 / 0.00 / 0.12; 0.3 / 10 moves the other images (circle's ssim_other 0.854, accuracy 0.953), so by the rule,
 # over both cases and per kind alike, 3 re-attacked every step (mean recovery 0.31 at ssim_other 0.967).
 # _robust_concept-latents.json (the attack on the concept's own images, without sentences): circle 0.78 / 0.94 at
-# 0.3 / 10 and 3 / 1, so not taken.
+# 0.3 / 10 and 3 / 1, so not taken. _robust_contexts-replace.json (the adversary in the concept word's place in
+# those sentences, Concept Inversion's own form, at 3 / 1): circle 0.22 at ssim_other 0.861 and accuracy 0.917,
+# stripes 0.00: not admissible (mean accuracy drop 0.04), so not taken.
 # Chosen on the UNet world; the MMDiT world's robust runs take the same (not calibrated there).
 ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_encoding": 3.0, "robust_every": 1}}
 # A robust ca, by the same rule over its robust grids: calibration_ca_toyworld_robust_retain.json (xattn-kv, none
@@ -121,8 +123,13 @@ ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_e
 # Shapes, by the rule per kind (_robust_per-kind.json, the circle: the point above and _robust_circle*.json):
 # 2e-3 holding the retain prompts' encodings at 0.3 (0.22 at 0.991); 30 inner steps close the circle (0.00) but
 # move the other images (0.852), and with the encodings held they come back (0.59 / 0.66).
+# That point held the circle against Concept Inversion on the evaluation seeds but not against P4D (0.78), whose
+# prompts are 16 free tokens; so the adversary's size for shapes was searched against P4D (500 steps, the robust
+# rule, seeds 10–13, circle): _robust_p4d.json, prefix tokens × inner steps 1 × 10 / 4 × 10 / 8 × 10 / 4 × 30 →
+# 0.41 / 0.25 / 0.09 / 0.06 at ssim_other 0.98–0.99, and 4 tokens in the concept word's place 0.16 at 0.882 (not
+# admissible). The rule takes 4 prefix tokens with AdvUnlearn's 30 inner steps (about 2.5× the 10-step erase's time).
 ROBUST_CA = {"*": {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1},
-             "shape": {"lr": 2e-3, "retain_encoding": 0.3}}
+             "shape": {"lr": 2e-3, "retain_encoding": 0.3, "robust_tokens": 4, "robust_steps": 30}}
 # method -> kind of concept ("*": every kind) -> a robust run's values, as METHOD_DEFAULTS
 ROBUST_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     **{m: {"*": ADVERSARY_SIZE} for m in ("esd", "sdd", "fmn", "sepme")},
