@@ -103,9 +103,13 @@ def main() -> None:
     # A part keeps its own description of the protocol only where it differs from the file's, so a reader
     # sees what each part ran under.
     parts = [{k: v for k, v in p.items() if k not in PER_PART_KEYS or v != extra.get(k)} for p in parts]
-    views = _views(name)
+    module = _script(name)
+    views = getattr(module, "tables", None)
     if views is not None and "evaluation_seeds" in extra:
         extra["tables"] = views(runs, extra["evaluation_seeds"])
+    chosen = getattr(module, "chosen_of", None)  # a calibration's choice, recomputed over every part's runs
+    if chosen is not None and chosen(runs) is not None:
+        extra["chosen"] = chosen(runs)
     print(write_result(name, runs, out_dir=args.out, extra={**extra, "parts": parts, "command": command}))
 
 
@@ -116,23 +120,27 @@ PROTOCOL_KEYS = ("calibration_seeds", "evaluation_seeds", "tuned", "compare_to")
 PER_PART_KEYS = ("tuned",)
 
 
-def _views(benchmark: str):
-    """The `tables(runs, seed_sets)` function of benchmarks/<benchmark>.py, if it has one (a result named
-    for another model, e.g. table1_toyworld-v, by the script before its '-'; a script's second result, e.g.
-    perf_concepts_quality, by the script before its last '_')."""
+# Result files written by a script of another name.
+WRITTEN_BY = {"calibration_joint_toyworld": "perf_concepts"}
+
+
+def _script(benchmark: str):
+    """benchmarks/<script>.py that writes `benchmark` (a result named for another model, e.g. table1_toyworld-v,
+    by the script before its '-'; a script's second result, e.g. perf_concepts_quality, by the script before
+    its last '_'; else WRITTEN_BY), imported, or None. Its `tables(runs, seed_sets)` and `chosen_of(runs)` are
+    what a merged file recomputes."""
     import importlib.util
     import sys
 
-    # the script named like the benchmark, else like its stem: before a '-' (another model) or a last '_part'
-    names = [benchmark, benchmark.split("-")[0], benchmark.rsplit("_", 1)[0]]
-    path = next((p for p in (Path(__file__).parent / f"{n}.py" for n in names) if p.exists()), None)
+    names = [benchmark, benchmark.split("-")[0], benchmark.rsplit("_", 1)[0], WRITTEN_BY.get(benchmark, "")]
+    path = next((p for p in (Path(__file__).parent / f"{n}.py" for n in names if n) if p.exists()), None)
     if path is None:
         return None
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(benchmark, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return getattr(module, "tables", None)
+    return module
 
 
 if __name__ == "__main__":

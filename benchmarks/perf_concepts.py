@@ -161,6 +161,12 @@ def chosen_scales(runs: list[dict]) -> dict[str, dict]:
     return chosen
 
 
+def chosen_of(runs: list[dict]) -> dict[str, dict] | None:
+    """The joint-steps calibration's choice (merge_results.py recomputes it for merged parts); None for the
+    other two result files."""
+    return chosen_scales(runs) if any("steps_scale" in r for r in runs) else None
+
+
 def scale_tables(runs: list[dict]) -> list[dict]:
     rows = [[label, scale, v["steps"], v["mean"], v["worst"], v["kept_drop"], v["seconds"], v["meets"]]
             for (label, scale), v in scale_summary(runs).items()]

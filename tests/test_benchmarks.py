@@ -289,12 +289,30 @@ def test_the_cost_curve_has_as_many_distinct_concepts_as_it_asks_for():
 
 
 def test_merged_parts_get_their_scripts_views_by_name_or_stem():
-    from merge_results import _views
+    from merge_results import _script
 
-    assert _views("table1_toyworld-mmdit").__module__ == "table1_toyworld-mmdit"  # the script before the '-'
-    quality = _views("perf_concepts_quality")  # perf_concepts.py's second result
+    assert _script("table1_toyworld-mmdit").__name__ == "table1_toyworld-mmdit"  # the script before the '-'
+    quality = _script("perf_concepts_quality").tables  # perf_concepts.py's second result
     runs = [{"label": "abo", "mode": m, "case": "circle", "metrics": {"target_rate": r, "seconds": 2.0}}
             for m, r in (("joint", 0.5), ("alone", 0.0))]
     rows = quality(runs, None)[0]["rows"]
     assert rows[0][:4] == ["abo", 1, 0.0, 0.5]
-    assert _views("no_such_benchmark") is None
+    assert _script("perf_concepts_quality").chosen_of(runs) is None  # not a calibration
+    assert _script("no_such_benchmark") is None
+
+
+def test_a_merged_joint_calibration_recomputes_its_choice():
+    from merge_results import _script
+    from perf_concepts import KEPT, QUALITY_CONCEPTS
+
+    def runs(scale, rate):
+        config = {"steps": int(150 * scale)}
+        joint = [{"label": "abo", "steps_scale": scale, "mode": "joint", "case": c, "config": config,
+                  "metrics": {"target_rate": rate, "target_rate_base": 1.0, "seconds": 1.0}} for c in QUALITY_CONCEPTS]
+        kept = [{"label": "abo", "steps_scale": scale, "mode": "kept", "case": c, "config": config,
+                 "metrics": {"target_rate": 1.0, "target_rate_base": 1.0, "seconds": 1.0}} for c in KEPT.values()]
+        return joint + kept
+
+    script = _script("calibration_joint_toyworld")  # written by perf_concepts.py
+    assert script.chosen_of(runs(4.0, 0.5) + runs(8.0, 0.0))["abo"]["steps_scale"] == 8.0
+    assert script.chosen_of(runs(4.0, 0.0) + runs(8.0, 0.0))["abo"]["steps_scale"] == 4.0
