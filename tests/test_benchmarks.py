@@ -316,3 +316,17 @@ def test_a_merged_joint_calibration_recomputes_its_choice():
     script = _script("calibration_joint_toyworld")  # written by perf_concepts.py
     assert script.chosen_of(runs(4.0, 0.5) + runs(8.0, 0.0))["abo"]["steps_scale"] == 8.0
     assert script.chosen_of(runs(4.0, 0.0) + runs(8.0, 0.0))["abo"]["steps_scale"] == 4.0
+
+
+def test_the_attack_table_reads_the_largest_budget_and_shows_a_higher_weaker_one():
+    from robust_toyworld import recovery_cell
+
+    def run(values):
+        curve = [{"budget": b, "value": v, "ci95": [max(v - 0.15, 0.0), min(v + 0.15, 1.0)]}
+                 for b, v in zip((50, 150, 500), values, strict=True)]
+        return {"metrics": {"recovery_rate": values[-1]}, "attacks": {"recovery_rate": {"curve": curve}}}
+
+    assert recovery_cell(run([0.1, 0.44, 0.19]), "recovery_rate") == "0.190 (0.44 at 150)"
+    assert recovery_cell(run([0.1, 0.2, 0.19]), "recovery_rate") == 0.19  # within the largest budget's interval
+    assert recovery_cell(run([0.0, 0.1, 0.6]), "recovery_rate") == "0.600 ↑"
+    assert recovery_cell(run([0.0, 0.1, 0.6]), "recovery_p4d") == ""
