@@ -111,7 +111,12 @@ ADVERSARY_SIZE = {"robust_every": 10, "robust_steps": 10}
 # those sentences, Concept Inversion's own form, at 3 / 1): circle 0.22 at ssim_other 0.861 and accuracy 0.917,
 # stripes 0.00: not admissible (mean accuracy drop 0.04), so not taken.
 # Chosen on the UNet world; the MMDiT world's robust runs take the same (not calibrated there).
-ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_encoding": 3.0, "robust_every": 1}}
+# Shapes, as ca's (below): that point left the circle to Concept Inversion (0.62 on the calibration seeds, 0.16 on
+# the evaluation seeds, up to 0.88 over restarts), so the adversary's size was searched on the circle alone (the
+# robust rule, Concept Inversion at 500): _robust_circle-tokens.json, 4 prefix tokens × 10 inner steps → 0.03 at
+# ssim_other 0.958; _robust_circle-tokens-steps.json, 4 × 30 → 0.00 at 0.961. The rule takes 4 × 30.
+ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_encoding": 3.0, "robust_every": 1},
+              "shape": {"robust_tokens": 4, "robust_steps": 30}}
 # A robust ca, by the same rule over its robust grids: calibration_ca_toyworld_robust_retain.json (xattn-kv, none
 # admissible, above), _robust_text-encoder.json and _robust_text-encoder_strong.json (the text encoder at lr 1e-4 /
 # 1e-3 / 3e-3, re-attacked every 10 or every step), with "a <colour> <shape>" alone held. Admissible: 1e-4 / every 10
@@ -127,13 +132,13 @@ ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_e
 # prompts are 16 free tokens; so the adversary's size for shapes was searched against P4D (500 steps, the robust
 # rule, seeds 10–13, circle): _robust_p4d.json, prefix tokens × inner steps 1 × 10 / 4 × 10 / 8 × 10 / 4 × 30 →
 # 0.41 / 0.25 / 0.09 / 0.06 at ssim_other 0.98–0.99, and 4 tokens in the concept word's place 0.16 at 0.882 (not
-# admissible). The rule takes 4 prefix tokens with AdvUnlearn's 30 inner steps (about 2.5× the 10-step erase's time).
+# admissible). The rule takes 4 prefix tokens with AdvUnlearn's 30 inner steps (about 3× the 10-step erase's time).
 ROBUST_CA = {"*": {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1},
              "shape": {"lr": 2e-3, "retain_encoding": 0.3, "robust_tokens": 4, "robust_steps": 30}}
 # method -> kind of concept ("*": every kind) -> a robust run's values, as METHOD_DEFAULTS
 ROBUST_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     **{m: {"*": ADVERSARY_SIZE} for m in ("esd", "sdd", "fmn", "sepme")},
-    "abo": {"*": {**ADVERSARY_SIZE, **ROBUST_ABO["*"]}},
+    "abo": {"*": {**ADVERSARY_SIZE, **ROBUST_ABO["*"]}, "shape": ROBUST_ABO["shape"]},
     "ca": {"*": {**ADVERSARY_SIZE, **ROBUST_CA["*"]}, "shape": ROBUST_CA["shape"]}}
 # Methods that train on prompts around the concept get the toy world's caption styles (its stand-in for
 # Ablating Concepts' ~200 generated prompts): "a photo of a {}" alone does not reach "a red {} on snow".
