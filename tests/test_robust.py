@@ -280,7 +280,11 @@ def test_the_toy_world_sizes_the_adversary_only_when_robust_is_asked_for():
     plain = api.resolve_config("abo", "toyworld", request, {})
     robust = api.resolve_config("abo", "toyworld", request, {}, {"robust": "true"})
     assert (plain.config.robust, plain.config.robust_every) == (False, 1)  # the paper's, untouched
-    assert robust.config.robust and robust.config.robust_every == 1 and robust.config.robust_steps == 10
+    assert robust.config.robust and robust.config.robust_every == 1
+    assert (robust.config.robust_tokens, robust.config.robust_steps) == (4, 30)  # a shape's adversary
+    striped = api.resolve_config("abo", "toyworld", EraseRequest(concepts=["striped"], anchors=["solid"]), {},
+                                 {"robust": "true"})
+    assert (striped.config.robust_tokens, striped.config.robust_steps) == (1, 10)  # AdvUnlearn's size, 10 steps
     assert robust.sources["robust_every"] == "model:toyworld" and robust.sources["robust"] == "set"
     kept = robust.config.robust_retain_prompts  # the other shapes, never the circle or its synonym
     assert kept and "a red square" in kept and not any("circle" in p or "disc" in p for p in kept)
