@@ -107,9 +107,10 @@ def main() -> None:
     views = getattr(module, "tables", None)
     if views is not None and "evaluation_seeds" in extra:
         extra["tables"] = views(runs, extra["evaluation_seeds"])
-    chosen = getattr(module, "chosen_of", None)  # a calibration's choice, recomputed over every part's runs
-    if chosen is not None and chosen(runs) is not None:
-        extra["chosen"] = chosen(runs)
+    chosen_of = getattr(module, "chosen_of", None)  # a calibration's choice, recomputed over every part's runs
+    chosen = chosen_of(runs) if chosen_of is not None else None
+    if chosen is not None:
+        extra["chosen"] = chosen
     print(write_result(name, runs, out_dir=args.out, extra={**extra, "parts": parts, "command": command}))
 
 

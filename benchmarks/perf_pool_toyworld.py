@@ -6,7 +6,8 @@ model drawn in batches into a pool of --pool-size, refreshed every --pool-refres
 examples a step (abo's toy defaults; ESD and SDD sample from the frozen base for it, `sample_from=base`).
 Every other setting is the method's toy default (erasekit/toyworld/defaults.py, chosen on the
 calibration seeds), but the reference's steps and lr where the cost rule chose its own on the calibration
-seeds (REFERENCE_CALIBRATION); nothing here is tuned. Both loops are evaluated on the same suite and seeds.
+seeds and that point meets the every-concept bars (REFERENCE_CALIBRATION); nothing here is tuned. Both
+loops are evaluated on the same suite and seeds.
 
 Cost: wall seconds of the erase (no patch cache), and per training example against the floor — the
 student's own forward + backward + optimizer step, the median time of the pooled run's steps that
