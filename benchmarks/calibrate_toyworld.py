@@ -16,6 +16,9 @@ Robust rule (with --attack, for robust erasure's settings): among grid points wh
 ≥ 0.90 and whose mean other_accuracy is within 0.03 of the base's (the robustness issue's preservation
 bars), the lowest mean recovery rate of the attack at its budget, then the lowest mean target_rate,
 then the first in grid order. With no point admissible, the one with the highest mean ssim_other.
+With several attacks (--attack concept-inversion,p4d), restarts (--attack-seeds 0-3) or a budget curve
+(--attack-steps 50,150,500), the rate read is the attacker's best per case, `best_recovery_rate`: the
+highest over every attack, restart and budget (an attacker keeps whichever brought the concept back).
 
 Cost rule (with --rule cost, for settings that change what an erase costs, not what it optimises: the
 trajectory pool's size and refresh, the batch): among admissible points (as above) that meet the
@@ -44,7 +47,8 @@ from pathlib import Path
 import common
 
 from erasekit import api
-from erasekit.eval.attack_names import ATTACKS
+from erasekit.errors import ErasekitError
+from erasekit.eval.attack_names import ATTACKS, parse_attacks, parse_budgets
 from erasekit.eval.results import write_result
 
 # Where results go, wherever the script is started from (the repo root or benchmarks/).
@@ -88,11 +92,36 @@ def parse_grid(items: list[str]) -> list[dict]:
     return [{k: v for part in point for k, v in part.items()} for point in itertools.product(*axes)] or [{}]
 
 
-def evaluate_case(model, patch, case, seeds, steps, attack: str | None = None, attack_steps: int = 0) -> dict:
-    result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=steps, progress=False,
-                          groups=list(GROUPS), attack=attack or "concept-inversion",
-                          attack_steps=attack_steps if attack else 0)
-    return {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
+BEST = "best_recovery_rate"  # the attacker's best over attacks, restarts and budgets (ends in _rate: worst = max)
+
+
+def evaluate_case(model, patch, case, seeds, steps, attacks: list[str] = (), budgets: str = "0",
+                  attack_seeds: list[int] = (0,)) -> tuple[dict, dict]:
+    """(the case's metrics, each attack's rate per restart and budget: {metric: {seed: [rate per budget]}}).
+    The first restart's evaluation gives every metric; later restarts draw the target prompts' attacks only."""
+    metrics: dict = {}
+    restarts: dict[str, dict[str, list[float]]] = {}
+    for i, attack_seed in enumerate(attack_seeds if attacks else [0]):
+        result = api.evaluate(model, [patch], case["suite"], seeds=seeds, steps=steps, progress=False,
+                              groups=list(GROUPS) if i == 0 else ["target"],
+                              attack=",".join(attacks) or "concept-inversion", attack_steps=budgets if attacks else 0,
+                              attack_settings={a: {"seed": attack_seed} for a in attacks})
+        if i == 0:
+            metrics = {k: v for k, v in result["metrics"].items() if not k.startswith(("fid", "kid"))}
+        for key, detail in result["details"].items():
+            if isinstance(detail, dict) and "curve" in detail:
+                restarts.setdefault(key, {})[str(attack_seed)] = [c["value"] for c in detail["curve"]]
+    if restarts:
+        metrics[BEST] = max(v for per in restarts.values() for curve in per.values() for v in curve)
+    return metrics, restarts
+
+
+def recovery_key(attacks: list[str], budgets: str, attack_seeds: list[int]) -> str | None:
+    """The rate the robust rule reads: one attack's at its one budget, or the attacker's best (BEST)."""
+    if not attacks:
+        return None
+    single = len(attacks) == 1 and len(attack_seeds) == 1 and len(parse_budgets(budgets)) == 1
+    return ATTACKS[attacks[0]].metric if single else BEST
 
 
 def measured_cases(paths: list[Path]) -> list[dict]:
@@ -144,9 +173,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--tag", default=None,
                         help="suffix of the result name (a probe of some cases, kept apart from the calibration)")
-    parser.add_argument("--attack", default=None, choices=sorted(ATTACKS),
-                        help="also run this attack on every patch and choose by the robust rule")
-    parser.add_argument("--attack-steps", type=int, default=500, help="the attack's budget (with --attack)")
+    parser.add_argument("--attack", default=None, metavar="NAME[,NAME...]",
+                        help=f"also run these attacks ({', '.join(sorted(ATTACKS))}) on every patch and "
+                             "choose by the robust rule")
+    parser.add_argument("--attack-steps", default="500",
+                        help="the attacks' budget, or a budget curve such as 50,150,500 (with --attack)")
+    parser.add_argument("--attack-seeds", default="0",
+                        help="the attacks' restarts, e.g. 0-3 (with --attack; several: the best one counts)")
     parser.add_argument("--rule", choices=("erasure", "cost", "preservation"), default="erasure",
                         help="cost: the cheapest point meeting the bars (for pool and batch settings); "
                              "preservation: the best-preserving point meeting them (for prior/retain weights)")
@@ -165,7 +198,16 @@ def main() -> None:
     if args.tag:
         name += f"_{args.tag}"
     grid = parse_grid(args.grid)
-    recovery = ATTACKS[args.attack].metric if args.attack else None
+    try:
+        attacks = parse_attacks(args.attack) if args.attack else []
+        attack_seeds = api.parse_seeds(args.attack_seeds)
+        parse_budgets(args.attack_steps)
+    except ErasekitError as e:
+        raise SystemExit(f"error: {e}") from None
+    recovery = recovery_key(attacks, args.attack_steps, attack_seeds)
+    # what a reused run's best_recovery_rate must have been measured over
+    spec = ({"attacks": attacks, "budgets": parse_budgets(args.attack_steps), "seeds": attack_seeds}
+            if recovery == BEST else None)
     stem = name.removesuffix(f"_{args.tag}") if args.tag else name
     out = Path(args.out)
     earlier = measured_cases(sorted(out.glob(f"{stem}.json")) + sorted(out.glob(f"{stem}_*.json")))
@@ -184,12 +226,13 @@ def main() -> None:
             config = common.config_key(resolved.config)
             run = next((r for r in earlier if r["case"] == case["case"] and r["anchors"] == request.anchors
                         and common.same_config(r["config"], resolved.config)), None)
-            if run is None or (recovery and recovery not in run["metrics"]):
+            if run is None or (recovery and recovery not in run["metrics"]) or run.get("attack_spec") != spec:
                 patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
-                metrics = evaluate_case(model, patch, case, seeds, args.steps, args.attack, args.attack_steps)
+                metrics, restarts = evaluate_case(model, patch, case, seeds, args.steps, attacks,
+                                                  args.attack_steps, attack_seeds)
                 run = {"case": case["case"], "kind": case["kind"], "concepts": request.concepts,
                        "anchors": request.anchors, "config": config, "seconds": round(seconds, 1),
-                       "metrics": metrics}
+                       "metrics": metrics, **({"attack_spec": spec, "restarts": restarts} if spec else {})}
             runs.append(run)
             print(args.method, point, case["case"], {k: round(v, 3) for k, v in run["metrics"].items()
                                                       if k in ("target_rate", "ssim_other", "other_accuracy",
@@ -198,7 +241,7 @@ def main() -> None:
             whole = len(points) == len(grid) and len(runs) == len(cases)
             write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out,
                          recovery=recovery, attack_steps=args.attack_steps, rule=args.rule,
-                         per_kind=args.per_kind)
+                         per_kind=args.per_kind, attacks=attacks, attack_seeds=attack_seeds)
 
 
 def summarized(points: list[dict], recovery: str | None) -> list[dict]:
@@ -224,8 +267,8 @@ def chosen_point(points: list[dict], recovery: str | None, rule: str, per_kind: 
 
 
 def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
-                 out_dir: str, recovery: str | None = None, attack_steps: int = 0, rule: str = "erasure",
-                 per_kind: bool = False) -> None:
+                 out_dir: str, recovery: str | None = None, attack_steps: int | str = 0, rule: str = "erasure",
+                 per_kind: bool = False, attacks: list[str] = (), attack_seeds: list[int] = (0,)) -> None:
     """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
     summarized(points, recovery)
     write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
@@ -233,7 +276,8 @@ def write_points(name: str, method: str, points: list[dict], model, seeds: list[
                  out_dir=out_dir,
                  extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery), rule),
                         "chosen": chosen_point(points, recovery, rule, per_kind), "complete": complete,
-                        **({"attack": recovery, "attack_steps": attack_steps} if recovery else {})})
+                        **({"attack": recovery, "attack_steps": attack_steps} if recovery else {}),
+                        **({"attacks": list(attacks), "attack_seeds": list(attack_seeds)} if recovery == BEST else {})})
 
 
 def rule_text(robust: bool, rule: str = "erasure") -> str:

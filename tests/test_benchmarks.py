@@ -47,6 +47,32 @@ def test_calibration_choice_follows_its_written_rule():
     assert choose([point([0.0], 0.7, 0.1), point([0.5], 0.8, 0.1)]) == 1  # nothing admissible: most preserving
 
 
+def test_the_robust_calibration_reads_the_attacker_s_best_over_attacks_restarts_and_budgets(monkeypatch):
+    import calibrate_toyworld as cal
+
+    curves = {  # attack seed -> {metric: rate per budget}; the best is P4D's middle budget on restart 1
+        0: {"recovery_rate": [0.1, 0.0], "recovery_rate_p4d": [0.2, 0.1]},
+        1: {"recovery_rate": [0.0, 0.0], "recovery_rate_p4d": [0.1, 0.4]}}
+    calls = []
+
+    def fake_evaluate(model, patches, suite, *, attack_settings, groups, **kw):
+        seed = attack_settings["p4d"]["seed"]
+        calls.append((seed, groups))
+        details = {k: {"curve": [{"value": v} for v in vs]} for k, vs in curves[seed].items()}
+        return {"metrics": {"target_rate": 0.0, "fid": 1.0, **{k: vs[-1] for k, vs in curves[seed].items()}},
+                "details": {**details, "detector": {}}}
+
+    monkeypatch.setattr(cal.api, "evaluate", fake_evaluate)
+    metrics, restarts = cal.evaluate_case(None, None, {"suite": "s"}, [10], 2, ["concept-inversion", "p4d"],
+                                          "50,500", [0, 1])
+    assert metrics[cal.BEST] == 0.4 and metrics["recovery_rate_p4d"] == 0.1  # the rates of restart 0 stay as read
+    assert "fid" not in metrics and restarts["recovery_rate_p4d"] == {"0": [0.2, 0.1], "1": [0.1, 0.4]}
+    assert calls == [(0, list(cal.GROUPS)), (1, ["target"])]  # later restarts draw the attacks alone
+    assert cal.recovery_key(["p4d"], "500", [0]) == "recovery_rate_p4d"
+    assert cal.recovery_key(["p4d"], "500", [0, 1]) == cal.recovery_key(["p4d"], "50,500", [0]) == cal.BEST
+    assert cal.recovery_key([], "500", [0]) is None
+
+
 def test_a_joint_grid_axis_moves_its_keys_together():
     from calibrate_toyworld import parse_grid
 
