@@ -49,7 +49,7 @@ def select_cases(part: dict, patterns: list[str]) -> dict:
     return part | {"runs": runs, "reused_cases": sorted({r.get("case", "") for r in runs})}
 
 
-IDENTITY_KEYS = ("label", "method", "model", "case", "robust", "loop")
+IDENTITY_KEYS = ("label", "method", "model", "case", "robust", "loop", "attack", "budget")
 
 
 def identity(run: dict) -> str:

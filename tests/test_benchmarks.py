@@ -179,18 +179,19 @@ def test_a_reused_run_measured_anew_is_replaced_and_only_that_one(tmp_path, monk
         path.write_text(json.dumps(doc))
         return path
 
-    def run(robust, rate):
-        return {"label": "abo", "case": "circle", "robust": robust, "metrics": {"rate": rate}}
+    def run(robust, rate, attack="concept-inversion"):
+        return {"label": "abo", "case": "circle", "robust": robust, "attack": attack, "metrics": {"rate": rate}}
 
-    old = result("bench", [run(False, 1.0), run(True, 0.5)])
+    # the same patch under another attack (restarts_toyworld) is another run, kept
+    old = result("bench", [run(False, 1.0), run(True, 0.5), run(True, 0.3, "p4d")])
     new = result("bench_new", [run(True, 0.2)])
     out = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", ["merge", str(new), "--reuse", str(old), "circle", "--name", "bench",
                                       "--out", str(out)])
     merge_results.main()
     merged = json.loads(next(out.glob("bench.json")).read_text())
-    assert [(r["robust"], r["metrics"]["rate"]) for r in merged["runs"]] == [(True, 0.2), (False, 1.0)]
-    assert [p["runs"] for p in merged["parts"]] == [1, 1]
+    assert [(r["robust"], r["metrics"]["rate"]) for r in merged["runs"]] == [(True, 0.2), (False, 1.0), (True, 0.3)]
+    assert [p["runs"] for p in merged["parts"]] == [1, 2]
 
 
 def test_merged_parts_keep_their_own_description_but_must_share_the_seeds(tmp_path, monkeypatch):
