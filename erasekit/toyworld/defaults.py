@@ -132,9 +132,13 @@ ROBUST_ABO = {"*": {"scope": "text-encoder", "lr": 1e-3, "steps": 300, "retain_e
 # prompts are 16 free tokens; so the adversary's size for shapes was searched against P4D (500 steps, the robust
 # rule, seeds 10–13, circle): _robust_p4d.json, prefix tokens × inner steps 1 × 10 / 4 × 10 / 8 × 10 / 4 × 30 →
 # 0.41 / 0.25 / 0.09 / 0.06 at ssim_other 0.98–0.99, and 4 tokens in the concept word's place 0.16 at 0.882 (not
-# admissible). The rule takes 4 prefix tokens with AdvUnlearn's 30 inner steps (about 3× the 10-step erase's time).
+# admissible). The rule took 4 prefix tokens with AdvUnlearn's 30 inner steps (about 3× the 10-step erase's time).
+# That point met the bars at the table's attack seed but not over restarts (Concept Inversion 0.41 at one of four),
+# so the size was searched again against the attacker's best over Concept Inversion and P4D, 4 restarts and budgets
+# 50 / 150 / 500 (_robust_restarts.json): 4 × 30 / 8 × 30 / 16 × 30 / 8 × 30 for 600 outer steps → 0.72 / 0.22 /
+# 0.19 / 0.81 at ssim_other 0.986 / 0.983 / 0.965 / 0.976. The rule takes 16 prefix tokens × 30 inner steps.
 ROBUST_CA = {"*": {"scope": "text-encoder", "lr": 1e-3, "robust_every": 1},
-             "shape": {"lr": 2e-3, "retain_encoding": 0.3, "robust_tokens": 4, "robust_steps": 30}}
+             "shape": {"lr": 2e-3, "retain_encoding": 0.3, "robust_tokens": 16, "robust_steps": 30}}
 # method -> kind of concept ("*": every kind) -> a robust run's values, as METHOD_DEFAULTS
 ROBUST_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     **{m: {"*": ADVERSARY_SIZE} for m in ("esd", "sdd", "fmn", "sepme")},
