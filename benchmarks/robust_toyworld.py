@@ -25,7 +25,7 @@ import common
 from calibrate_toyworld import METHODS, method_id
 
 from erasekit import api
-from erasekit.eval.attack_names import ATTACKS
+from erasekit.eval.attack_names import ATTACKS, count_key
 from erasekit.eval.results import write_result
 
 CASES = ("circle", "striped")
@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--robust", default="both", choices=("off", "on", "both"),
                         help="rows without robust erasure, with it (where a method has it), or both")
     parser.add_argument("--name", default="robust_toyworld")
+    parser.add_argument("--extend", type=int, default=0, metavar="BUDGET",
+                        help="then run again, up to this budget, every attack of the selected rows whose curve "
+                             "had not stopped rising (below a rate of 1), its curve replaced by the longer one")
     args = parser.parse_args()
     seed_sets, model = common.setup(args)
     seeds = seed_sets[0]  # one seed set: the table is about the attacks, Table 1 about the spread
@@ -139,10 +142,60 @@ def main() -> None:
                       {k: round(v, 3) for k, v in run["metrics"].items() if k.startswith(("target_rate", "recovery",
                                                                                           "ssim_other"))},
                       flush=True)
-                write_result(args.name, runs, out_dir=args.out,
-                             extra={**common.protocol(TUNED), "evaluation_seeds": [seeds],
-                                    "budgets": args.budgets, "attacks": args.attacks.split(","),
-                                    "attack_prompts": 8, "tables": [table(runs)]})
+                write_rows(runs, seeds, args)
+    if args.extend:
+        selected = [r for r in runs if r["label"] in args.methods.split(",") and r["case"] in args.cases.split(",")
+                    and r["robust"] in switches]
+        for row in selected:
+            extend_rising(model, row, seeds, args)
+            write_rows(runs, seeds, args)
+
+
+def write_rows(runs: list[dict], seeds: list[int], args) -> None:
+    write_result(args.name, runs, out_dir=args.out,
+                 extra={**common.protocol(TUNED), "evaluation_seeds": [seeds], "budgets": args.budgets,
+                        "attacks": args.attacks.split(","), "attack_prompts": 8, "tables": [table(runs)],
+                        **({"extended_to": args.extend} if args.extend else {})})
+
+
+def rising_attacks(row: dict, budget: int) -> list[str]:
+    """The row's attacks whose curve had not stopped rising at a rate below 1 and a largest budget below `budget`
+    (a rate of 1 cannot rise further)."""
+    from erasekit.eval.evaluate import still_rising
+
+    return [detail["attack"] for detail in row["attacks"].values()
+            if still_rising(detail["curve"]) and detail["curve"][-1]["value"] < 1
+            and detail["curve"][-1]["budget"] < budget]
+
+
+def extend_rising(model, row: dict, seeds: list[int], args) -> None:
+    """Run the row's still-rising attacks again on the same patch (the cached erase of the same config), with
+    `args.extend` added to the curve; the longer curve replaces the shorter, and the row records whether its
+    earlier budgets came out as before (the attacks are deterministic per seed, so they should)."""
+    names = rising_attacks(row, args.extend)
+    if not names:
+        return
+    rule, fixed = TABLE_METHODS[row["label"]]
+    case = {c["case"]: c for c in common.concept_cases(rule)}[row["case"]]
+    values = {**fixed, **({"robust": True} if row["robust"] else {})}
+    patch, _, resolved = common.erase_timed(model, method_id(row["label"]), common.case_request(case), values)
+    if not common.same_config(row["config"], resolved.config):
+        raise SystemExit(f"{row['label']} {row['case']}: the toy defaults changed since this row; measure it anew")
+    for name in names:
+        metric = ATTACKS[name].metric
+        before = row["attacks"][metric]["curve"]
+        budgets = [point["budget"] for point in before] + [args.extend]
+        result = api.evaluate(model, patch if isinstance(patch, list) else [patch], case["suite"], seeds=seeds,
+                              steps=args.steps, progress=False, groups=["target"], attack=name,
+                              attack_steps=budgets)
+        detail = result["details"][metric]
+        detail["reproduced"] = all(abs(a["value"] - b["value"]) < 1e-9
+                                   for a, b in zip(before, detail["curve"][:len(before)], strict=True))
+        row["attacks"][metric] = detail
+        row["metrics"].update({k: result["metrics"][k] for k in (metric, count_key(metric))})
+        print(row["label"], row["case"], "robust" if row["robust"] else "plain", name, "extended:",
+              [(point["budget"], round(point["value"], 3)) for point in detail["curve"]],
+              "reproduced" if detail["reproduced"] else "NOT reproduced", flush=True)
 
 
 if __name__ == "__main__":

@@ -357,3 +357,18 @@ def test_the_attack_table_reads_the_largest_budget_and_shows_a_higher_weaker_one
     assert recovery_cell(run([0.1, 0.2, 0.19]), "recovery_rate") == 0.19  # within the largest budget's interval
     assert recovery_cell(run([0.0, 0.1, 0.6]), "recovery_rate") == "0.600 ↑"
     assert recovery_cell(run([0.0, 0.1, 0.6]), "recovery_p4d") == ""
+
+
+def test_only_curves_still_rising_below_a_rate_of_one_and_the_new_budget_are_extended():
+    from robust_toyworld import rising_attacks
+
+    def detail(name, values, budgets=(50, 150, 500)):
+        curve = [{"budget": b, "value": v, "ci95": [max(v - 0.15, 0.0), min(v + 0.15, 1.0)]}
+                 for b, v in zip(budgets, values, strict=True)]
+        return {"attack": name, "curve": curve}
+
+    row = {"attacks": {"a": detail("concept-inversion", [0.0, 0.1, 0.6]), "b": detail("p4d", [0.1, 0.44, 0.19]),
+                       "c": detail("hard-prompt", [0.0, 0.3, 1.0]),
+                       "d": detail("unlearndiff", [0.0, 0.1, 0.6], (150, 500, 1500))}}
+    assert rising_attacks(row, 1500) == ["concept-inversion"]  # p4d stopped; 1.0 cannot rise; d reached 1500
+    assert rising_attacks(row, 4500) == ["concept-inversion", "unlearndiff"]
