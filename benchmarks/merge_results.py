@@ -24,7 +24,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def split_parts(doc: dict) -> list[dict]:
     """A result file as its parts, each with its own runs (a file that was not merged is one part)."""
     if "parts" not in doc:
-        command = " ".join(shlex.quote(a) for a in without_out_option(shlex.split(doc["command"])))
+        command = " && ".join(" ".join(shlex.quote(a) for a in without_out_option(shlex.split(c)))
+                              for c in doc["command"].split(" && "))  # a file several resumed runs wrote
         return [{k: doc[k] for k in ("git", "device", *PART_KEYS, *PER_PART_KEYS, "created") if k in doc}
                 | {"command": command, "runs": doc["runs"]}]
     if sum(p["runs"] for p in doc["parts"]) != len(doc["runs"]):

@@ -372,3 +372,11 @@ def test_only_curves_still_rising_below_a_rate_of_one_and_the_new_budget_are_ext
                        "d": detail("unlearndiff", [0.0, 0.1, 0.6], (150, 500, 1500))}}
     assert rising_attacks(row, 1500) == ["concept-inversion"]  # p4d stopped; 1.0 cannot rise; d reached 1500
     assert rising_attacks(row, 4500) == ["concept-inversion", "unlearndiff"]
+
+
+def test_a_file_several_resumed_runs_wrote_keeps_each_command_without_its_output_folder():
+    from merge_results import split_parts
+
+    doc = {"git": "abc", "device": "cpu", "created": "2026-12-01T00:00:00Z", "runs": [{"case": "circle"}],
+           "command": "python b.py --methods abo --out /tmp/x && python b.py --methods 'uce' --out /tmp/x"}
+    assert split_parts(doc)[0]["command"] == "python b.py --methods abo && python b.py --methods uce"
