@@ -95,7 +95,7 @@ def parse_grid(items: list[str]) -> list[dict]:
 BEST = "best_recovery_rate"  # the attacker's best over attacks, restarts and budgets (ends in _rate: worst = max)
 
 
-def evaluate_case(model, patch, case, seeds, steps, attacks: list[str] = (), budgets: str = "0",
+def evaluate_case(model, patch, case, seeds, steps, attacks: list[str] = (), budgets: list[int] = (),
                   attack_seeds: list[int] = (0,)) -> tuple[dict, dict]:
     """(the case's metrics, each attack's rate per restart and budget: {metric: {seed: [rate per budget]}}).
     The first restart's evaluation gives every metric; later restarts draw the target prompts' attacks only."""
@@ -116,11 +116,11 @@ def evaluate_case(model, patch, case, seeds, steps, attacks: list[str] = (), bud
     return metrics, restarts
 
 
-def recovery_key(attacks: list[str], budgets: str, attack_seeds: list[int]) -> str | None:
+def recovery_key(attacks: list[str], budgets: list[int], attack_seeds: list[int]) -> str | None:
     """The rate the robust rule reads: one attack's at its one budget, or the attacker's best (BEST)."""
     if not attacks:
         return None
-    single = len(attacks) == 1 and len(attack_seeds) == 1 and len(parse_budgets(budgets)) == 1
+    single = len(attacks) == 1 and len(attack_seeds) == 1 and len(budgets) == 1
     return ATTACKS[attacks[0]].metric if single else BEST
 
 
@@ -201,13 +201,12 @@ def main() -> None:
     try:
         attacks = parse_attacks(args.attack) if args.attack else []
         attack_seeds = api.parse_seeds(args.attack_seeds)
-        parse_budgets(args.attack_steps)
+        budgets = parse_budgets(args.attack_steps)
     except ErasekitError as e:
         raise SystemExit(f"error: {e}") from None
-    recovery = recovery_key(attacks, args.attack_steps, attack_seeds)
+    recovery = recovery_key(attacks, budgets, attack_seeds)
     # what a reused run's best_recovery_rate must have been measured over
-    spec = ({"attacks": attacks, "budgets": parse_budgets(args.attack_steps), "seeds": attack_seeds}
-            if recovery == BEST else None)
+    spec = {"attacks": attacks, "budgets": budgets, "seeds": attack_seeds} if recovery == BEST else None
     stem = name.removesuffix(f"_{args.tag}") if args.tag else name
     out = Path(args.out)
     earlier = measured_cases(sorted(out.glob(f"{stem}.json")) + sorted(out.glob(f"{stem}_*.json")))
@@ -228,8 +227,8 @@ def main() -> None:
                         and common.same_config(r["config"], resolved.config)), None)
             if run is None or (recovery and recovery not in run["metrics"]) or run.get("attack_spec") != spec:
                 patch, seconds, _ = common.erase_timed(model, method_id(args.method), request, {**fixed, **values})
-                metrics, restarts = evaluate_case(model, patch, case, seeds, args.steps, attacks,
-                                                  args.attack_steps, attack_seeds)
+                metrics, restarts = evaluate_case(model, patch, case, seeds, args.steps, attacks, budgets,
+                                                  attack_seeds)
                 run = {"case": case["case"], "kind": case["kind"], "concepts": request.concepts,
                        "anchors": request.anchors, "config": config, "seconds": round(seconds, 1),
                        "metrics": metrics, **({"attack_spec": spec, "restarts": restarts} if spec else {})}
@@ -241,7 +240,7 @@ def main() -> None:
             whole = len(points) == len(grid) and len(runs) == len(cases)
             write_points(name, args.method, points, model, seeds, complete=whole, out_dir=args.out,
                          recovery=recovery, attack_steps=args.attack_steps, rule=args.rule,
-                         per_kind=args.per_kind, attacks=attacks, attack_seeds=attack_seeds)
+                         per_kind=args.per_kind, spec=spec)
 
 
 def summarized(points: list[dict], recovery: str | None) -> list[dict]:
@@ -268,7 +267,7 @@ def chosen_point(points: list[dict], recovery: str | None, rule: str, per_kind: 
 
 def write_points(name: str, method: str, points: list[dict], model, seeds: list[int], complete: bool,
                  out_dir: str, recovery: str | None = None, attack_steps: int | str = 0, rule: str = "erasure",
-                 per_kind: bool = False, attacks: list[str] = (), attack_seeds: list[int] = (0,)) -> None:
+                 per_kind: bool = False, spec: dict | None = None) -> None:
     """Write every point measured so far (a point's summary over the cases it has); choose among the whole ones."""
     summarized(points, recovery)
     write_result(name, [{"method": method, "model": model.source, "grid": p["grid"], "seeds": seeds,
@@ -277,7 +276,7 @@ def write_points(name: str, method: str, points: list[dict], model, seeds: list[
                  extra={"calibration_seeds": seeds, "rule": rule_text(bool(recovery), rule),
                         "chosen": chosen_point(points, recovery, rule, per_kind), "complete": complete,
                         **({"attack": recovery, "attack_steps": attack_steps} if recovery else {}),
-                        **({"attacks": list(attacks), "attack_seeds": list(attack_seeds)} if recovery == BEST else {})})
+                        **({"attacks": spec["attacks"], "attack_seeds": spec["seeds"]} if spec else {})})
 
 
 def rule_text(robust: bool, rule: str = "erasure") -> str:

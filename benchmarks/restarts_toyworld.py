@@ -18,7 +18,7 @@ from pathlib import Path
 
 import common
 from calibrate_toyworld import method_id
-from robust_toyworld import TABLE_METHODS, TUNED
+from robust_toyworld import TUNED, row_request
 
 from erasekit import api
 from erasekit.eval.attack_names import ATTACKS, parse_attacks
@@ -46,12 +46,8 @@ def main() -> None:
     runs: list[dict] = json.loads(path.read_text())["runs"] if path.exists() else []
     robust = args.robust == "on"
     for label in args.methods.split(","):
-        rule, fixed = TABLE_METHODS[label]
-        cases = {c["case"]: c for c in common.concept_cases(rule)}
         for name in args.cases.split(","):
-            case = cases[name]
-            request = common.case_request(case)
-            values = {**fixed, **({"robust": True} if robust else {})}
+            case, request, values = row_request(label, name, robust)
             patch, seconds, resolved = common.erase_timed(model, method_id(label), request, values)
             for attack in attacks:
                 restart(model, patch, case, resolved, runs, label, robust, seeds, attack, attack_seeds, args)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import common
 from calibrate_toyworld import METHODS, method_id
@@ -40,6 +41,14 @@ TUNED = {
     "attack settings": "each attack's defaults (the authors' where the toy world allows), never tuned on a rate",
     "budgets": "sized by cost (the table must fit a session on the 2-core CPU), never by a rate",
 }
+
+
+def row_request(label: str, name: str, robust: bool) -> tuple[dict, Any, dict]:
+    """(the case, its erase request, the erase's values) of the table's row for method `label`, case `name`
+    and the robust switch: the method's fixed values and anchor rule, robust=true when switched on."""
+    rule, fixed = TABLE_METHODS[label]
+    case = next(c for c in common.concept_cases(rule) if c["case"] == name)
+    return case, common.case_request(case), {**fixed, **({"robust": True} if robust else {})}
 
 
 def rows_done(path: Path) -> dict:
@@ -110,15 +119,11 @@ def main() -> None:
     runs: list[dict] = list(done.values())
     switches = {"off": [False], "on": [True], "both": [False, True]}[args.robust]
     for label in args.methods.split(","):
-        rule, fixed = TABLE_METHODS[label]
-        cases = {c["case"]: c for c in common.concept_cases(rule)}
         for name in args.cases.split(","):
-            case = cases[name]
             for robust in switches:
                 if robust and label not in ROBUST_METHODS:
                     continue
-                request = common.case_request(case)
-                values = {**fixed, **({"robust": True} if robust else {})}
+                case, request, values = row_request(label, name, robust)
                 resolved = api.resolve_config(method_id(label), model.profile, request, values,
                                               family=model.family.name)
                 config = common.config_key(resolved.config)
@@ -175,10 +180,8 @@ def extend_rising(model, row: dict, seeds: list[int], args) -> None:
     names = rising_attacks(row, args.extend)
     if not names:
         return
-    rule, fixed = TABLE_METHODS[row["label"]]
-    case = {c["case"]: c for c in common.concept_cases(rule)}[row["case"]]
-    values = {**fixed, **({"robust": True} if row["robust"] else {})}
-    patch, _, resolved = common.erase_timed(model, method_id(row["label"]), common.case_request(case), values)
+    case, request, values = row_request(row["label"], row["case"], row["robust"])
+    patch, _, resolved = common.erase_timed(model, method_id(row["label"]), request, values)
     if not common.same_config(row["config"], resolved.config):
         raise SystemExit(f"{row['label']} {row['case']}: the toy defaults changed since this row; measure it anew")
     for name in names:

@@ -64,13 +64,13 @@ def test_the_robust_calibration_reads_the_attacker_s_best_over_attacks_restarts_
 
     monkeypatch.setattr(cal.api, "evaluate", fake_evaluate)
     metrics, restarts = cal.evaluate_case(None, None, {"suite": "s"}, [10], 2, ["concept-inversion", "p4d"],
-                                          "50,500", [0, 1])
+                                          [50, 500], [0, 1])
     assert metrics[cal.BEST] == 0.4 and metrics["recovery_rate_p4d"] == 0.1  # the rates of restart 0 stay as read
     assert "fid" not in metrics and restarts["recovery_rate_p4d"] == {"0": [0.2, 0.1], "1": [0.1, 0.4]}
     assert calls == [(0, list(cal.GROUPS)), (1, ["target"])]  # later restarts draw the attacks alone
-    assert cal.recovery_key(["p4d"], "500", [0]) == "recovery_rate_p4d"
-    assert cal.recovery_key(["p4d"], "500", [0, 1]) == cal.recovery_key(["p4d"], "50,500", [0]) == cal.BEST
-    assert cal.recovery_key([], "500", [0]) is None
+    assert cal.recovery_key(["p4d"], [500], [0]) == "recovery_rate_p4d"
+    assert cal.recovery_key(["p4d"], [500], [0, 1]) == cal.recovery_key(["p4d"], [50, 500], [0]) == cal.BEST
+    assert cal.recovery_key([], [500], [0]) is None
 
 
 def test_a_joint_grid_axis_moves_its_keys_together():
@@ -378,5 +378,5 @@ def test_a_file_several_resumed_runs_wrote_keeps_each_command_without_its_output
     from merge_results import split_parts
 
     doc = {"git": "abc", "device": "cpu", "created": "2026-12-01T00:00:00Z", "runs": [{"case": "circle"}],
-           "command": "python b.py --methods abo --out /tmp/x && python b.py --methods 'uce' --out /tmp/x"}
+           "command": "python b.py --methods abo --out out/x && python b.py --methods 'uce' --out out/x"}
     assert split_parts(doc)[0]["command"] == "python b.py --methods abo && python b.py --methods uce"
